@@ -1,0 +1,1 @@
+//! Agent configuration: JSON file plus `FELHOM_*` environment overrides.

@@ -1,0 +1,8 @@
+//! felhom-agent: the unprivileged half of the felhom host agent.
+//!
+//! It does all Proxmox VE REST API work with a scoped API token ([`pve`]), reads its
+//! configuration ([`config`]) and keeps the token secret ([`secret`]).
+
+pub mod config;
+pub mod pve;
+pub mod secret;

@@ -1,0 +1,3 @@
+//! felhom-agent binary.
+
+fn main() {}

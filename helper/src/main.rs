@@ -1,0 +1,3 @@
+//! felhom-helper: the socket-activated root helper.
+
+fn main() {}

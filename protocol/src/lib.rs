@@ -1,0 +1,1 @@
+//! The typed allowlist between felhom-agent and felhom-helper.

@@ -1,0 +1,3 @@
+//! The Proxmox VE simulator as a standalone binary.
+
+fn main() {}

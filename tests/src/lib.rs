@@ -1,0 +1,4 @@
+//! Test support for felhom: the Proxmox VE simulator and helpers shared by the end-to-end tests
+//! and the sandbox.
+
+pub mod pve_sim;

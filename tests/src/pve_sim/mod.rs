@@ -1,0 +1,1 @@
+//! A stateful Proxmox VE API simulator over HTTPS for tests and the sandbox.
