@@ -1,4 +1,5 @@
 //! Test support for felhom: the Proxmox VE simulator and helpers shared by the end-to-end tests
 //! and the sandbox.
 
+pub mod bins;
 pub mod pve_sim;

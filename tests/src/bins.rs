@@ -1,0 +1,97 @@
+//! Locating (and, when needed, building) the workspace's real binaries for end-to-end tests.
+//!
+//! Integration tests in this crate and the sandbox run the real `felhom-agent` and
+//! `felhom-helper` executables. Cargo only provides `CARGO_BIN_EXE_*` for a package's own
+//! binaries, so this module builds the other packages' binaries once per process with the same
+//! cargo, profile and target directory, and returns their paths.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Name of the agent executable.
+pub const AGENT: &str = "felhom-agent";
+/// Name of the root helper executable.
+pub const HELPER: &str = "felhom-helper";
+
+static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// The directory holding this build's executables (`target/<profile>`), derived from the
+/// running executable, which lives in it or in its `deps/` subdirectory.
+fn profile_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate current exe: {e}"))?;
+    let mut dir = exe
+        .parent()
+        .ok_or_else(|| "current exe has no parent directory".to_string())?
+        .to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+fn build_once() -> Result<PathBuf, String> {
+    let dir = profile_dir()?;
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["-p", AGENT, "-p", HELPER, "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    // Build into the same target directory the running executable came from.
+    if let Some(target) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo build for {AGENT}/{HELPER}: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build of {AGENT}/{HELPER} failed: {status}"));
+    }
+    Ok(dir)
+}
+
+/// Path of a workspace binary (`AGENT` or `HELPER`), building both once if needed.
+///
+/// # Panics
+/// Panics with the build error when the binaries cannot be built: this is test support code,
+/// and a missing binary is a failed test.
+pub fn path(name: &str) -> PathBuf {
+    match BUILT.get_or_init(build_once) {
+        Ok(dir) => dir.join(name),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Path of the real `felhom-agent` executable.
+pub fn agent() -> PathBuf {
+    path(AGENT)
+}
+
+/// Path of the real `felhom-helper` executable.
+pub fn helper() -> PathBuf {
+    path(HELPER)
+}
+
+/// Directory `../shared/fixtures/<sub>` beside the checkout, if it exists. Tests that read
+/// the shared fixtures call this and skip (printing the reason) when it returns `None`.
+pub fn shared_fixtures(sub: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures")
+        .join(sub);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipping: {} is absent (the shared fixtures live beside the checkout)",
+            dir.display()
+        );
+        None
+    }
+}
