@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Debian package build and checks (called by .ci/run). Never touches the host's system:
+#   1. builds both release binaries and the .deb with cargo-deb (installed from crates.io
+#      with `cargo install cargo-deb --locked` when missing);
+#   2. prints its control data and contents (dpkg-deb -I / -c);
+#   3. extracts it into a throwaway root and checks that every file lands where the units,
+#      the sysusers/tmpfiles entries and the maintainer scripts expect it, then runs
+#      `systemd-analyze verify` on the packaged units against the packaged binaries;
+#   4. as root: applies the packaged sysusers.d/tmpfiles.d entries to that root (--root=) and
+#      checks /run/felhom's owner and mode;
+#   5. runs the maintainer scripts against that root (DPKG_ROOT) with systemctl,
+#      deb-systemd-helper and friends replaced by recording stubs, and checks what they do on
+#      install, configured install, upgrade, remove and purge.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+note() { printf '  %s\n' "$*"; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# ---- tools ------------------------------------------------------------------------------
+if is_root && command -v apt-get >/dev/null 2>&1; then
+  # dpkg-dev: dpkg-shlibdeps, which cargo-deb uses to compute Depends ($auto).
+  missing=()
+  command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+command -v dpkg-deb >/dev/null 2>&1 || { echo "SKIP: dpkg-deb is not available (not a Debian system)"; exit 0; }
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  echo "--- cargo install cargo-deb --locked"
+  cargo install cargo-deb --locked --quiet
+fi
+note "$(cargo deb --version 2>/dev/null || echo cargo-deb)"
+
+# ---- build ------------------------------------------------------------------------------
+echo "--- build"
+cargo build --release --quiet -p felhom-agent -p felhom-helper
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+out_dir="$target_dir/debian"
+mkdir -p "$out_dir"
+deb=$(cargo deb -p felhom-agent --no-build --quiet --output "$out_dir" | tail -n 1)
+[ -f "$deb" ] || fail "cargo deb did not produce a package (got '$deb')"
+note "built $deb"
+
+echo "--- dpkg-deb -I"
+dpkg-deb -I "$deb"
+echo "--- dpkg-deb -c"
+dpkg-deb -c "$deb"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+dpkg-deb -x "$deb" "$root"
+dpkg-deb -e "$deb" "$work/control"
+
+# ---- files land where the units expect them ----------------------------------------------
+echo "--- package layout"
+# path mode
+expect_file() {
+  local path=$1 mode=$2 actual
+  [ -f "$root$path" ] || fail "missing in package: $path"
+  actual=$(stat -c '%a' "$root$path")
+  [ "$actual" = "$mode" ] || fail "$path has mode $actual, expected $mode"
+  note "ok: $path ($mode)"
+}
+expect_file /usr/bin/felhom-agent 755
+expect_file /usr/libexec/felhom/felhom-helper 755
+expect_file /usr/lib/systemd/system/felhom-agent.service 644
+expect_file /usr/lib/systemd/system/felhom-helper.service 644
+expect_file /usr/lib/systemd/system/felhom-helper.socket 644
+expect_file /usr/lib/sysusers.d/felhom-agent.conf 644
+expect_file /usr/lib/tmpfiles.d/felhom-agent.conf 644
+expect_file /etc/felhom/helper.json 644
+expect_file /etc/felhom/agent.json.example 644
+expect_file /usr/share/doc/felhom-agent/README.md 644
+# The operator's files are not in the package: postinst must not find agent.json and start
+# an unconfigured agent, and the token never ships.
+[ ! -e "$root/etc/felhom/agent.json" ] || fail "the package must not ship /etc/felhom/agent.json"
+[ ! -e "$root/etc/felhom/pve-token" ] || fail "the package must not ship /etc/felhom/pve-token"
+for c in /etc/felhom/helper.json /etc/felhom/agent.json.example; do
+  grep -qx "$c" "$work/control/conffiles" || fail "$c is not a conffile"
+done
+note "ok: conffiles: $(tr '\n' ' ' < "$work/control/conffiles")"
+grep -q '^Depends:.*systemd' "$work/control/control" || fail "Depends lacks systemd"
+
+unitdir="$root/usr/lib/systemd/system"
+# Every ExecStart= binary of the packaged units exists in the package and is executable.
+while read -r bin; do
+  [ -x "$root$bin" ] || fail "ExecStart binary $bin is not in the package"
+  note "ok: ExecStart $bin is packaged"
+done < <(sed -n 's/^ExecStart=[-@+!:]*\([^ ]*\).*/\1/p' "$unitdir"/felhom-*.service)
+# The paths the units, configs and maintainer scripts share agree with each other.
+sock=$(sed -n 's/^ListenStream=//p' "$unitdir/felhom-helper.socket")
+[ "$sock" = /run/felhom/helper.sock ] || fail "socket path is '$sock'"
+grep -q "\"helper_socket\": \"$sock\"" "$root/etc/felhom/agent.json.example" || fail "agent.json.example helper_socket != $sock"
+grep -q '^d /run/felhom 0750 root felhom-agent' "$root/usr/lib/tmpfiles.d/felhom-agent.conf" || fail "tmpfiles entry for /run/felhom"
+grep -q '^SocketGroup=felhom-agent$' "$unitdir/felhom-helper.socket" || fail "socket group"
+grep -q '^u felhom-agent ' "$root/usr/lib/sysusers.d/felhom-agent.conf" || fail "sysusers entry"
+grep -q '^User=felhom-agent$' "$unitdir/felhom-agent.service" || fail "agent User="
+grep -q '^LoadCredential=pve-token:/etc/felhom/pve-token$' "$unitdir/felhom-agent.service" || fail "agent LoadCredential="
+grep -q '^ExecStart=/usr/bin/felhom-agent --config /etc/felhom/agent.json run$' "$unitdir/felhom-agent.service" || fail "agent ExecStart="
+grep -q '^ExecStart=/usr/libexec/felhom/felhom-helper --config /etc/felhom/helper.json$' "$unitdir/felhom-helper.service" || fail "helper ExecStart="
+grep -q '"agent_user": "felhom-agent"' "$root/etc/felhom/helper.json" || fail "helper.json agent_user"
+if command -v python3 >/dev/null 2>&1; then
+  for j in "$root/etc/felhom/helper.json" "$root/etc/felhom/agent.json.example"; do
+    python3 -m json.tool "$j" >/dev/null || fail "$j is not valid JSON"
+  done
+  note "ok: example configs are valid JSON"
+fi
+note "ok: socket, group, user, credential and config paths agree"
+
+echo "--- maintainer scripts"
+for s in postinst prerm postrm; do
+  [ -x "$work/control/$s" ] || fail "maintainer script $s missing or not executable"
+  sh -n "$work/control/$s" || fail "$s: shell syntax error"
+  ! grep -q '#DEBHELPER#' "$work/control/$s" || fail "$s still contains #DEBHELPER#"
+  if command -v checkbashisms >/dev/null 2>&1; then checkbashisms "$work/control/$s"; fi
+  if command -v shellcheck >/dev/null 2>&1; then shellcheck -s sh "$work/control/$s"; fi
+  note "ok: $s (sh -n)"
+done
+
+echo "--- systemd-analyze verify on the packaged units"
+if command -v systemd-analyze >/dev/null 2>&1; then
+  vroot="$work/vroot"
+  cp -a "$root" "$vroot"
+  cp -an /usr/lib/systemd/system/. "$vroot/usr/lib/systemd/system/" 2>/dev/null || true
+  out=$(cd "$vroot/usr/lib/systemd/system" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify \
+          --root="$vroot" felhom-agent.service felhom-helper.service felhom-helper.socket 2>&1) ||
+    { printf '%s\n' "$out"; fail "verify failed"; }
+  [ -z "$out" ] || { printf '%s\n' "$out"; fail "verify reported problems"; }
+  note "ok: packaged units verify against the packaged binaries"
+else
+  echo "SKIP: systemd-analyze not installed"
+fi
+
+echo "--- sysusers.d and tmpfiles.d applied to the throwaway root"
+if is_root && command -v systemd-sysusers >/dev/null 2>&1 && command -v systemd-tmpfiles >/dev/null 2>&1; then
+  troot="$work/troot"
+  cp -a "$root" "$troot"
+  mkdir -p "$troot/etc" "$troot/run"
+  systemd-sysusers --root="$troot" "$troot/usr/lib/sysusers.d/felhom-agent.conf" >/dev/null 2>&1
+  grep -q '^felhom-agent:x:[0-9]*:[0-9]*:.*:/usr/sbin/nologin$' "$troot/etc/passwd" || fail "sysusers did not create the user"
+  systemd-tmpfiles --root="$troot" --create "$troot/usr/lib/tmpfiles.d/felhom-agent.conf"
+  gid=$(awk -F: '$1 == "felhom-agent" {print $3}' "$troot/etc/group")
+  [ "$(stat -c '%a %u:%g' "$troot/run/felhom")" = "750 0:$gid" ] ||
+    fail "/run/felhom is $(stat -c '%a %u:%g' "$troot/run/felhom"), expected 750 0:$gid"
+  note "ok: user felhom-agent created, /run/felhom 0750 root:felhom-agent"
+else
+  echo "SKIP: needs root (chown into the throwaway root) and systemd-sysusers/systemd-tmpfiles"
+fi
+
+echo "--- maintainer scripts against the throwaway root, with recording stubs"
+sroot="$work/sroot"
+cp -a "$root" "$sroot"
+mkdir -p "$sroot/run/systemd/system" "$sroot/var/lib/felhom-agent" "$sroot/var/lib/felhom-helper"
+case "$sroot" in "$work"/*) ;; *) fail "refusing to run maintainer scripts outside the work dir" ;; esac
+stubs="$work/stubs"
+log="$work/calls.log"
+mkdir -p "$stubs"
+for cmd in systemctl deb-systemd-helper deb-systemd-invoke systemd-sysusers systemd-tmpfiles adduser getent install; do
+  cat > "$stubs/$cmd" <<STUB
+#!/bin/sh
+echo "$cmd \$*" >> "$log"
+exit 0
+STUB
+  chmod +x "$stubs/$cmd"
+done
+# run_script NAME ARGS...: runs a packaged maintainer script against $sroot.
+run_script() {
+  local name=$1; shift
+  : > "$log"
+  env PATH="$stubs:/usr/bin:/bin" DPKG_ROOT="$sroot" sh "$work/control/$name" "$@" >/dev/null 2>&1 ||
+    fail "$name $* exited non-zero"
+}
+has() { grep -qxF -- "$1" "$log" || { cat "$log"; fail "expected call: $1"; }; }
+lacks() { ! grep -qF -- "$1" "$log" || { cat "$log"; fail "unexpected call: $1"; }; }
+
+run_script postinst configure ""
+has "systemd-sysusers --root=$sroot $sroot/usr/lib/sysusers.d/felhom-agent.conf"
+has "systemd-tmpfiles --root=$sroot --create $sroot/usr/lib/tmpfiles.d/felhom-agent.conf"
+has "deb-systemd-helper enable felhom-helper.socket"
+has "deb-systemd-helper enable felhom-agent.service"
+has "deb-systemd-invoke start felhom-helper.socket"
+lacks "felhom-helper.service"
+lacks "start felhom-agent.service"
+note "ok: fresh install: user, /run/felhom, units enabled, socket started, agent NOT started (no config)"
+
+echo '{}' > "$sroot/etc/felhom/agent.json"
+run_script postinst configure ""
+lacks "start felhom-agent.service"
+note "ok: agent.json without the token: agent not started"
+
+echo 'secret' > "$sroot/etc/felhom/pve-token"
+run_script postinst configure ""
+has "deb-systemd-invoke start felhom-agent.service"
+note "ok: configured install: agent started"
+
+run_script postinst configure 0.0.9-1
+has "deb-systemd-invoke try-restart felhom-helper.service"
+has "deb-systemd-invoke restart felhom-agent.service"
+note "ok: upgrade: helper and agent restarted"
+
+run_script prerm upgrade 0.2.0-1
+lacks "stop"
+run_script prerm remove
+[ "$(grep -c '^deb-systemd-invoke stop' "$log")" = 3 ] || { cat "$log"; fail "prerm remove must stop 3 units"; }
+head -n 1 "$log" | grep -qx 'deb-systemd-invoke stop felhom-agent.service' || fail "prerm must stop the agent first"
+note "ok: prerm: nothing stopped on upgrade; agent, socket, helper stopped on remove"
+
+run_script postrm remove
+[ -d "$sroot/etc/felhom" ] || fail "postrm remove deleted /etc/felhom"
+run_script postrm purge
+has "deb-systemd-helper purge felhom-agent.service"
+has "deb-systemd-helper purge felhom-helper.socket"
+for d in /etc/felhom /var/lib/felhom-agent /var/lib/felhom-helper; do
+  [ ! -e "$sroot$d" ] || fail "postrm purge left $d"
+done
+lacks "userdel"
+note "ok: postrm: remove keeps config; purge removes /etc/felhom, state dirs, unit state (user kept)"
+
+echo "package checks passed: $deb"
