@@ -68,6 +68,7 @@ expect_file() {
 }
 expect_file /usr/bin/felhom-agent 755
 expect_file /usr/libexec/felhom/felhom-helper 755
+expect_file /usr/libexec/felhom/felhom-sandbox-run 755
 expect_file /usr/lib/systemd/system/felhom-agent.service 644
 expect_file /usr/lib/systemd/system/felhom-helper.service 644
 expect_file /usr/lib/systemd/system/felhom-helper.socket 644
@@ -121,6 +122,19 @@ for s in postinst prerm postrm; do
   if command -v shellcheck >/dev/null 2>&1; then shellcheck -s sh "$work/control/$s"; fi
   note "ok: $s (sh -n)"
 done
+
+echo "--- felhom-sandbox-run (the operator's sandbox check) builds its command from the units"
+for which in agent helper; do
+  line=$(FELHOM_UNIT_DIR="$unitdir" "$root/usr/libexec/felhom/felhom-sandbox-run" --print "$which" /bin/true)
+  case "$line" in *ExecStart*|*WatchdogSec*|*Restart=*) fail "sandbox-run $which passes lifecycle directives: $line" ;; esac
+  case "$line" in *"-p NoNewPrivileges=yes"*"-p SystemCallFilter="*"-- /bin/true "*) ;; *) fail "sandbox-run $which: $line" ;; esac
+done
+line=$(FELHOM_UNIT_DIR="$unitdir" "$root/usr/libexec/felhom/felhom-sandbox-run" --print agent /bin/true)
+case "$line" in *"-p User=felhom-agent"*"-p LoadCredential=pve-token:/etc/felhom/pve-token"*"-p PrivateUsers=yes"*) ;; *) fail "sandbox-run agent: $line" ;; esac
+line=$(FELHOM_UNIT_DIR="$unitdir" "$root/usr/libexec/felhom/felhom-sandbox-run" --print helper /bin/true)
+case "$line" in *"-p CapabilityBoundingSet=CAP_SYS_ADMIN"*) ;; *) fail "sandbox-run helper: $line" ;; esac
+case "$line" in *Protect[SK]*|*Private[MDT]*) fail "sandbox-run helper carries a mount-namespace directive: $line" ;; esac
+note "ok: agent and helper sandboxes reproduced without lifecycle directives"
 
 echo "--- systemd-analyze verify on the packaged units"
 if command -v systemd-analyze >/dev/null 2>&1; then

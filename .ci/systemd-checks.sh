@@ -85,6 +85,34 @@ rm "$work/nobin/usr/libexec/felhom/felhom-helper"
 if verify_units "$work/nobin" >/dev/null; then fail "a missing ExecStart binary was not detected"; fi
 note "ok: missing binary detected"
 
+# ---- the helper must not get a private mount namespace ---------------------------------
+# Directives that make systemd set up a mount namespace for the service (systemd's
+# exec_needs_mount_namespace(); PrivateNetwork=/PrivateIPC= do so in newer releases) or
+# that cannot work for a root helper at all (PrivateUsers=, DynamicUser=).
+NS_KEYS='ProtectSystem|ProtectHome|PrivateTmp|PrivateDevices|PrivateMounts|PrivateNetwork|PrivateIPC|PrivatePIDs|ProtectKernelTunables|ProtectKernelModules|ProtectKernelLogs|ProtectControlGroups|ProtectProc|ProcSubset|ReadWritePaths|ReadOnlyPaths|InaccessiblePaths|ExecPaths|NoExecPaths|TemporaryFileSystem|BindPaths|BindReadOnlyPaths|RootDirectory|RootImage|MountImages|ExtensionImages|ExtensionDirectories|MountFlags|MountAPIVFS|NetworkNamespacePath|IPCNamespacePath|LogNamespace|PrivateUsers|DynamicUser'
+# Hardening directives the helper leaves off; each needs a one-line "# Key=  reason" comment.
+DOCUMENTED_OFF=(ProtectSystem ProtectHome PrivateTmp PrivateDevices PrivateMounts ReadWritePaths
+  ProtectKernelTunables ProtectKernelModules ProtectKernelLogs ProtectControlGroups ProtectProc
+  ProcSubset PrivateNetwork PrivateIPC PrivateUsers User DynamicUser ProtectClock DevicePolicy
+  RestrictSUIDSGID RootDirectory SupplementaryGroups)
+
+# helper_ns_check FILE: fails if an active line names a mount-namespace directive.
+helper_ns_check() {
+  ! grep -En "^[[:space:]]*($NS_KEYS)[[:space:]]*=" "$1"
+}
+
+echo "--- felhom-helper.service: no mount namespace, every left-off directive explained"
+helper_ns_check systemd/felhom-helper.service || fail "felhom-helper.service uses a directive that creates a mount namespace (above)"
+for k in "${DOCUMENTED_OFF[@]}"; do
+  grep -Eq "^[[:space:]]*$k=" systemd/felhom-helper.service && continue
+  grep -Eq "^#.*\b$k=" systemd/felhom-helper.service || fail "felhom-helper.service leaves $k= off without a comment saying why"
+done
+note "ok: none of the mount-namespace directives; ${#DOCUMENTED_OFF[@]} left-off directives commented"
+cp systemd/felhom-helper.service "$work/helper-bad.service"
+echo "PrivateTmp=yes" >> "$work/helper-bad.service"
+if helper_ns_check "$work/helper-bad.service" >/dev/null; then fail "self-test: PrivateTmp=yes was not detected"; fi
+note "ok: self-test: an added PrivateTmp=yes is detected"
+
 # ---- exposure scores --------------------------------------------------------------------
 # score FILE -> "1.0 SAFE" (the overall line)
 score() {
