@@ -1,1 +1,505 @@
 //! Agent configuration: JSON file plus `FELHOM_*` environment overrides.
+//!
+//! The file (default `/etc/felhom/agent.json`) is a flat JSON object; every key has an
+//! environment override (`FELHOM_<KEY>` in upper case), and the environment wins:
+//!
+//! | key | env | meaning |
+//! |---|---|---|
+//! | `api_url` | `FELHOM_API_URL` | `https://127.0.0.1:8006` (the client appends `/api2/json`) |
+//! | `node` | `FELHOM_NODE` | PVE node name |
+//! | `token_id` | `FELHOM_TOKEN_ID` | `USER@REALM!TOKENID` |
+//! | `token_secret_file` | `FELHOM_TOKEN_SECRET_FILE` | file holding the secret; default `$CREDENTIALS_DIRECTORY/pve-token` |
+//! | `tls_fingerprint` | `FELHOM_TLS_FINGERPRINT` | SHA-256 leaf pin, colon hex |
+//! | `tls_ca_file` | `FELHOM_TLS_CA_FILE` | PEM CA file |
+//! | `tls_insecure` | `FELHOM_TLS_INSECURE` | `true` only when explicitly wanted |
+//! | `helper_socket` | `FELHOM_HELPER_SOCKET` | default `/run/felhom/helper.sock` |
+//! | `state_dir` | `FELHOM_STATE_DIR` | default `/var/lib/felhom-agent` |
+//! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval, default 300 |
+//! | `request_timeout_secs` | `FELHOM_REQUEST_TIMEOUT_SECS` | per HTTP request, default 30 |
+//!
+//! At most one of the three TLS keys may be set; none means the system trust store. The
+//! secret itself is never taken from the environment or the command line — only from a file
+//! (or systemd's `LoadCredential=pve-token:…`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::pve::{ApiSettings, Fingerprint, NodeName, TlsMode, TokenId};
+use crate::secret::Secret;
+
+/// Default config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/felhom/agent.json";
+/// Default helper socket.
+pub const DEFAULT_HELPER_SOCKET: &str = "/run/felhom/helper.sock";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/felhom-agent";
+/// Name of the systemd credential holding the token secret.
+pub const CREDENTIAL_NAME: &str = "pve-token";
+
+/// All keys, in file order.
+pub const KEYS: &[&str] = &[
+    "api_url",
+    "node",
+    "token_id",
+    "token_secret_file",
+    "tls_fingerprint",
+    "tls_ca_file",
+    "tls_insecure",
+    "helper_socket",
+    "state_dir",
+    "interval_secs",
+    "request_timeout_secs",
+];
+
+/// The environment variable overriding `key`.
+pub fn env_name(key: &str) -> String {
+    format!("FELHOM_{}", key.to_ascii_uppercase())
+}
+
+/// A configuration problem; always names the key (or the file).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a JSON object.
+    #[error("config file {path} is not a valid JSON object: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Parser message.
+        message: String,
+    },
+    /// A key the agent does not know.
+    #[error("unknown config key `{key}` in {path} (known keys: {})", KEYS.join(", "))]
+    UnknownKey {
+        /// Key.
+        key: String,
+        /// File.
+        path: String,
+    },
+    /// A required key is missing.
+    #[error("missing config key `{key}` (set it in the config file or via {})", env_name(.key))]
+    Missing {
+        /// Key.
+        key: &'static str,
+    },
+    /// A key has a bad value.
+    #[error("bad value for config key `{key}` (from {source_name}): {reason}")]
+    Invalid {
+        /// Key.
+        key: &'static str,
+        /// Where the value came from (file path or env variable).
+        source_name: String,
+        /// Why.
+        reason: String,
+    },
+    /// More than one TLS mode.
+    #[error(
+        "config keys {0} are mutually exclusive: set at most one of tls_fingerprint, tls_ca_file, tls_insecure"
+    )]
+    TlsConflict(String),
+    /// The token secret could not be read.
+    #[error("token secret (config key `token_secret_file`): {0}")]
+    Secret(#[from] crate::secret::SecretError),
+    /// No secret file configured and no systemd credential directory.
+    #[error(
+        "no token secret: set `token_secret_file` (or FELHOM_TOKEN_SECRET_FILE), or run under systemd with LoadCredential={CREDENTIAL_NAME}:… so that $CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} exists"
+    )]
+    NoSecret,
+}
+
+/// The agent's configuration. Holds the secret's location, not the secret.
+#[derive(Clone, PartialEq)]
+pub struct AgentConfig {
+    /// API base, e.g. `https://127.0.0.1:8006`.
+    pub api_url: url::Url,
+    /// Node name.
+    pub node: NodeName,
+    /// Token id.
+    pub token_id: TokenId,
+    /// Where the secret is read from (explicit file or systemd credential).
+    pub token_secret_file: PathBuf,
+    /// Certificate verification.
+    pub tls: TlsMode,
+    /// Helper socket.
+    pub helper_socket: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Service collection interval.
+    pub interval: Duration,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+impl fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("api_url", &self.api_url.as_str())
+            .field("node", &self.node)
+            .field("token_id", &self.token_id)
+            .field("token_secret_file", &self.token_secret_file)
+            .field("token_secret", &crate::secret::REDACTED)
+            .field("tls", &self.tls)
+            .field("helper_socket", &self.helper_socket)
+            .field("state_dir", &self.state_dir)
+            .field("interval", &self.interval)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// Where a value came from, for error messages.
+struct Lookup<'a> {
+    file: Map<String, Value>,
+    path: String,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Lookup<'_> {
+    /// The value for `key` as text, and where it came from. Env wins; empty env is unset.
+    fn get(&self, key: &'static str) -> Result<Option<(String, String)>, ConfigError> {
+        let var = env_name(key);
+        if let Some(v) = (self.env)(&var).filter(|v| !v.is_empty()) {
+            return Ok(Some((v, var)));
+        }
+        match self.file.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some((s.clone(), self.path.clone()))),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => {
+                Ok(Some((v.to_string(), self.path.clone())))
+            }
+            Some(other) => Err(ConfigError::Invalid {
+                key,
+                source_name: self.path.clone(),
+                reason: format!("expected a string, number or boolean, got {other}"),
+            }),
+        }
+    }
+
+    fn required(&self, key: &'static str) -> Result<(String, String), ConfigError> {
+        self.get(key)?.ok_or(ConfigError::Missing { key })
+    }
+
+    fn parsed<T, E: fmt::Display>(
+        &self,
+        key: &'static str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some((v, source_name)) => parse(v.trim()).map(Some).map_err(|e| ConfigError::Invalid {
+                key,
+                source_name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("expected true or false, got {s:?}")),
+    }
+}
+
+fn parse_secs(max: u64) -> impl Fn(&str) -> Result<Duration, String> {
+    move |s: &str| match s.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!("expected whole seconds 1..={max}, got {s:?}")),
+    }
+}
+
+fn parse_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{e} in {s:?}"))?;
+    if u.scheme() != "https" {
+        return Err(format!("must be https://HOST:PORT, got {s:?}"));
+    }
+    if u.host_str().is_none() || !u.username().is_empty() || u.password().is_some() {
+        return Err("must be https://HOST:PORT without credentials".into());
+    }
+    if u.query().is_some() || u.fragment().is_some() || !matches!(u.path(), "" | "/") {
+        return Err(format!(
+            "give only https://HOST:PORT (the client appends /api2/json), got {s:?}"
+        ));
+    }
+    Ok(u)
+}
+
+fn abs_path(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(format!("must be an absolute path, got {s:?}"))
+    }
+}
+
+impl AgentConfig {
+    /// Loads `path` (default [`DEFAULT_CONFIG_PATH`]) and applies `FELHOM_*` overrides from
+    /// the process environment. A missing *default* file is allowed (everything can come from
+    /// the environment); a missing explicit file is an error.
+    pub fn load(path: Option<&Path>) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::load_with_env(path, &|k| std::env::var(k).ok())
+    }
+
+    /// Like [`AgentConfig::load`], with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AgentConfig, ConfigError> {
+        let (file_path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let shown = file_path.display().to_string();
+        let file = match std::fs::read_to_string(&file_path) {
+            Ok(text) => match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => {
+                    return Err(ConfigError::Parse {
+                        path: shown,
+                        message: "top level must be a JSON object".into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(ConfigError::Parse {
+                        path: shown,
+                        message: e.to_string(),
+                    });
+                }
+            },
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Map::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: shown,
+                    source,
+                });
+            }
+        };
+        if let Some(key) = file.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(ConfigError::UnknownKey {
+                key: key.clone(),
+                path: shown,
+            });
+        }
+        let l = Lookup {
+            file,
+            path: shown,
+            env,
+        };
+
+        let (url_text, url_src) = l.required("api_url")?;
+        let api_url = parse_url(url_text.trim()).map_err(|reason| ConfigError::Invalid {
+            key: "api_url",
+            source_name: url_src,
+            reason,
+        })?;
+        let node = l
+            .parsed("node", NodeName::new)?
+            .ok_or(ConfigError::Missing { key: "node" })?;
+        let token_id = l
+            .parsed("token_id", TokenId::new)?
+            .ok_or(ConfigError::Missing { key: "token_id" })?;
+        let token_secret_file = match l.parsed("token_secret_file", abs_path)? {
+            Some(p) => p,
+            None => match env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+                Some(dir) => Path::new(&dir).join(CREDENTIAL_NAME),
+                None => return Err(ConfigError::NoSecret),
+            },
+        };
+
+        let fingerprint = l.parsed("tls_fingerprint", |s| s.parse::<Fingerprint>())?;
+        let ca_file = l.parsed("tls_ca_file", abs_path)?;
+        let insecure = l.parsed("tls_insecure", parse_bool)?.unwrap_or(false);
+        let mut set = Vec::new();
+        if fingerprint.is_some() {
+            set.push("tls_fingerprint");
+        }
+        if ca_file.is_some() {
+            set.push("tls_ca_file");
+        }
+        if insecure {
+            set.push("tls_insecure");
+        }
+        if set.len() > 1 {
+            return Err(ConfigError::TlsConflict(set.join(" and ")));
+        }
+        let tls = match (fingerprint, ca_file, insecure) {
+            (Some(fp), _, _) => TlsMode::Pinned(fp),
+            (_, Some(ca), _) => TlsMode::CaFile(ca),
+            (_, _, true) => TlsMode::Insecure,
+            _ => TlsMode::SystemRoots,
+        };
+
+        Ok(AgentConfig {
+            api_url,
+            node,
+            token_id,
+            token_secret_file,
+            tls,
+            helper_socket: l
+                .parsed("helper_socket", abs_path)?
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_HELPER_SOCKET)),
+            state_dir: l
+                .parsed("state_dir", abs_path)?
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            interval: l
+                .parsed("interval_secs", parse_secs(86_400))?
+                .unwrap_or(Duration::from_secs(300)),
+            request_timeout: l
+                .parsed("request_timeout_secs", parse_secs(3600))?
+                .unwrap_or(Duration::from_secs(30)),
+        })
+    }
+
+    /// Reads the token secret and produces the client settings.
+    pub fn api_settings(&self) -> Result<ApiSettings, ConfigError> {
+        let token_secret = Secret::from_file(&self.token_secret_file)?;
+        Ok(ApiSettings {
+            api_url: self.api_url.clone(),
+            node: self.node.clone(),
+            token_id: self.token_id.clone(),
+            token_secret,
+            tls: self.tls.clone(),
+            request_timeout: self.request_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn write(dir: &Path, json: &str) -> PathBuf {
+        let p = dir.join("agent.json");
+        std::fs::write(&p, json).unwrap();
+        p
+    }
+
+    const FP: &str = "80:d4:f2:df:64:95:cd:8d:a0:82:82:ac:48:ba:c0:7a:1b:6b:87:8b:fe:b9:83:1c:95:4e:79:58:77:99:69:f5";
+
+    #[test]
+    fn file_with_defaults_and_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            r#"{"api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent"}"#,
+        );
+        std::fs::write(dir.path().join("pve-token"), "sekrit-1234\n").unwrap();
+        let creds = dir.path().to_str().unwrap().to_string();
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[("CREDENTIALS_DIRECTORY", &creds)]))
+            .unwrap();
+        assert_eq!(c.node.as_str(), "pve");
+        assert_eq!(c.tls, TlsMode::SystemRoots);
+        assert_eq!(c.helper_socket, PathBuf::from(DEFAULT_HELPER_SOCKET));
+        assert_eq!(c.interval, Duration::from_secs(300));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.token_secret_file, dir.path().join("pve-token"));
+        let s = c.api_settings().unwrap();
+        assert_eq!(s.token_secret.expose(), "sekrit-1234");
+        assert!(!format!("{s:?}{c:?}").contains("sekrit-1234"));
+    }
+
+    #[test]
+    fn env_wins_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            r#"{"api_url":"https://10.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/etc/felhom/pve-token","interval_secs":60}"#,
+        );
+        let c = AgentConfig::load_with_env(
+            Some(&p),
+            &env_of(&[
+                ("FELHOM_API_URL", "https://127.0.0.1:9999"),
+                ("FELHOM_NODE", "pve2"),
+                ("FELHOM_TLS_FINGERPRINT", FP),
+                ("FELHOM_INTERVAL_SECS", "120"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.api_url.port(), Some(9999));
+        assert_eq!(c.node.as_str(), "pve2");
+        assert!(matches!(c.tls, TlsMode::Pinned(_)));
+        assert_eq!(c.interval, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/x""#;
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/x"}"#,
+                "api_url",
+            ),
+            (
+                &format!(r#"{{{base},"tls_fingerprint":"zz"}}"#),
+                "tls_fingerprint",
+            ),
+            (&format!(r#"{{{base},"interval_secs":0}}"#), "interval_secs"),
+            (&format!(r#"{{{base},"bogus":1}}"#), "bogus"),
+            (
+                &format!(r#"{{{base},"tls_insecure":true,"tls_ca_file":"/ca.pem"}}"#),
+                "tls_ca_file",
+            ),
+            (
+                &format!(r#"{{{base},"helper_socket":"rel/path"}}"#),
+                "helper_socket",
+            ),
+            (
+                r#"{"api_url":"http://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/x"}"#,
+                "api_url",
+            ),
+            (
+                r#"{"api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve","token_secret_file":"/x"}"#,
+                "token_id",
+            ),
+            (
+                r#"{"api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent"}"#,
+                "token_secret_file",
+            ),
+        ];
+        for (json, key) in cases {
+            let p = write(dir.path(), json);
+            let err = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+            assert!(err.to_string().contains(key), "{json}: {err}");
+        }
+        let err = AgentConfig::load_with_env(Some(&dir.path().join("nope.json")), &env_of(&[]))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn insecure_must_be_explicit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            r#"{"api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/x","tls_insecure":false}"#,
+        );
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert_eq!(c.tls, TlsMode::SystemRoots);
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[("FELHOM_TLS_INSECURE", "true")]))
+            .unwrap();
+        assert_eq!(c.tls, TlsMode::Insecure);
+    }
+}

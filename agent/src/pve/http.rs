@@ -1,0 +1,255 @@
+//! The HTTP layer: one reqwest client (connection reuse, timeouts, preconfigured rustls),
+//! the token header, the `{"data": …}` envelope, error classification, and retries of
+//! idempotent reads.
+//!
+//! The error text of older Proxmox releases lives only in the HTTP reason phrase. hyper keeps
+//! a non-canonical reason phrase in the response extensions as `hyper::ext::ReasonPhrase`,
+//! and reqwest passes the extensions through (`Response::extensions`), so we read it there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde_json::Value;
+
+use super::ApiSettings;
+use super::error::{PveError, classify};
+use super::tls::{self, PinReport, TlsMode};
+
+/// How many times an idempotent read is attempted on connect errors, 5xx and 59x.
+const READ_ATTEMPTS: u32 = 3;
+/// First back-off between read attempts (doubled each time).
+const READ_BACKOFF: Duration = Duration::from_millis(200);
+
+/// A decoded success envelope.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    /// `data`.
+    pub data: Value,
+    /// `total`, when present (task log).
+    pub total: Option<u64>,
+}
+
+/// The low-level API transport.
+#[derive(Clone)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    base: url::Url,
+    auth: HeaderValue,
+    pin: Option<Arc<PinReport>>,
+    tls: TlsMode,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("base", &self.base.as_str())
+            .field("auth", &"[redacted]")
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// Formats an error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+impl Http {
+    pub(crate) fn new(settings: &ApiSettings) -> Result<Http, PveError> {
+        if settings.tls == TlsMode::Insecure {
+            tracing::warn!(
+                api_url = %settings.api_url,
+                "tls_insecure is set: the Proxmox API certificate is NOT verified"
+            );
+        }
+        let (config, pin) = tls::client_config(&settings.tls)?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("felhom-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PveError::TlsSetup(format!("HTTP client setup: {}", chain(&e))))?;
+        let mut base = settings.api_url.clone();
+        if !matches!(base.scheme(), "https" | "http") || base.cannot_be_a_base() {
+            return Err(PveError::InvalidArgument(format!(
+                "api_url must be https://HOST:PORT, got {}",
+                settings.api_url
+            )));
+        }
+        base.set_query(None);
+        base.set_fragment(None);
+        {
+            let mut segs = base
+                .path_segments_mut()
+                .map_err(|()| PveError::InvalidArgument("api_url cannot be a base".into()))?;
+            segs.pop_if_empty().extend(["api2", "json"]);
+        }
+        // The header value is built once and marked sensitive (hidden from Debug output).
+        let mut auth = HeaderValue::from_str(&format!(
+            "PVEAPIToken={}={}",
+            settings.token_id,
+            settings.token_secret.expose()
+        ))
+        .map_err(|_| PveError::InvalidArgument("token id or secret not header-safe".into()))?;
+        auth.set_sensitive(true);
+        Ok(Http {
+            client,
+            base,
+            auth,
+            pin,
+            tls: settings.tls.clone(),
+        })
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<url::Url, PveError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| PveError::InvalidArgument("bad base url".into()))?
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// One API call. GET is retried (bounded, with back-off) on transport errors, 5xx and
+    /// 59x; POST/PUT/DELETE are sent exactly once.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        form: Option<&[(String, String)]>,
+    ) -> Result<Reply, PveError> {
+        let idempotent = method == Method::GET;
+        let attempts = if idempotent { READ_ATTEMPTS } else { 1 };
+        let mut backoff = READ_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self
+                .call_once(&method, segments, query, form, idempotent)
+                .await
+            {
+                Err(e) if attempt < attempts && e.is_retryable_read() => {
+                    tracing::debug!(error = %e, attempt, "retrying idempotent read");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        method: &Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        form: Option<&[(String, String)]>,
+        idempotent: bool,
+    ) -> Result<Reply, PveError> {
+        let url = self.url(segments)?;
+        let path = format!("/{}", segments.join("/"));
+        let mut req = self
+            .client
+            .request(method.clone(), url)
+            .header(AUTHORIZATION, self.auth.clone());
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some(form) = form {
+            req = req.form(form);
+        }
+        let started = Instant::now();
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Err(self.transport_error(method, &path, &e, idempotent)),
+        };
+        let status = resp.status();
+        let reason = resp
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Err(self.transport_error(method, &path, &e, idempotent)),
+        };
+        tracing::debug!(
+            %method,
+            path = %path,
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pve api call"
+        );
+        if !status.is_success() {
+            let err = classify(
+                method.as_str(),
+                &path,
+                status.as_u16(),
+                reason.as_deref(),
+                &body,
+                idempotent,
+            );
+            tracing::debug!(%method, path = %path, error = %err, "pve api error");
+            return Err(err);
+        }
+        let mut v: Value = serde_json::from_slice(&body).map_err(|e| PveError::Decode {
+            path: path.clone(),
+            message: format!("body is not JSON: {e}"),
+        })?;
+        let total = v.get("total").and_then(|t| {
+            t.as_u64()
+                .or_else(|| t.as_str().and_then(|s| s.parse().ok()))
+        });
+        let data = v.get_mut("data").map(Value::take).ok_or(PveError::Decode {
+            path,
+            message: "missing \"data\" in response".into(),
+        })?;
+        Ok(Reply { data, total })
+    }
+
+    fn transport_error(
+        &self,
+        method: &Method,
+        path: &str,
+        e: &reqwest::Error,
+        idempotent: bool,
+    ) -> PveError {
+        if let (Some(report), TlsMode::Pinned(expected)) = (&self.pin, &self.tls) {
+            if let Some(presented) = report.take_mismatch() {
+                return PveError::Tls {
+                    presented_fingerprint: presented.to_string(),
+                    expected_fingerprint: expected.to_string(),
+                };
+            }
+        }
+        let message = chain(e);
+        // A request that failed before a connection existed was never sent and is safe to
+        // report as a plain transport error; anything later may have reached the server.
+        if !idempotent && !e.is_connect() && !e.is_builder() {
+            return PveError::OutcomeUnknown {
+                method: method.to_string(),
+                path: path.to_string(),
+                status: 0,
+                message,
+            };
+        }
+        PveError::Transport {
+            method: method.to_string(),
+            path: path.to_string(),
+            message,
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Waiting for Proxmox tasks.
+//!
+//! [`PveClient::wait_task`] polls `GET …/tasks/{upid}/status` on an adaptive schedule: the
+//! first poll comes [`WaitOptions::initial_interval`] (50 ms) after dispatch, each later gap
+//! is 1.5× the previous one, capped at [`WaitOptions::max_interval`] (1 s). Short tasks
+//! (snapshot, start) are therefore noticed within tens of milliseconds, and a long task
+//! (backup, restore) costs at most one request per second — the rate of fixed-interval
+//! clients. The whole wait runs under [`WaitOptions::timeout`].
+//!
+//! Exit status rules (pve-common `PVE::Tools::upid_status_is_error`): `OK` is success,
+//! `WARNINGS: N` is success with the log's `WARN:` lines, anything else is
+//! [`PveError::Task`] ([`TaskFailure`]) with the last log lines and, for a permission failure, the privilege.
+
+use std::time::{Duration, Instant};
+
+use super::client::PveClient;
+use super::error::{PveError, TaskFailure, parse_permission_check};
+use super::types::TaskState;
+use super::upid::Upid;
+
+/// How [`PveClient::wait_task`] polls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitOptions {
+    /// Give up (with [`PveError::Timeout`]) after this long.
+    pub timeout: Duration,
+    /// Delay before the first poll, and the first gap.
+    pub initial_interval: Duration,
+    /// Largest gap between polls.
+    pub max_interval: Duration,
+    /// Growth factor of the gap.
+    pub backoff: f64,
+    /// How long a 400 `no such task` is tolerated after the wait started (the task may
+    /// not be visible yet, e.g. behind a cluster proxy).
+    pub not_found_grace: Duration,
+    /// How many log lines a failed task's error carries.
+    pub log_tail_lines: u64,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        WaitOptions {
+            timeout: Duration::from_secs(3600),
+            initial_interval: Duration::from_millis(50),
+            max_interval: Duration::from_secs(1),
+            backoff: 1.5,
+            not_found_grace: Duration::from_secs(5),
+            log_tail_lines: 20,
+        }
+    }
+}
+
+impl WaitOptions {
+    /// The default schedule with another overall deadline.
+    pub fn with_timeout(timeout: Duration) -> WaitOptions {
+        WaitOptions {
+            timeout,
+            ..WaitOptions::default()
+        }
+    }
+
+    /// A fixed poll interval (what most other Proxmox clients do with 1 s); for comparison.
+    pub fn fixed(interval: Duration, timeout: Duration) -> WaitOptions {
+        WaitOptions {
+            timeout,
+            initial_interval: interval,
+            max_interval: interval,
+            backoff: 1.0,
+            ..WaitOptions::default()
+        }
+    }
+
+    fn next_interval(&self, current: Duration) -> Duration {
+        current
+            .mul_f64(self.backoff.max(1.0))
+            .min(self.max_interval)
+            .max(Duration::from_millis(1))
+    }
+}
+
+/// A task that stopped successfully.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSuccess {
+    /// The task.
+    pub upid: Upid,
+    /// `OK` or `WARNINGS: N`.
+    pub exitstatus: String,
+    /// The `WARN:` lines of the log (empty for `OK`).
+    pub warnings: Vec<String>,
+}
+
+fn is_warnings(exitstatus: &str) -> bool {
+    exitstatus
+        .strip_prefix("WARNINGS: ")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl PveClient {
+    /// Polls the task until it stops, then interprets its exit status. See the module docs.
+    pub async fn wait_task(&self, upid: &Upid, opts: WaitOptions) -> Result<TaskSuccess, PveError> {
+        let started = Instant::now();
+        let deadline = started + opts.timeout;
+        let mut interval = opts.initial_interval;
+        let mut polls: u32 = 0;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PveError::Timeout {
+                    what: format!("task {upid}"),
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(interval.min(deadline - now)).await;
+            polls += 1;
+            match self.task_status(upid).await {
+                Ok(st) if st.status == TaskState::Stopped => {
+                    let exitstatus = st.exitstatus.unwrap_or_else(|| "unexpected status".into());
+                    tracing::debug!(upid = %upid, polls, %exitstatus, "task stopped");
+                    return self.finish(upid, exitstatus, &opts).await;
+                }
+                Ok(_) => {}
+                Err(e) if e.is_no_such_task() && started.elapsed() < opts.not_found_grace => {
+                    tracing::debug!(upid = %upid, "task not visible yet, retrying");
+                }
+                Err(e) => return Err(e),
+            }
+            interval = opts.next_interval(interval);
+        }
+    }
+
+    async fn finish(
+        &self,
+        upid: &Upid,
+        exitstatus: String,
+        opts: &WaitOptions,
+    ) -> Result<TaskSuccess, PveError> {
+        if exitstatus == "OK" {
+            return Ok(TaskSuccess {
+                upid: upid.clone(),
+                exitstatus,
+                warnings: Vec::new(),
+            });
+        }
+        if is_warnings(&exitstatus) {
+            let warnings = match self.task_log(upid, 0, 0).await {
+                Ok(log) => log
+                    .lines
+                    .into_iter()
+                    .map(|l| l.t)
+                    .filter(|t| t.contains("WARN:") || t.starts_with("WARN"))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(upid = %upid, error = %e, "cannot read warnings from task log");
+                    Vec::new()
+                }
+            };
+            for w in &warnings {
+                tracing::warn!(upid = %upid, warning = %w, "task warning");
+            }
+            return Ok(TaskSuccess {
+                upid: upid.clone(),
+                exitstatus,
+                warnings,
+            });
+        }
+        let log_tail = self.log_tail(upid, opts.log_tail_lines).await;
+        let privilege = std::iter::once(exitstatus.as_str())
+            .chain(log_tail.iter().map(String::as_str))
+            .find_map(|l| parse_permission_check(l).1);
+        Err(PveError::Task(Box::new(TaskFailure {
+            upid: upid.clone(),
+            task_type: upid.task_type().to_string(),
+            id: upid.id().to_string(),
+            exitstatus,
+            log_tail,
+            privilege,
+        })))
+    }
+
+    /// The last `lines` lines of a task log (empty if the log cannot be read: the task's
+    /// own error is more useful than a log error).
+    async fn log_tail(&self, upid: &Upid, lines: u64) -> Vec<String> {
+        let first = match self.task_log(upid, 0, lines).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(upid = %upid, error = %e, "cannot read task log");
+                return Vec::new();
+            }
+        };
+        let page = match first.total {
+            Some(total) if total > lines => match self.task_log(upid, total - lines, lines).await {
+                Ok(l) => l,
+                Err(_) => first,
+            },
+            _ => first,
+        };
+        let mut out: Vec<String> = page.lines.into_iter().map(|l| l.t).collect();
+        let keep = usize::try_from(lines).unwrap_or(usize::MAX);
+        if out.len() > keep {
+            out.drain(..out.len() - keep);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_backs_off_to_one_second() {
+        let o = WaitOptions::default();
+        let mut i = o.initial_interval;
+        let mut gaps = vec![i];
+        for _ in 0..12 {
+            i = o.next_interval(i);
+            gaps.push(i);
+        }
+        assert_eq!(gaps[1], Duration::from_millis(75));
+        assert!(gaps.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*gaps.last().unwrap(), Duration::from_secs(1));
+        let f = WaitOptions::fixed(Duration::from_secs(1), Duration::from_secs(5));
+        assert_eq!(
+            f.next_interval(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn warnings_status() {
+        assert!(is_warnings("WARNINGS: 1"));
+        assert!(is_warnings("WARNINGS: 12"));
+        assert!(!is_warnings("WARNINGS: "));
+        assert!(!is_warnings("WARNINGS: x"));
+        assert!(!is_warnings("OK"));
+        assert!(!is_warnings("job errors"));
+    }
+}
