@@ -1,1 +1,221 @@
 //! A stateful Proxmox VE API simulator over HTTPS for tests and the sandbox.
+//!
+//! [`PveSim::start`] serves `https://127.0.0.1:<port>/api2/json/...` with a freshly generated
+//! CA and leaf certificate, authenticates `PVEAPIToken` headers, and imitates the wire
+//! behaviour documented in `shared/reference/proxmox-api.md`: the `{"data": …}` envelope,
+//! errors in the reason phrase (and, unless `legacy_wire`, in the body `message`), 403
+//! permission messages, UPIDs and task status/log, guest locks while tasks run, and the
+//! PVE 7 type drift (`"vmid":"106"`). Tests steer and observe it through [`SimState`].
+
+mod api;
+mod server;
+mod state;
+mod tls;
+mod util;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use state::SimState;
+
+/// How the simulator behaves; [`Default`] gives a PVE 9 node called `pve`.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Node name (`pve`).
+    pub node: String,
+    /// Full token id `USER@REALM!TOKENID` (`felhom@pve!agent`).
+    pub token_id: String,
+    /// The token secret (a fixed UUID-like test value).
+    pub token_secret: String,
+    /// `false`: PVE 8.3+/9 wire (error text in reason phrase and body `message`).
+    /// `true`: PVE 7 wire (error text only in the reason phrase, `vmid` and status numbers
+    /// as JSON strings).
+    pub legacy_wire: bool,
+    /// How long asynchronous tasks run (300 ms).
+    pub task_duration: Duration,
+    /// Delay before every 401 (PVE uses 3 s).
+    pub unauthorized_delay: Duration,
+    /// Reported PVE version, e.g. `9.1.3` (or `7.4-16`).
+    pub version: String,
+}
+
+/// The fixed test token secret used by [`SimOptions::default`].
+pub const DEFAULT_TOKEN_SECRET: &str = "5f0c3a9e-8d2b-4c71-9e36-2a4b7d1c0f58";
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            node: "pve".to_string(),
+            token_id: "felhom@pve!agent".to_string(),
+            token_secret: DEFAULT_TOKEN_SECRET.to_string(),
+            legacy_wire: false,
+            task_duration: Duration::from_millis(300),
+            unauthorized_delay: Duration::from_secs(3),
+            version: "9.1.3".to_string(),
+        }
+    }
+}
+
+/// The outcome of a simulated task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// `TASK OK`, exit status `OK`.
+    Ok,
+    /// Log lines `WARN: <each>`, then `TASK WARNINGS: N`; exit status `WARNINGS: N`. The
+    /// task's effect is applied.
+    Warnings(Vec<String>),
+    /// `TASK ERROR: <msg>`; exit status `<msg>`; no effect.
+    Error(String),
+}
+
+/// A fault injected into the next `times` matching requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// HTTP method to match (`None` = any).
+    pub method: Option<String>,
+    /// Substring of the request path (e.g. `/status/start`).
+    pub path_contains: String,
+    /// What happens instead of (or before) the normal answer.
+    pub kind: FaultKind,
+    /// How many matching requests are affected.
+    pub times: u32,
+}
+
+/// The kind of an injected fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Answer with this status and reason phrase (e.g. 596 `Connection timed out`); the
+    /// request is not executed.
+    Status {
+        /// HTTP status code.
+        code: u16,
+        /// Reason phrase (also the body `message` unless legacy wire).
+        reason: String,
+    },
+    /// Sleep this long, then answer normally.
+    Stall(Duration),
+    /// Drop the connection without answering; the request is not executed.
+    CloseConnection,
+}
+
+/// One request as the simulator saw it (never contains the token secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Full path, e.g. `/api2/json/nodes/pve/lxc`.
+    pub path: String,
+    /// Raw query string (without `?`).
+    pub query: String,
+    /// Raw request body (form-urlencoded or JSON).
+    pub body: String,
+}
+
+/// A running simulator; dropping it stops the server.
+#[derive(Debug)]
+pub struct PveSim {
+    addr: SocketAddr,
+    fingerprint: String,
+    ca_pem: String,
+    node: String,
+    token_id: String,
+    token_secret: String,
+    state: SimState,
+    shutdown: Option<watch::Sender<bool>>,
+    accept_task: JoinHandle<()>,
+}
+
+impl PveSim {
+    /// Starts the simulator on `127.0.0.1` with an ephemeral port.
+    pub async fn start(opts: SimOptions) -> anyhow::Result<PveSim> {
+        Self::start_on(opts, 0).await
+    }
+
+    /// Starts the simulator on `127.0.0.1:port` (`0` = ephemeral).
+    pub async fn start_on(opts: SimOptions, port: u16) -> anyhow::Result<PveSim> {
+        let pki = tls::generate(&opts.node)?;
+        let listener = server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+        let addr = listener.local_addr().context("listener address")?;
+        let state = SimState {
+            inner: Arc::new(Mutex::new(state::Inner::new(
+                &opts,
+                pki.fingerprint.clone(),
+            ))),
+        };
+        let shared = Arc::new(server::Shared {
+            state: state.clone(),
+            token_id: opts.token_id.clone(),
+            token_secret: opts.token_secret.clone(),
+        });
+        let (tx, rx) = watch::channel(false);
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config.clone());
+        let accept_task = tokio::spawn(server::serve(listener, acceptor, shared, rx));
+        Ok(PveSim {
+            addr,
+            fingerprint: pki.fingerprint,
+            ca_pem: pki.ca_pem,
+            node: opts.node,
+            token_id: opts.token_id,
+            token_secret: opts.token_secret,
+            state,
+            shutdown: Some(tx),
+            accept_task,
+        })
+    }
+
+    /// `https://127.0.0.1:PORT` (clients append `/api2/json`).
+    pub fn base_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// SHA-256 of the leaf certificate, uppercase colon hex (PVE style).
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
+    /// PEM of the CA that signed the leaf (leaf SANs: 127.0.0.1, localhost).
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// Node name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Full token id.
+    pub fn token_id(&self) -> &str {
+        &self.token_id
+    }
+
+    /// Token secret.
+    pub fn token_secret(&self) -> &str {
+        &self.token_secret
+    }
+
+    /// A handle on the simulator state.
+    pub fn state(&self) -> SimState {
+        self.state.clone()
+    }
+}
+
+impl Drop for PveSim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+        self.accept_task.abort();
+    }
+}

@@ -1,0 +1,1603 @@
+//! The simulated API handlers: routing, permission checks, validation and task creation.
+//! Every message string follows shared/reference/proxmox-api.md.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::state::{Container, Effect, Inner, config_digest, mac_for, rootfs_bytes};
+use super::util::{now_epoch, truthy};
+
+/// An API error as PVE reports it.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub(crate) status: u16,
+    /// Full message including the trailing newline of Perl `die` strings.
+    pub(crate) message: String,
+    pub(crate) errors: Option<Map<String, Value>>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: u16, msg: impl Into<String>) -> Self {
+        let mut message = msg.into();
+        if !message.ends_with('\n') {
+            message.push('\n');
+        }
+        ApiError {
+            status,
+            message,
+            errors: None,
+        }
+    }
+
+    /// 500 with a handler `die` message.
+    fn die(msg: impl Into<String>) -> Self {
+        Self::new(500, msg)
+    }
+
+    /// 400 `Parameter verification failed.` with an `errors` map.
+    pub(crate) fn param(errors: &[(&str, String)]) -> Self {
+        let mut e = Self::new(400, "Parameter verification failed.");
+        e.errors = Some(
+            errors
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect(),
+        );
+        e
+    }
+
+    /// 403 `Permission check failed (<path>, <privs>)`.
+    fn perm(path: &str, privs: &str) -> Self {
+        Self::new(403, format!("Permission check failed ({path}, {privs})"))
+    }
+
+    /// 403 for root-only actions.
+    fn root_only(what: &str) -> Self {
+        Self::new(403, format!("Permission check failed ({what})"))
+    }
+
+    /// First line of the message (the HTTP reason phrase).
+    pub(crate) fn reason(&self) -> String {
+        self.message.lines().next().unwrap_or("").to_string()
+    }
+}
+
+/// A successful reply: `data` plus optional envelope siblings such as `total`.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiOk {
+    pub(crate) data: Value,
+    pub(crate) extra: Vec<(String, Value)>,
+}
+
+impl From<Value> for ApiOk {
+    fn from(data: Value) -> Self {
+        ApiOk {
+            data,
+            extra: Vec::new(),
+        }
+    }
+}
+
+type ApiResult = Result<ApiOk, ApiError>;
+type Params = BTreeMap<String, String>;
+
+const VM_CONFIG_PRIVS: &[&str] = &[
+    "VM.Config.Disk",
+    "VM.Config.CPU",
+    "VM.Config.Memory",
+    "VM.Config.Network",
+    "VM.Config.Options",
+];
+
+/// Keys PUT config accepts (besides the numbered ones).
+const CONFIG_KEYS: &[&str] = &[
+    "arch",
+    "cmode",
+    "console",
+    "cores",
+    "cpulimit",
+    "cpuunits",
+    "debug",
+    "description",
+    "entrypoint",
+    "env",
+    "features",
+    "hookscript",
+    "hostname",
+    "memory",
+    "nameserver",
+    "onboot",
+    "ostype",
+    "protection",
+    "rootfs",
+    "searchdomain",
+    "startup",
+    "swap",
+    "tags",
+    "template",
+    "timezone",
+    "tty",
+    "unprivileged",
+];
+
+const INTEGER_KEYS: &[&str] = &[
+    "cores",
+    "cpuunits",
+    "memory",
+    "swap",
+    "onboot",
+    "protection",
+    "tty",
+    "template",
+    "unprivileged",
+    "console",
+    "debug",
+];
+
+fn numbered(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|n| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_config_key(key: &str) -> bool {
+    CONFIG_KEYS.contains(&key)
+        || ["net", "mp", "unused", "dev"]
+            .iter()
+            .any(|p| numbered(key, p))
+}
+
+fn check(inner: &Inner, path: &str, privilege: &str) -> Result<(), ApiError> {
+    if inner.has(path, privilege) {
+        Ok(())
+    } else {
+        Err(ApiError::perm(path, privilege))
+    }
+}
+
+fn check_any(inner: &Inner, path: &str, privs: &[&str]) -> Result<(), ApiError> {
+    if privs.iter().any(|p| inner.has(path, p)) {
+        Ok(())
+    } else {
+        Err(ApiError::perm(path, &privs.join("|")))
+    }
+}
+
+/// Validates a vmid given as a path or body parameter.
+fn parse_vmid(name: &str, raw: &str) -> Result<u32, ApiError> {
+    let v: u64 = raw.parse().map_err(|_| {
+        ApiError::param(&[(name, format!("type check ('integer') failed - got '{raw}'"))])
+    })?;
+    if v < 100 {
+        return Err(ApiError::param(&[(
+            name,
+            "value must have a minimum value of 100".to_string(),
+        )]));
+    }
+    if v > 999_999_999 {
+        return Err(ApiError::param(&[(
+            name,
+            "value must have a maximum value of 999999999".to_string(),
+        )]));
+    }
+    Ok(v as u32)
+}
+
+fn required<'a>(params: &'a Params, name: &str) -> Result<&'a String, ApiError> {
+    params.get(name).ok_or_else(|| {
+        ApiError::param(&[(
+            name,
+            "property is missing and it is not optional".to_string(),
+        )])
+    })
+}
+
+fn not_found(inner: &Inner, vmid: u32) -> ApiError {
+    ApiError::die(format!(
+        "Configuration file 'nodes/{}/lxc/{vmid}.conf' does not exist",
+        inner.node
+    ))
+}
+
+fn container(inner: &Inner, vmid: u32) -> Result<&Container, ApiError> {
+    inner
+        .containers
+        .get(&vmid)
+        .ok_or_else(|| not_found(inner, vmid))
+}
+
+fn current_lock(ct: &Container) -> Option<String> {
+    ct.config
+        .get("lock")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn locked_error(ct: &Container) -> Option<String> {
+    current_lock(ct).map(|l| format!("CT is locked ({l})"))
+}
+
+/// Entry point: `rel` is the path below `/api2/json`, without query.
+pub(crate) fn dispatch(inner: &mut Inner, method: &str, rel: &str, params: &Params) -> ApiResult {
+    inner.settle();
+    let segs: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+    let not_impl = || ApiError::new(501, format!("Method '{method} {rel}' not implemented"));
+    match (method, segs.as_slice()) {
+        ("GET", ["version"]) => Ok(version(inner).into()),
+        ("GET", ["nodes"]) => Ok(nodes(inner).into()),
+        ("GET", ["access", "permissions"]) => Ok(permissions(inner, params).into()),
+        (_, ["nodes", node, "tasks", upid, rest @ ..]) => {
+            let upid = super::util::percent_decode(upid, false);
+            match (method, rest) {
+                ("GET", ["status"]) => task_status(inner, node, &upid),
+                ("GET", ["log"]) => task_log(inner, node, &upid, params),
+                _ => Err(not_impl()),
+            }
+        }
+        (_, ["nodes", node, rest @ ..]) => {
+            if *node != inner.node {
+                return Err(ApiError::die(format!(
+                    "hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known"
+                )));
+            }
+            node_scoped(inner, method, rest, params).unwrap_or_else(|| Err(not_impl()))
+        }
+        _ => Err(not_impl()),
+    }
+}
+
+fn node_scoped(
+    inner: &mut Inner,
+    method: &str,
+    rest: &[&str],
+    params: &Params,
+) -> Option<ApiResult> {
+    Some(match (method, rest) {
+        ("GET", ["status"]) => node_status(inner),
+        ("GET", ["tasks"]) => Ok(task_list(inner).into()),
+        ("GET", ["lxc"]) => Ok(lxc_list(inner).into()),
+        ("POST", ["lxc"]) => create(inner, params),
+        ("GET", ["storage"]) => Ok(storage_list(inner, params).into()),
+        ("GET", ["storage", storage, "content"]) => storage_content(inner, storage, params),
+        ("POST", ["vzdump"]) => vzdump(inner, params),
+        (_, ["lxc", vmid, rest @ ..]) => {
+            let vmid = match parse_vmid("vmid", vmid) {
+                Ok(v) => v,
+                Err(e) => return Some(Err(e)),
+            };
+            match (method, rest) {
+                ("DELETE", []) => destroy(inner, vmid),
+                ("GET", ["status", "current"]) => ct_status(inner, vmid),
+                (
+                    "POST",
+                    [
+                        "status",
+                        action @ ("start" | "stop" | "shutdown" | "reboot"),
+                    ],
+                ) => power(inner, vmid, action),
+                ("GET", ["config"]) => get_config(inner, vmid, params),
+                ("PUT", ["config"]) => put_config(inner, vmid, params),
+                ("GET", ["snapshot"]) => snapshot_list(inner, vmid),
+                ("POST", ["snapshot"]) => snapshot_create(inner, vmid, params),
+                ("DELETE", ["snapshot", name]) => snapshot_delete(inner, vmid, name),
+                ("POST", ["snapshot", name, "rollback"]) => rollback(inner, vmid, name, params),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    })
+}
+
+// ------------------------------------------------------------------ cluster-level
+
+fn version(inner: &Inner) -> Value {
+    let v = &inner.version;
+    let major: u32 = v
+        .split(['.', '-'])
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(9);
+    let release: String = v.split(['.', '-']).take(2).collect::<Vec<_>>().join(".");
+    let repoid = super::util::sha1_hex(v.as_bytes());
+    let repoid = if major >= 8 {
+        &repoid[..16]
+    } else {
+        &repoid[..8]
+    };
+    json!({"version": v, "release": release, "repoid": repoid, "console": "xtermjs"})
+}
+
+fn nodes(inner: &Inner) -> Value {
+    let mut n = json!({
+        "node": inner.node,
+        "status": "online",
+        "id": format!("node/{}", inner.node),
+        "type": "node",
+        "level": "",
+        "ssl_fingerprint": inner.fingerprint,
+    });
+    if inner.has(&format!("/nodes/{}", inner.node), "Sys.Audit") {
+        if let Value::Object(m) = &mut n {
+            m.insert("cpu".into(), json!(0.0184729064039409));
+            m.insert("maxcpu".into(), json!(8));
+            m.insert("mem".into(), json!(6_442_450_944u64));
+            m.insert("maxmem".into(), json!(33_547_612_160u64));
+            m.insert("disk".into(), json!(9_436_041_216u64));
+            m.insert("maxdisk".into(), json!(100_861_726_720u64));
+            m.insert(
+                "uptime".into(),
+                json!(now_epoch().saturating_sub(inner.boot_epoch)),
+            );
+        }
+    }
+    json!([n])
+}
+
+fn permissions(inner: &Inner, params: &Params) -> Value {
+    let mut out = Map::new();
+    let paths: Vec<String> = match params.get("path") {
+        Some(p) => vec![p.clone()],
+        None => inner.grants.iter().map(|(p, _)| p.clone()).collect(),
+    };
+    for p in paths {
+        let privs: Map<String, Value> = inner
+            .privs_on(&p)
+            .into_iter()
+            .map(|priv_| (priv_, json!(1)))
+            .collect();
+        out.insert(p, Value::Object(privs));
+    }
+    Value::Object(out)
+}
+
+fn node_status(inner: &Inner) -> ApiResult {
+    check(inner, &format!("/nodes/{}", inner.node), "Sys.Audit")?;
+    let major = inner.version.split('.').next().unwrap_or("9").to_string();
+    let kernel = if major == "7" {
+        "5.15.158-2-pve"
+    } else {
+        "6.14.11-4-pve"
+    };
+    Ok(json!({
+        "cpu": 0.0184729064039409,
+        "wait": 0.000412371134020619,
+        "idle": 0,
+        "uptime": now_epoch().saturating_sub(inner.boot_epoch),
+        "loadavg": ["0.31", "0.27", "0.22"],
+        "kversion": format!("Linux {kernel} #1 SMP PREEMPT_DYNAMIC PMX {kernel} (2025-10-10T09:12Z)"),
+        "pveversion": format!("pve-manager/{}/{}", inner.version, &super::util::sha1_hex(inner.version.as_bytes())[..16]),
+        "cpuinfo": {
+            "model": "AMD Ryzen 7 5700U with Radeon Graphics",
+            "sockets": 1,
+            "cores": 8,
+            "cpus": 16,
+            "mhz": "1796.543",
+            "hvm": "1",
+            "user_hz": 100,
+            "flags": "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat svm"
+        },
+        "memory": {"total": 33_547_612_160u64, "used": 6_442_450_944u64, "free": 27_105_161_216u64},
+        "swap": {"total": 8_589_930_496u64, "used": 0, "free": 8_589_930_496u64},
+        "rootfs": {"total": 100_861_726_720u64, "used": 9_436_041_216u64, "free": 86_265_040_896u64, "avail": 86_265_040_896u64},
+        "ksm": {"shared": 0},
+        "current-kernel": {"sysname": "Linux", "release": kernel, "machine": "x86_64", "version": "#1 SMP PREEMPT_DYNAMIC PMX"},
+        "boot-info": {"mode": "efi", "secureboot": 0}
+    })
+    .into())
+}
+
+// ------------------------------------------------------------------ containers
+
+/// A container's list/status object; `legacy` renders numbers as strings like PVE 6/7.
+fn ct_entry(inner: &Inner, vmid: u32, ct: &Container, full: bool) -> Value {
+    let legacy = inner.legacy_wire;
+    let num = |v: u64| -> Value {
+        if legacy {
+            json!(v.to_string())
+        } else {
+            json!(v)
+        }
+    };
+    let cfg_u64 = |k: &str, d: u64| -> u64 {
+        match ct.config.get(k) {
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(d),
+            Some(Value::String(s)) => s.parse().unwrap_or(d),
+            _ => d,
+        }
+    };
+    let maxmem = cfg_u64("memory", 512) * 1_048_576;
+    let maxswap = cfg_u64("swap", 512) * 1_048_576;
+    let cpus = cfg_u64("cores", 1);
+    let maxdisk = rootfs_bytes(&ct.config);
+    let running = ct.running;
+    let uptime = if running {
+        now_epoch().saturating_sub(ct.started_at)
+    } else {
+        0
+    };
+    let seed = u64::from(vmid);
+    let mut m = Map::new();
+    m.insert(
+        "vmid".into(),
+        if legacy {
+            json!(vmid.to_string())
+        } else {
+            json!(vmid)
+        },
+    );
+    m.insert(
+        "name".into(),
+        json!(
+            ct.config
+                .get("hostname")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        ),
+    );
+    m.insert(
+        "status".into(),
+        json!(if running { "running" } else { "stopped" }),
+    );
+    m.insert("type".into(), json!("lxc"));
+    m.insert(
+        "cpu".into(),
+        if running { json!(0.00312) } else { json!(0) },
+    );
+    m.insert("cpus".into(), num(cpus));
+    m.insert("maxmem".into(), num(maxmem));
+    m.insert(
+        "mem".into(),
+        num(if running { 48_234_496 + seed * 4096 } else { 0 }),
+    );
+    m.insert("maxswap".into(), num(maxswap));
+    m.insert("swap".into(), num(0));
+    m.insert("maxdisk".into(), num(maxdisk));
+    m.insert(
+        "disk".into(),
+        num(if running {
+            1_143_795_712 + seed * 8192
+        } else {
+            0
+        }),
+    );
+    for k in ["netin", "netout", "diskread", "diskwrite"] {
+        m.insert(
+            k.into(),
+            num(if running { 1_000_000 + seed * 77 } else { 0 }),
+        );
+    }
+    m.insert("uptime".into(), num(uptime));
+    if running {
+        m.insert("pid".into(), num(u64::from(ct.pid)));
+    }
+    if let Some(lock) = current_lock(ct) {
+        m.insert("lock".into(), json!(lock));
+    }
+    if let Some(tags) = ct.config.get("tags") {
+        m.insert("tags".into(), tags.clone());
+    }
+    if cfg_u64("template", 0) == 1 {
+        m.insert("template".into(), num(1));
+    }
+    if full {
+        m.insert("ha".into(), json!({"managed": 0}));
+    }
+    Value::Object(m)
+}
+
+fn lxc_list(inner: &Inner) -> Value {
+    let list: Vec<Value> = inner
+        .containers
+        .iter()
+        .filter(|(vmid, _)| inner.has(&format!("/vms/{vmid}"), "VM.Audit"))
+        .map(|(vmid, ct)| ct_entry(inner, *vmid, ct, false))
+        .collect();
+    Value::Array(list)
+}
+
+fn ct_status(inner: &Inner, vmid: u32) -> ApiResult {
+    check(inner, &format!("/vms/{vmid}"), "VM.Audit")?;
+    let ct = container(inner, vmid)?;
+    Ok(ct_entry(inner, vmid, ct, true).into())
+}
+
+fn get_config(inner: &Inner, vmid: u32, params: &Params) -> ApiResult {
+    check(inner, &format!("/vms/{vmid}"), "VM.Audit")?;
+    let ct = container(inner, vmid)?;
+    let mut config = match params.get("snapshot") {
+        Some(name) => ct
+            .snapshots
+            .iter()
+            .find(|s| &s.name == name)
+            .map(|s| s.config.clone())
+            .ok_or_else(|| ApiError::die(format!("snapshot '{name}' does not exist")))?,
+        None => ct.config.clone(),
+    };
+    let digest = config_digest(&ct.config);
+    if let Some(parent) = &ct.parent {
+        if !params.contains_key("snapshot") {
+            config.insert("parent".into(), json!(parent));
+        }
+    }
+    config.insert("digest".into(), json!(digest));
+    Ok(Value::Object(config).into())
+}
+
+/// Parses `keyctl=1,nesting=1` into a map with `0` defaults dropped.
+fn feature_map(s: &str) -> BTreeMap<String, String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, "1"));
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .filter(|(_, v)| v != "0")
+        .collect()
+}
+
+/// The feature-flag rules of `check_ct_modify_config_perm` for a token (never root@pam).
+fn check_features(
+    inner: &Inner,
+    vmid: u32,
+    old: &str,
+    new: &str,
+    unprivileged: bool,
+) -> Result<(), ApiError> {
+    let (a, b) = (feature_map(old), feature_map(new));
+    let changed: Vec<&String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    if !unprivileged {
+        return Err(ApiError::root_only(
+            "changing feature flags for privileged container is only allowed for root@pam",
+        ));
+    }
+    if changed.iter().all(|k| k.as_str() == "nesting") {
+        return check(inner, &format!("/vms/{vmid}"), "VM.Allocate");
+    }
+    Err(ApiError::root_only(
+        "changing feature flags (except nesting) is only allowed for root@pam",
+    ))
+}
+
+/// The privilege PUT config needs for one key (features handled separately).
+fn key_privilege(key: &str, value: Option<&str>) -> Result<&'static str, ApiError> {
+    Ok(match key {
+        "cores" | "cpuunits" | "cpulimit" => "VM.Config.CPU",
+        "memory" | "swap" => "VM.Config.Memory",
+        "rootfs" => "VM.Config.Disk",
+        k if numbered(k, "mp") || numbered(k, "unused") => {
+            if value.is_some_and(|v| v.starts_with('/')) {
+                return Err(ApiError::root_only(
+                    "mount point type bind is only allowed for root@pam",
+                ));
+            }
+            "VM.Config.Disk"
+        }
+        k if numbered(k, "net") => "VM.Config.Network",
+        "hostname" | "nameserver" | "searchdomain" => "VM.Config.Network",
+        k if numbered(k, "dev") => {
+            return Err(ApiError::root_only(
+                "configuring device passthrough is only allowed for root@pam",
+            ));
+        }
+        "hookscript" => {
+            return Err(ApiError::root_only(
+                "changing the hookscript is only allowed for root@pam",
+            ));
+        }
+        _ => "VM.Config.Options",
+    })
+}
+
+fn put_config(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
+    let path = format!("/vms/{vmid}");
+    check_any(inner, &path, VM_CONFIG_PRIVS)?;
+    // Schema validation happens before the handler runs.
+    let mut errors: Vec<(&str, String)> = Vec::new();
+    let mut sets: Vec<(String, Value)> = Vec::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "digest" => {
+                if v.len() > 40 {
+                    errors.push(("digest", "value may only be 40 characters long".into()));
+                }
+            }
+            "delete" | "revert" | "node" | "vmid" => {}
+            key if is_config_key(key) => {
+                if INTEGER_KEYS.contains(&key) {
+                    match v.parse::<i64>() {
+                        Ok(n) => sets.push((k.clone(), json!(n))),
+                        Err(_) => errors.push((
+                            k.as_str(),
+                            format!("type check ('integer') failed - got '{v}'"),
+                        )),
+                    }
+                } else {
+                    sets.push((k.clone(), json!(v)));
+                }
+            }
+            _ => errors.push((
+                k.as_str(),
+                "property is not defined in schema and the schema does not allow additional properties".into(),
+            )),
+        }
+    }
+    let deletes: Vec<String> = params
+        .get("delete")
+        .map(|d| {
+            d.split([',', ';', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !errors.is_empty() {
+        return Err(ApiError::param(&errors));
+    }
+    let ct = container(inner, vmid)?;
+    if let Some(msg) = locked_error(ct) {
+        return Err(ApiError::die(msg));
+    }
+    if let Some(d) = params.get("digest") {
+        if *d != config_digest(&ct.config) {
+            return Err(ApiError::die(
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+    }
+    if sets.is_empty() && deletes.is_empty() && !params.contains_key("revert") {
+        return Err(ApiError::die("no options specified"));
+    }
+    for d in &deletes {
+        if !is_config_key(d) {
+            return Err(ApiError::param(&[(
+                "delete",
+                format!("unknown option '{d}'"),
+            )]));
+        }
+    }
+    let unprivileged = ct.config.get("unprivileged").and_then(Value::as_i64) == Some(1);
+    let old_features = ct
+        .config
+        .get("features")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    for (k, v) in &sets {
+        if k == "features" {
+            check_features(
+                inner,
+                vmid,
+                &old_features,
+                v.as_str().unwrap_or(""),
+                unprivileged,
+            )?;
+        } else if k == "unprivileged" {
+            return Err(ApiError::param(&[(
+                "unprivileged",
+                "unable to modify read-only option: 'unprivileged'".into(),
+            )]));
+        } else {
+            check(inner, &path, key_privilege(k, v.as_str())?)?;
+        }
+    }
+    for d in &deletes {
+        if d == "features" {
+            check_features(inner, vmid, &old_features, "", unprivileged)?;
+        } else {
+            check(inner, &path, key_privilege(d, None)?)?;
+        }
+    }
+    if let Some(ct) = inner.containers.get_mut(&vmid) {
+        for d in &deletes {
+            ct.config.remove(d);
+        }
+        for (k, v) in sets {
+            ct.config.insert(k, v);
+        }
+    }
+    Ok(Value::Null.into())
+}
+
+fn power(inner: &mut Inner, vmid: u32, action: &str) -> ApiResult {
+    check(inner, &format!("/vms/{vmid}"), "VM.PowerMgmt")?;
+    let ct = container(inner, vmid)?;
+    let (kind, effect) = match action {
+        "start" => {
+            if ct.running {
+                return Err(ApiError::die(format!("CT {vmid} already running")));
+            }
+            ("vzstart", Effect::Start(vmid))
+        }
+        "reboot" => {
+            if !ct.running {
+                return Err(ApiError::die(format!("CT {vmid} not running")));
+            }
+            ("vzreboot", Effect::Start(vmid))
+        }
+        other => {
+            if !ct.running {
+                return Err(ApiError::die(format!("CT {vmid} not running")));
+            }
+            if other == "stop" {
+                ("vzstop", Effect::Stop(vmid))
+            } else {
+                ("vzshutdown", Effect::Stop(vmid))
+            }
+        }
+    };
+    let forced = locked_error(ct);
+    let upid = inner.start_task(
+        kind,
+        &vmid.to_string(),
+        Vec::new(),
+        Vec::new(),
+        Some(effect),
+        None,
+        forced,
+    );
+    Ok(json!(upid).into())
+}
+
+fn destroy(inner: &mut Inner, vmid: u32) -> ApiResult {
+    check(inner, &format!("/vms/{vmid}"), "VM.Allocate")?;
+    let ct = container(inner, vmid)?;
+    if let Some(msg) = locked_error(ct) {
+        return Err(ApiError::die(msg));
+    }
+    if ct.running {
+        return Err(ApiError::die(format!(
+            "unable to destroy CT {vmid} - container is running"
+        )));
+    }
+    let disk = format!("  Logical volume \"vm-{vmid}-disk-0\" successfully removed.");
+    let upid = inner.start_task(
+        "vzdestroy",
+        &vmid.to_string(),
+        Vec::new(),
+        vec![disk],
+        Some(Effect::Destroy(vmid)),
+        Some((vmid, "destroyed")),
+        None,
+    );
+    Ok(json!(upid).into())
+}
+
+// ------------------------------------------------------------------ snapshots
+
+fn snapshot_list(inner: &Inner, vmid: u32) -> ApiResult {
+    check(inner, &format!("/vms/{vmid}"), "VM.Audit")?;
+    let ct = container(inner, vmid)?;
+    let mut list: Vec<Value> = ct
+        .snapshots
+        .iter()
+        .map(|s| {
+            let mut m = Map::new();
+            m.insert("name".into(), json!(s.name));
+            m.insert("description".into(), json!(s.description));
+            m.insert("snaptime".into(), json!(s.snaptime));
+            if let Some(p) = &s.parent {
+                m.insert("parent".into(), json!(p));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let mut current = Map::new();
+    current.insert("name".into(), json!("current"));
+    current.insert("description".into(), json!("You are here!"));
+    current.insert("digest".into(), json!(config_digest(&ct.config)));
+    current.insert("running".into(), json!(i32::from(ct.running)));
+    if let Some(p) = &ct.parent {
+        current.insert("parent".into(), json!(p));
+    }
+    list.push(Value::Object(current));
+    Ok(Value::Array(list).into())
+}
+
+fn valid_configid(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 2
+        && b.len() <= 40
+        && b[0].is_ascii_alphabetic()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+}
+
+fn snapshot_create(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
+    let name = required(params, "snapname")?.clone();
+    if !valid_configid(&name) {
+        return Err(ApiError::param(&[(
+            "snapname",
+            format!("invalid format - invalid configuration ID '{name}'"),
+        )]));
+    }
+    check(inner, &format!("/vms/{vmid}"), "VM.Snapshot")?;
+    let ct = container(inner, vmid)?;
+    if name == "current" || name == "vzdump" {
+        return Err(ApiError::die(format!(
+            "unable to use snapshot name '{name}' (reserved name)"
+        )));
+    }
+    let forced = locked_error(ct).or_else(|| {
+        ct.snapshots
+            .iter()
+            .any(|s| s.name == name)
+            .then(|| format!("snapshot name '{name}' already used"))
+    });
+    let description = params.get("description").cloned().unwrap_or_default();
+    let done = vec![format!(
+        "  Logical volume \"snap_vm-{vmid}-disk-0_{name}\" created."
+    )];
+    let upid = inner.start_task(
+        "vzsnapshot",
+        &vmid.to_string(),
+        Vec::new(),
+        done,
+        Some(Effect::Snapshot {
+            vmid,
+            name,
+            description,
+        }),
+        Some((vmid, "snapshot")),
+        forced,
+    );
+    Ok(json!(upid).into())
+}
+
+fn snapshot_delete(inner: &mut Inner, vmid: u32, name: &str) -> ApiResult {
+    check(inner, &format!("/vms/{vmid}"), "VM.Snapshot")?;
+    let ct = container(inner, vmid)?;
+    let forced = locked_error(ct).or_else(|| {
+        (!ct.snapshots.iter().any(|s| s.name == name))
+            .then(|| format!("snapshot '{name}' does not exist"))
+    });
+    let done = vec![format!(
+        "  Logical volume \"snap_vm-{vmid}-disk-0_{name}\" successfully removed."
+    )];
+    let upid = inner.start_task(
+        "vzdelsnapshot",
+        &vmid.to_string(),
+        Vec::new(),
+        done,
+        Some(Effect::DeleteSnapshot {
+            vmid,
+            name: name.to_string(),
+        }),
+        Some((vmid, "snapshot-delete")),
+        forced,
+    );
+    Ok(json!(upid).into())
+}
+
+fn rollback(inner: &mut Inner, vmid: u32, name: &str, params: &Params) -> ApiResult {
+    check_any(
+        inner,
+        &format!("/vms/{vmid}"),
+        &["VM.Snapshot", "VM.Snapshot.Rollback"],
+    )?;
+    let ct = container(inner, vmid)?;
+    let forced = locked_error(ct).or_else(|| {
+        (!ct.snapshots.iter().any(|s| s.name == name))
+            .then(|| format!("snapshot '{name}' does not exist"))
+    });
+    let start = truthy(params.get("start"));
+    let upid = inner.start_task(
+        "vzrollback",
+        &vmid.to_string(),
+        Vec::new(),
+        vec![
+            format!("  Logical volume \"vm-{vmid}-disk-0\" successfully removed."),
+            format!("  Logical volume \"vm-{vmid}-disk-0\" created."),
+        ],
+        Some(Effect::Rollback {
+            vmid,
+            name: name.to_string(),
+            start,
+        }),
+        Some((vmid, "rollback")),
+        forced,
+    );
+    Ok(json!(upid).into())
+}
+
+// ------------------------------------------------------------------ create / restore
+
+/// Config keys a create/restore call may pass through into the guest config.
+fn passthrough(params: &Params) -> Vec<(String, Value)> {
+    params
+        .iter()
+        .filter(|(k, _)| {
+            is_config_key(k) && !matches!(k.as_str(), "rootfs" | "unprivileged" | "features")
+        })
+        .map(|(k, v)| {
+            let val = if INTEGER_KEYS.contains(&k.as_str()) {
+                v.parse::<i64>()
+                    .map(|n| json!(n))
+                    .unwrap_or_else(|_| json!(v))
+            } else {
+                json!(v)
+            };
+            (k.clone(), val)
+        })
+        .collect()
+}
+
+/// Rootfs size in GiB from a `storage:8` or `size=8G` style `rootfs` parameter.
+fn rootfs_size_param(params: &Params) -> Option<String> {
+    let r = params.get("rootfs")?;
+    let first = r.split(',').next()?;
+    if let Some((_, size)) = first.split_once(':') {
+        if size.parse::<f64>().is_ok() {
+            return Some(format!("{size}G"));
+        }
+    }
+    r.split(',')
+        .find_map(|o| o.strip_prefix("size=").map(str::to_string))
+}
+
+fn create(inner: &mut Inner, params: &Params) -> ApiResult {
+    let mut errors: Vec<(&str, String)> = Vec::new();
+    if !params.contains_key("vmid") {
+        errors.push(("vmid", "property is missing and it is not optional".into()));
+    }
+    match params.get("ostemplate") {
+        None => errors.push((
+            "ostemplate",
+            "property is missing and it is not optional".into(),
+        )),
+        Some(t) if t.len() > 255 => {
+            errors.push(("ostemplate", "value may only be 255 characters long".into()))
+        }
+        _ => {}
+    }
+    if params.contains_key("unique") && !truthy(params.get("restore")) {
+        errors.push((
+            "unique",
+            "option can only be used together with 'restore'".into(),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::param(&errors));
+    }
+    let vmid = parse_vmid("vmid", params.get("vmid").map(String::as_str).unwrap_or(""))?;
+    let ostemplate = params.get("ostemplate").cloned().unwrap_or_default();
+    let restore = truthy(params.get("restore"));
+    let force = truthy(params.get("force"));
+    let unique = truthy(params.get("unique"));
+    let start = truthy(params.get("start"));
+    let storage = params
+        .get("storage")
+        .cloned()
+        .unwrap_or_else(|| "local".to_string());
+    let vm_path = format!("/vms/{vmid}");
+    let exists = inner.containers.contains_key(&vmid);
+
+    // Permission checks (before any existence check, as PVE does).
+    if exists && restore && force {
+        check(inner, &vm_path, "VM.Backup")?;
+    } else {
+        check(inner, &vm_path, "VM.Allocate")?;
+    }
+    check(
+        inner,
+        &format!("/storage/{storage}"),
+        "Datastore.AllocateSpace",
+    )?;
+    let (src_store, _) = ostemplate.split_once(':').unwrap_or(("local", ""));
+    let src_path = format!("/storage/{src_store}");
+    let volume = inner.volume(&ostemplate).cloned();
+    if !inner.has(&src_path, "Datastore.Allocate") {
+        match volume.as_ref() {
+            Some(v) if v.content == "backup" => {
+                let owner = v.vmid.unwrap_or(0);
+                if owner != vmid {
+                    check(inner, &src_path, "Datastore.AllocateSpace")?;
+                    check(inner, &format!("/vms/{owner}"), "VM.Backup")?;
+                }
+            }
+            _ => check_any(
+                inner,
+                &src_path,
+                &["Datastore.AllocateSpace", "Datastore.Audit"],
+            )?,
+        }
+    }
+    if let Some(features) = params.get("features") {
+        let unpriv_given = params.get("unprivileged").map(|u| truthy(Some(u)));
+        let unprivileged = match unpriv_given {
+            Some(u) => u,
+            // On restore the handler sees `unprivileged` undefined; plain create defaults to 1.
+            None => !restore,
+        };
+        check_features(inner, vmid, "", features, unprivileged)?;
+    }
+
+    // Synchronous checks.
+    if exists && !(restore && force) {
+        return Err(ApiError::die(format!(
+            "CT {vmid} already exists on node '{}'",
+            inner.node
+        )));
+    }
+    if exists && inner.containers.get(&vmid).is_some_and(|c| c.running) {
+        return Err(ApiError::die("can't overwrite running container"));
+    }
+    if exists {
+        if let Some(msg) = inner.containers.get(&vmid).and_then(locked_error) {
+            return Err(ApiError::die(msg));
+        }
+    }
+    let Some(target) = inner.storage(&storage) else {
+        return Err(ApiError::die(format!("storage '{storage}' does not exist")));
+    };
+    if !target.content.iter().any(|c| c == "rootdir") {
+        return Err(ApiError::die(format!(
+            "storage '{storage}' does not support container directories"
+        )));
+    }
+    let Some(volume) = volume else {
+        return Err(ApiError::die(format!(
+            "volume '{ostemplate}' does not exist"
+        )));
+    };
+    if restore && volume.content != "backup" {
+        return Err(ApiError::die(format!(
+            "unable to restore CT {vmid} - volume '{ostemplate}' is not a backup archive"
+        )));
+    }
+
+    let mut config = if restore {
+        volume.archive_config.clone().unwrap_or_default()
+    } else {
+        let mut c = Map::new();
+        c.insert("arch".into(), json!("amd64"));
+        c.insert("hostname".into(), json!(format!("CT{vmid}")));
+        c.insert("memory".into(), json!(512));
+        c.insert("swap".into(), json!(512));
+        let ostype = if ostemplate.contains("ubuntu") {
+            "ubuntu"
+        } else if ostemplate.contains("alpine") {
+            "alpine"
+        } else {
+            "debian"
+        };
+        c.insert("ostype".into(), json!(ostype));
+        c.insert("unprivileged".into(), json!(1));
+        c
+    };
+    config.remove("lock");
+    let old_size = config
+        .get("rootfs")
+        .and_then(Value::as_str)
+        .and_then(|r| r.split(',').find_map(|o| o.strip_prefix("size=")))
+        .map(str::to_string);
+    let size = rootfs_size_param(params)
+        .or(old_size)
+        .unwrap_or_else(|| "4G".to_string());
+    config.insert(
+        "rootfs".into(),
+        json!(format!("{storage}:vm-{vmid}-disk-0,size={size}")),
+    );
+    for (k, v) in passthrough(params) {
+        config.insert(k, v);
+    }
+    if let Some(f) = params.get("features") {
+        config.insert("features".into(), json!(f));
+    }
+    if let Some(u) = params.get("unprivileged") {
+        config.insert("unprivileged".into(), json!(i32::from(truthy(Some(u)))));
+    }
+    // Fresh MAC addresses for new NICs, or for all of them with `unique`.
+    let net_keys: Vec<String> = config
+        .keys()
+        .filter(|k| numbered(k, "net"))
+        .cloned()
+        .collect();
+    for (i, k) in net_keys.iter().enumerate() {
+        let Some(v) = config.get(k).and_then(Value::as_str).map(str::to_string) else {
+            continue;
+        };
+        let has_mac = v.split(',').any(|o| o.starts_with("hwaddr="));
+        if has_mac && !unique {
+            continue;
+        }
+        let mac = mac_for(vmid.wrapping_mul(31).wrapping_add(i as u32 + 7));
+        let mut opts: Vec<String> = v
+            .split(',')
+            .filter(|o| !o.starts_with("hwaddr="))
+            .map(str::to_string)
+            .collect();
+        opts.insert(1.min(opts.len()), format!("hwaddr={mac}"));
+        config.insert(k.clone(), json!(opts.join(",")));
+    }
+
+    let archive = inner.archive_path(&ostemplate);
+    let disk = format!("  Logical volume \"vm-{vmid}-disk-0\" created.");
+    let blocks = rootfs_bytes(&config) / 4096;
+    let mkfs = format!(
+        "Creating filesystem with {blocks} 4k blocks and {} inodes",
+        blocks / 4
+    );
+    let (kind, running_log, done_log) = if restore {
+        (
+            "vzrestore",
+            vec![
+                format!("recovering backed-up configuration from '{ostemplate}'"),
+                disk,
+                mkfs,
+                format!("restoring '{ostemplate}' now.."),
+                format!("extracting archive '{archive}'"),
+            ],
+            vec![
+                format!(
+                    "Total bytes read: {} (1.1GiB, 212MiB/s)",
+                    1_181_116_006u64 + u64::from(vmid)
+                ),
+                "merging backed-up and given configuration..".to_string(),
+            ],
+        )
+    } else {
+        let file = ostemplate.rsplit('/').next().unwrap_or(&ostemplate);
+        (
+            "vzcreate",
+            vec![
+                disk,
+                mkfs,
+                format!("extracting archive '/var/lib/vz/template/cache/{file}'"),
+            ],
+            vec![
+                "Total bytes read: 524083200 (500MiB, 187MiB/s)".to_string(),
+                "Detected container architecture: amd64".to_string(),
+                "Creating SSH host key 'ssh_host_ed25519_key' - this may take some time ..."
+                    .to_string(),
+                "done: SHA256:0hkN9yAhu4Vq1kq0o5sWm0qf7pW1qzFQnO2xD9t8bYc root@localhost"
+                    .to_string(),
+            ],
+        )
+    };
+    if !exists {
+        // Placeholder guest carrying the `create` lock while the task runs (pid 0 marks it).
+        let mut placeholder = Map::new();
+        placeholder.insert(
+            "hostname".into(),
+            config.get("hostname").cloned().unwrap_or(json!("")),
+        );
+        inner.containers.insert(
+            vmid,
+            Container {
+                config: placeholder,
+                running: false,
+                started_at: 0,
+                pid: 0,
+                snapshots: Vec::new(),
+                parent: None,
+            },
+        );
+    }
+    let upid = inner.start_task(
+        kind,
+        &vmid.to_string(),
+        running_log,
+        done_log,
+        Some(Effect::Create {
+            vmid,
+            config,
+            start,
+        }),
+        Some((vmid, "create")),
+        None,
+    );
+    Ok(json!(upid).into())
+}
+
+// ------------------------------------------------------------------ storage / backup
+
+fn storage_entry(s: &super::state::Storage) -> Value {
+    let mut content = s.content.clone();
+    content.sort();
+    let avail = s.total.saturating_sub(s.used);
+    json!({
+        "storage": s.name,
+        "type": s.kind,
+        "content": content.join(","),
+        "active": 1,
+        "enabled": 1,
+        "shared": 0,
+        "total": s.total,
+        "used": s.used,
+        "avail": avail,
+        "used_fraction": s.used as f64 / s.total.max(1) as f64,
+    })
+}
+
+fn storage_list(inner: &Inner, params: &Params) -> Value {
+    let list: Vec<Value> = inner
+        .storages
+        .iter()
+        .filter(|s| {
+            let p = format!("/storage/{}", s.name);
+            inner.has(&p, "Datastore.Audit") || inner.has(&p, "Datastore.AllocateSpace")
+        })
+        .filter(|s| {
+            params
+                .get("content")
+                .is_none_or(|want| want.split(',').all(|w| s.content.iter().any(|c| c == w)))
+        })
+        .filter(|s| params.get("storage").is_none_or(|n| *n == s.name))
+        .map(storage_entry)
+        .collect();
+    Value::Array(list)
+}
+
+fn storage_content(inner: &Inner, storage: &str, params: &Params) -> ApiResult {
+    let path = format!("/storage/{storage}");
+    check_any(
+        inner,
+        &path,
+        &["Datastore.Audit", "Datastore.AllocateSpace"],
+    )?;
+    let Some(s) = inner.storage(storage) else {
+        return Err(ApiError::die(format!("storage '{storage}' does not exist")));
+    };
+    let want_vmid = match params.get("vmid") {
+        Some(v) => Some(parse_vmid("vmid", v)?),
+        None => None,
+    };
+    let full = inner.has(&path, "Datastore.Allocate");
+    let list: Vec<Value> = s
+        .volumes
+        .iter()
+        .filter(|v| params.get("content").is_none_or(|c| *c == v.content))
+        .filter(|v| want_vmid.is_none_or(|w| v.vmid == Some(w)))
+        .filter(|v| match v.vmid {
+            Some(owner) if !full => {
+                let vp = format!("/vms/{owner}");
+                inner.has(&vp, "VM.Backup") || inner.has(&vp, "VM.Audit")
+            }
+            _ => true,
+        })
+        .map(|v| {
+            let mut m = Map::new();
+            m.insert("volid".into(), json!(v.volid));
+            m.insert("content".into(), json!(v.content));
+            m.insert("format".into(), json!(v.format));
+            m.insert("size".into(), json!(v.size));
+            m.insert("ctime".into(), json!(v.ctime));
+            if let Some(vmid) = v.vmid {
+                m.insert("vmid".into(), json!(vmid));
+            }
+            if v.content == "backup" {
+                m.insert("subtype".into(), json!("lxc"));
+                if let Some(n) = &v.notes {
+                    m.insert("notes".into(), json!(n));
+                }
+            }
+            Value::Object(m)
+        })
+        .collect();
+    Ok(Value::Array(list).into())
+}
+
+fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
+    let Some(list) = params.get("vmid") else {
+        if truthy(params.get("all")) {
+            return Ok(json!("OK").into());
+        }
+        return Err(ApiError::param(&[(
+            "vmid",
+            "property is missing and it is not optional".into(),
+        )]));
+    };
+    let mut vmids = Vec::new();
+    for part in list.split([',', ';', ' ']).filter(|p| !p.is_empty()) {
+        vmids.push(parse_vmid("vmid", part)?);
+    }
+    let storage = params
+        .get("storage")
+        .cloned()
+        .unwrap_or_else(|| "local".to_string());
+    let mode = params
+        .get("mode")
+        .cloned()
+        .unwrap_or_else(|| "snapshot".to_string());
+    if !matches!(mode.as_str(), "snapshot" | "suspend" | "stop") {
+        return Err(ApiError::param(&[(
+            "mode",
+            format!(
+                "value '{mode}' does not have a value in the enumeration 'snapshot, suspend, stop'"
+            ),
+        )]));
+    }
+    let compress = params
+        .get("compress")
+        .cloned()
+        .unwrap_or_else(|| "0".into());
+    let ext = match compress.as_str() {
+        "0" => "",
+        "1" | "lzo" => ".lzo",
+        "gzip" => ".gz",
+        "zstd" => ".zst",
+        other => {
+            return Err(ApiError::param(&[(
+                "compress",
+                format!(
+                    "value '{other}' does not have a value in the enumeration '0, 1, gzip, lzo, zstd'"
+                ),
+            )]));
+        }
+    };
+    for vmid in &vmids {
+        check(inner, &format!("/vms/{vmid}"), "VM.Backup")?;
+    }
+    check(
+        inner,
+        &format!("/storage/{storage}"),
+        "Datastore.AllocateSpace",
+    )?;
+    if let Some(node) = params.get("node") {
+        if *node != inner.node {
+            return Ok(json!("OK").into());
+        }
+    }
+    let local: Vec<u32> = vmids
+        .iter()
+        .copied()
+        .filter(|v| inner.containers.contains_key(v))
+        .collect();
+    if local.is_empty() {
+        // Silent exit: the guests run on other nodes.
+        return Ok(json!("OK").into());
+    }
+    let Some(target) = inner.storage(&storage) else {
+        return Err(ApiError::die(format!("storage '{storage}' does not exist")));
+    };
+    if !target.content.iter().any(|c| c == "backup") {
+        return Err(ApiError::die(format!(
+            "storage '{storage}' does not support backups"
+        )));
+    }
+    let now = now_epoch();
+    let stamp = inner.stamp();
+    let mut cmd = format!("vzdump {}", list);
+    for k in ["mode", "storage", "compress", "notes-template"] {
+        if let Some(v) = params.get(k) {
+            cmd.push_str(&format!(" --{k} '{v}'"));
+        }
+    }
+    cmd.push_str(&format!(" --node {}", inner.node));
+    let mut running_log = vec![format!("INFO: starting new backup job: {cmd}")];
+    let mut done_log = Vec::new();
+    let mut effects = Vec::new();
+    let mut failed = false;
+    for (i, vmid) in local.iter().enumerate() {
+        let Some(ct) = inner.containers.get(vmid) else {
+            continue;
+        };
+        let guest = ct
+            .config
+            .get("hostname")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let lines = if i == 0 {
+            &mut running_log
+        } else {
+            &mut done_log
+        };
+        lines.push(format!("INFO: Starting Backup of VM {vmid} (lxc)"));
+        lines.push(format!("INFO: Backup started at {stamp}"));
+        lines.push(format!(
+            "INFO: status = {}",
+            if ct.running { "running" } else { "stopped" }
+        ));
+        if let Some(msg) = locked_error(ct) {
+            lines.push(format!("ERROR: Backup of VM {vmid} failed - {msg}"));
+            failed = true;
+            continue;
+        }
+        lines.push(format!("INFO: CT Name: {guest}"));
+        lines.push("INFO: including mount point rootfs ('/') in backup".to_string());
+        lines.push(format!("INFO: backup mode: {mode}"));
+        lines.push("INFO: ionice priority: 7".to_string());
+        let mut volume = inner.new_backup_volume(&storage, *vmid, now + i as u64, ext);
+        if let Some(template) = params.get("notes-template") {
+            let notes = template
+                .replace("{{guestname}}", &guest)
+                .replace("{{vmid}}", &vmid.to_string())
+                .replace("{{node}}", &inner.node)
+                .replace("{{cluster}}", "");
+            volume.notes = Some(notes);
+        }
+        lines.push(format!(
+            "INFO: creating vzdump archive '{}'",
+            inner.archive_path(&volume.volid)
+        ));
+        done_log.push(format!(
+            "INFO: Total bytes written: {} (1.1GiB, 289MiB/s)",
+            volume.size * 3
+        ));
+        done_log.push(format!(
+            "INFO: archive file size: {}MB",
+            volume.size / 1_000_000
+        ));
+        if volume.notes.is_some() {
+            done_log.push("INFO: adding notes to backup".to_string());
+        }
+        done_log.push(format!("INFO: Finished Backup of VM {vmid} (00:00:04)"));
+        done_log.push(format!("INFO: Backup finished at {stamp}"));
+        effects.push(Effect::Backup {
+            storage: storage.clone(),
+            volume,
+        });
+    }
+    let forced = if failed {
+        done_log.push("INFO: Backup job finished with errors".to_string());
+        // Lines after a failure belong to the final log; keep them visible then.
+        running_log.append(&mut done_log);
+        Some("job errors".to_string())
+    } else {
+        done_log.push("INFO: Backup job finished successfully".to_string());
+        None
+    };
+    let id = if local.len() == 1 {
+        local[0].to_string()
+    } else {
+        String::new()
+    };
+    let lock = if local.len() == 1 && !failed {
+        Some((local[0], "backup"))
+    } else {
+        None
+    };
+    let upid = inner.start_task(
+        "vzdump",
+        &id,
+        running_log,
+        done_log,
+        Some(Effect::Batch(effects)),
+        lock,
+        forced,
+    );
+    Ok(json!(upid).into())
+}
+
+// ------------------------------------------------------------------ tasks
+
+/// Validates the UPID syntax like PVE's decoder; returns its node.
+fn upid_node(upid: &str) -> Option<&str> {
+    let rest = upid.strip_prefix("UPID:")?;
+    let parts: Vec<&str> = rest.split(':').collect();
+    // node, pid, pstart, starttime, type, id, user, "" (trailing colon)
+    if parts.len() != 8 || !parts[7].is_empty() {
+        return None;
+    }
+    let hex = |s: &str, min: usize, max: usize| {
+        s.len() >= min && s.len() <= max && s.bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    let node_ok = !parts[0].is_empty()
+        && parts[0]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if node_ok
+        && hex(parts[1], 8, 8)
+        && hex(parts[2], 8, 9)
+        && hex(parts[3], 8, 8)
+        && !parts[4].is_empty()
+        && !parts[6].is_empty()
+    {
+        Some(parts[0])
+    } else {
+        None
+    }
+}
+
+fn find_task<'a>(
+    inner: &'a Inner,
+    node: &str,
+    upid: &str,
+) -> Result<&'a super::state::Task, ApiError> {
+    let Some(upid_node) = upid_node(upid) else {
+        return Err(ApiError::param(&[(
+            "upid",
+            "unable to parse worker upid".into(),
+        )]));
+    };
+    let no_such = || ApiError::param(&[("upid", "no such task".into())]);
+    if upid_node != node || node != inner.node {
+        return Err(no_such());
+    }
+    inner
+        .tasks
+        .iter()
+        .find(|t| t.upid == upid)
+        .ok_or_else(no_such)
+}
+
+fn task_status(inner: &Inner, node: &str, upid: &str) -> ApiResult {
+    let t = find_task(inner, node, upid)?;
+    let (user, tokenid) = t.user.split_once('!').unwrap_or((t.user.as_str(), ""));
+    let mut m = Map::new();
+    m.insert("upid".into(), json!(t.upid));
+    m.insert("node".into(), json!(t.node));
+    m.insert("pid".into(), json!(t.pid));
+    m.insert("pstart".into(), json!(t.pstart));
+    m.insert("starttime".into(), json!(t.starttime));
+    m.insert("type".into(), json!(t.kind));
+    m.insert("id".into(), json!(t.id));
+    m.insert("user".into(), json!(user));
+    if !tokenid.is_empty() {
+        m.insert("tokenid".into(), json!(tokenid));
+    }
+    match &t.finished {
+        Some((_, exit)) => {
+            m.insert("status".into(), json!("stopped"));
+            m.insert("exitstatus".into(), json!(exit));
+        }
+        None => {
+            m.insert("status".into(), json!("running"));
+        }
+    }
+    Ok(Value::Object(m).into())
+}
+
+fn task_log(inner: &Inner, node: &str, upid: &str, params: &Params) -> ApiResult {
+    let t = find_task(inner, node, upid)?;
+    let int = |name: &str, default: usize| -> Result<usize, ApiError> {
+        match params.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::param(&[(name, format!("type check ('integer') failed - got '{v}'"))])
+            }),
+        }
+    };
+    let start = int("start", 0)?;
+    let limit = int("limit", 50)?;
+    let mut lines = t.log();
+    if lines.is_empty() {
+        lines.push("no content".to_string());
+    }
+    let total = lines.len();
+    let items: Vec<Value> = lines
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(if limit == 0 { usize::MAX } else { limit })
+        .map(|(i, l)| json!({"n": i + 1, "t": l}))
+        .collect();
+    Ok(ApiOk {
+        data: Value::Array(items),
+        extra: vec![("total".into(), json!(total))],
+    })
+}
+
+fn task_list(inner: &Inner) -> Value {
+    let list: Vec<Value> = inner
+        .tasks
+        .iter()
+        .rev()
+        .map(|t| {
+            let mut m = Map::new();
+            m.insert("upid".into(), json!(t.upid));
+            m.insert("node".into(), json!(t.node));
+            m.insert("pid".into(), json!(t.pid));
+            m.insert("pstart".into(), json!(t.pstart));
+            m.insert("starttime".into(), json!(t.starttime));
+            m.insert("type".into(), json!(t.kind));
+            m.insert("id".into(), json!(t.id));
+            m.insert("user".into(), json!(t.user));
+            if let Some((_, exit)) = &t.finished {
+                m.insert("status".into(), json!(exit));
+                m.insert("endtime".into(), json!(t.starttime + t.duration.as_secs()));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    Value::Array(list)
+}

@@ -1,0 +1,840 @@
+//! The simulated cluster's state: inventory, permissions, tasks, faults and the request log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::util::{log_stamp, now_epoch, sha1_hex, vzdump_stamp};
+use super::{Fault, RecordedRequest, TaskOutcome};
+
+/// Every privilege PVE 9 knows (the default grant on `/`).
+pub(crate) const ALL_PRIVS: &[&str] = &[
+    "VM.Allocate",
+    "VM.Audit",
+    "VM.Backup",
+    "VM.Clone",
+    "VM.Config.CDROM",
+    "VM.Config.CPU",
+    "VM.Config.Cloudinit",
+    "VM.Config.Disk",
+    "VM.Config.HWType",
+    "VM.Config.Memory",
+    "VM.Config.Network",
+    "VM.Config.Options",
+    "VM.Console",
+    "VM.GuestAgent.Audit",
+    "VM.GuestAgent.FileRead",
+    "VM.GuestAgent.FileSystemMgmt",
+    "VM.GuestAgent.FileWrite",
+    "VM.GuestAgent.Unrestricted",
+    "VM.Migrate",
+    "VM.PowerMgmt",
+    "VM.Replicate",
+    "VM.Snapshot",
+    "VM.Snapshot.Rollback",
+    "Sys.Audit",
+    "Sys.Console",
+    "Sys.Incoming",
+    "Sys.Modify",
+    "Sys.PowerMgmt",
+    "Sys.Syslog",
+    "Sys.AccessNetwork",
+    "Datastore.Allocate",
+    "Datastore.AllocateSpace",
+    "Datastore.AllocateTemplate",
+    "Datastore.Audit",
+    "SDN.Allocate",
+    "SDN.Audit",
+    "SDN.Use",
+    "Group.Allocate",
+    "Mapping.Audit",
+    "Mapping.Modify",
+    "Mapping.Use",
+    "Permissions.Modify",
+    "Pool.Allocate",
+    "Pool.Audit",
+    "Realm.Allocate",
+    "Realm.AllocateUser",
+    "User.Modify",
+];
+
+/// A container snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) snaptime: u64,
+    pub(crate) parent: Option<String>,
+    pub(crate) config: Map<String, Value>,
+}
+
+/// A container on the simulated node.
+#[derive(Debug, Clone)]
+pub(crate) struct Container {
+    pub(crate) config: Map<String, Value>,
+    pub(crate) running: bool,
+    pub(crate) started_at: u64,
+    pub(crate) pid: u32,
+    pub(crate) snapshots: Vec<Snapshot>,
+    pub(crate) parent: Option<String>,
+}
+
+/// A volume on a storage (template or backup archive).
+#[derive(Debug, Clone)]
+pub(crate) struct Volume {
+    pub(crate) volid: String,
+    pub(crate) content: String,
+    pub(crate) format: String,
+    pub(crate) size: u64,
+    pub(crate) ctime: u64,
+    pub(crate) vmid: Option<u32>,
+    pub(crate) notes: Option<String>,
+    /// For backups: the guest config stored in the archive.
+    pub(crate) archive_config: Option<Map<String, Value>>,
+}
+
+/// A storage of the node.
+#[derive(Debug, Clone)]
+pub(crate) struct Storage {
+    pub(crate) name: String,
+    pub(crate) kind: String,
+    pub(crate) content: Vec<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) total: u64,
+    pub(crate) used: u64,
+    pub(crate) volumes: Vec<Volume>,
+}
+
+/// What a task does to the state when it ends successfully.
+#[derive(Debug, Clone)]
+pub(crate) enum Effect {
+    Start(u32),
+    Stop(u32),
+    Snapshot {
+        vmid: u32,
+        name: String,
+        description: String,
+    },
+    DeleteSnapshot {
+        vmid: u32,
+        name: String,
+    },
+    Rollback {
+        vmid: u32,
+        name: String,
+        start: bool,
+    },
+    Backup {
+        storage: String,
+        volume: Volume,
+    },
+    Create {
+        vmid: u32,
+        config: Map<String, Value>,
+        start: bool,
+    },
+    Destroy(u32),
+    /// Several effects in order (vzdump of several guests).
+    Batch(Vec<Effect>),
+}
+
+/// An asynchronous task (worker) with its UPID.
+#[derive(Debug, Clone)]
+pub(crate) struct Task {
+    pub(crate) upid: String,
+    pub(crate) node: String,
+    pub(crate) pid: u32,
+    pub(crate) pstart: u32,
+    pub(crate) starttime: u64,
+    pub(crate) kind: String,
+    pub(crate) id: String,
+    pub(crate) user: String,
+    pub(crate) started: Instant,
+    pub(crate) duration: Duration,
+    /// Lines visible while the task runs.
+    pub(crate) log_running: Vec<String>,
+    /// Lines appended when it ends successfully (before WARN/TASK lines).
+    pub(crate) log_done: Vec<String>,
+    pub(crate) outcome: TaskOutcome,
+    pub(crate) effect: Option<Effect>,
+    /// Guest whose `lock` this task holds, and the lock name.
+    pub(crate) lock: Option<(u32, String)>,
+    /// Final log and exit status once stopped.
+    pub(crate) finished: Option<(Vec<String>, String)>,
+}
+
+impl Task {
+    /// The log as currently visible.
+    pub(crate) fn log(&self) -> Vec<String> {
+        match &self.finished {
+            Some((log, _)) => log.clone(),
+            None => self.log_running.clone(),
+        }
+    }
+}
+
+/// All mutable simulator state.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) node: String,
+    pub(crate) token_id: String,
+    pub(crate) legacy_wire: bool,
+    pub(crate) version: String,
+    pub(crate) fingerprint: String,
+    pub(crate) boot_epoch: u64,
+    pub(crate) task_duration: Duration,
+    pub(crate) unauthorized_delay: Duration,
+    pub(crate) containers: BTreeMap<u32, Container>,
+    pub(crate) storages: Vec<Storage>,
+    pub(crate) grants: Vec<(String, BTreeSet<String>)>,
+    pub(crate) tasks: Vec<Task>,
+    pub(crate) next_outcome: Option<TaskOutcome>,
+    pub(crate) faults: Vec<Fault>,
+    pub(crate) requests: Vec<RecordedRequest>,
+    pub(crate) next_pid: u32,
+}
+
+/// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
+fn components(path: &str) -> Vec<&str> {
+    path.split('/').filter(|c| !c.is_empty()).collect()
+}
+
+/// Canonical text of a config, hashed into its digest.
+pub(crate) fn config_digest(config: &Map<String, Value>) -> String {
+    let mut text = String::new();
+    for (k, v) in config {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        text.push_str(&format!("{k}: {v}\n"));
+    }
+    sha1_hex(text.as_bytes())
+}
+
+/// A locally administered MAC address derived from a seed, in PVE's uppercase style.
+pub(crate) fn mac_for(seed: u32) -> String {
+    let b = seed.to_be_bytes();
+    format!(
+        "BC:24:11:{:02X}:{:02X}:{:02X}",
+        b[1] ^ 0x5A,
+        b[2] ^ 0x3C,
+        b[3]
+    )
+}
+
+/// A realistic default container config.
+pub(crate) fn default_ct_config(vmid: u32, hostname: &str) -> Map<String, Value> {
+    let mut c = Map::new();
+    c.insert("arch".into(), json!("amd64"));
+    c.insert("cores".into(), json!(2));
+    c.insert("features".into(), json!("keyctl=1,nesting=1"));
+    c.insert("hostname".into(), json!(hostname));
+    c.insert("memory".into(), json!(1024));
+    c.insert(
+        "net0".into(),
+        json!(format!(
+            "name=eth0,bridge=vmbr0,firewall=1,hwaddr={},ip=dhcp,type=veth",
+            mac_for(vmid)
+        )),
+    );
+    c.insert("onboot".into(), json!(1));
+    c.insert("ostype".into(), json!("debian"));
+    c.insert(
+        "rootfs".into(),
+        json!(format!("local-lvm:vm-{vmid}-disk-0,size=8G")),
+    );
+    c.insert("swap".into(), json!(512));
+    c.insert("unprivileged".into(), json!(1));
+    c
+}
+
+/// Size in bytes of a `size=8G` style rootfs option (4 GiB when absent).
+pub(crate) fn rootfs_bytes(config: &Map<String, Value>) -> u64 {
+    let rootfs = config.get("rootfs").and_then(Value::as_str).unwrap_or("");
+    for opt in rootfs.split(',') {
+        if let Some(size) = opt.strip_prefix("size=") {
+            let (num, unit) = size.split_at(size.len().saturating_sub(1));
+            let mult: u64 = match unit {
+                "T" => 1 << 40,
+                "G" => 1 << 30,
+                "M" => 1 << 20,
+                "K" => 1 << 10,
+                _ => 1,
+            };
+            let n: f64 = num.parse().unwrap_or(4.0);
+            return (n * mult as f64) as u64;
+        }
+    }
+    4 << 30
+}
+
+impl Inner {
+    /// Builds the default inventory.
+    pub(crate) fn new(opts: &super::SimOptions, fingerprint: String) -> Self {
+        let now = now_epoch();
+        let mut inner = Inner {
+            node: opts.node.clone(),
+            token_id: opts.token_id.clone(),
+            legacy_wire: opts.legacy_wire,
+            version: opts.version.clone(),
+            fingerprint,
+            boot_epoch: now.saturating_sub(2_417_517),
+            task_duration: opts.task_duration,
+            unauthorized_delay: opts.unauthorized_delay,
+            containers: BTreeMap::new(),
+            storages: vec![
+                Storage {
+                    name: "local".into(),
+                    kind: "dir".into(),
+                    content: vec!["vztmpl".into(), "backup".into(), "iso".into()],
+                    path: Some("/var/lib/vz".into()),
+                    total: 100_861_726_720,
+                    used: 9_436_041_216,
+                    volumes: vec![Volume {
+                        volid: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+                        content: "vztmpl".into(),
+                        format: "tzst".into(),
+                        size: 126_159_487,
+                        ctime: now.saturating_sub(86_400 * 40),
+                        vmid: None,
+                        notes: None,
+                        archive_config: None,
+                    }],
+                },
+                Storage {
+                    name: "local-lvm".into(),
+                    kind: "lvmthin".into(),
+                    content: vec!["rootdir".into(), "images".into()],
+                    path: None,
+                    total: 374_538_764_288,
+                    used: 21_093_238_374,
+                    volumes: Vec::new(),
+                },
+            ],
+            grants: vec![(
+                "/".into(),
+                ALL_PRIVS.iter().map(|p| p.to_string()).collect(),
+            )],
+            tasks: Vec::new(),
+            next_outcome: None,
+            faults: Vec::new(),
+            requests: Vec::new(),
+            next_pid: 0x0001_D3A0,
+        };
+        inner.add_container(100, "web", true);
+        inner.add_container(101, "db", false);
+        if let Some(ct) = inner.containers.get_mut(&101) {
+            ct.config.insert("memory".into(), json!(2048));
+            ct.config.insert("cores".into(), json!(1));
+            ct.config.insert("onboot".into(), json!(0));
+        }
+        let backup_time = now.saturating_sub(86_400 * 2 + 3_600 * 3);
+        inner.add_backup_at("local", 101, backup_time);
+        inner
+    }
+
+    pub(crate) fn add_container(&mut self, vmid: u32, hostname: &str, running: bool) {
+        let now = now_epoch();
+        let pid = self.alloc_pid();
+        self.containers.insert(
+            vmid,
+            Container {
+                config: default_ct_config(vmid, hostname),
+                running,
+                started_at: now.saturating_sub(if running { 3_600 * 26 } else { 0 }),
+                pid,
+                snapshots: Vec::new(),
+                parent: None,
+            },
+        );
+    }
+
+    pub(crate) fn alloc_pid(&mut self) -> u32 {
+        self.next_pid = self.next_pid.wrapping_add(0x1F3);
+        self.next_pid
+    }
+
+    pub(crate) fn storage_mut(&mut self, name: &str) -> Option<&mut Storage> {
+        self.storages.iter_mut().find(|s| s.name == name)
+    }
+
+    pub(crate) fn storage(&self, name: &str) -> Option<&Storage> {
+        self.storages.iter().find(|s| s.name == name)
+    }
+
+    /// Finds a volume by volid on any storage.
+    pub(crate) fn volume(&self, volid: &str) -> Option<&Volume> {
+        let (store, _) = volid.split_once(':')?;
+        self.storage(store)?
+            .volumes
+            .iter()
+            .find(|v| v.volid == volid)
+    }
+
+    /// A new backup volume of `vmid` (not yet added) with a name unique on the storage.
+    pub(crate) fn new_backup_volume(&self, storage: &str, vmid: u32, at: u64, ext: &str) -> Volume {
+        let existing: BTreeSet<String> = self
+            .storage(storage)
+            .map(|s| s.volumes.iter().map(|v| v.volid.clone()).collect())
+            .unwrap_or_default();
+        let mut t = at;
+        let volid = loop {
+            let v = format!(
+                "{storage}:backup/vzdump-lxc-{vmid}-{}.tar{ext}",
+                vzdump_stamp(t)
+            );
+            if !existing.contains(&v) {
+                break v;
+            }
+            t += 1;
+        };
+        let archive_config = self
+            .containers
+            .get(&vmid)
+            .map(|c| c.config.clone())
+            .unwrap_or_else(|| default_ct_config(vmid, &format!("CT{vmid}")));
+        let format = format!("tar{ext}");
+        Volume {
+            volid,
+            content: "backup".into(),
+            format,
+            size: 187_000_000 + u64::from(vmid % 97) * 1_048_576,
+            ctime: t,
+            vmid: Some(vmid),
+            notes: None,
+            archive_config: Some(archive_config),
+        }
+    }
+
+    pub(crate) fn add_backup_at(&mut self, storage: &str, vmid: u32, at: u64) -> String {
+        let vol = self.new_backup_volume(storage, vmid, at, ".zst");
+        let volid = vol.volid.clone();
+        if let Some(s) = self.storage_mut(storage) {
+            s.volumes.push(vol);
+        }
+        volid
+    }
+
+    // ---------------------------------------------------------------- permissions
+
+    /// Effective privileges on `path`: the deepest grant on the path or an ancestor wins.
+    pub(crate) fn privs_on(&self, path: &str) -> BTreeSet<String> {
+        let want = components(path);
+        let mut best: Option<(usize, &BTreeSet<String>)> = None;
+        for (gpath, privs) in &self.grants {
+            let g = components(gpath);
+            if g.len() <= want.len()
+                && g.iter().zip(&want).all(|(a, b)| a == b)
+                && best.is_none_or(|(len, _)| g.len() >= len)
+            {
+                best = Some((g.len(), privs));
+            }
+        }
+        best.map(|(_, p)| p.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn has(&self, path: &str, privilege: &str) -> bool {
+        self.privs_on(path).contains(privilege)
+    }
+
+    pub(crate) fn revoke(&mut self, path: &str, privilege: &str) {
+        let norm = format!("/{}", components(path).join("/"));
+        if let Some((_, privs)) = self
+            .grants
+            .iter_mut()
+            .find(|(p, _)| components(p) == components(&norm))
+        {
+            privs.remove(privilege);
+            return;
+        }
+        let mut inherited = self.privs_on(&norm);
+        inherited.remove(privilege);
+        self.grants.push((norm, inherited));
+    }
+
+    // ---------------------------------------------------------------- tasks
+
+    /// Creates a UPID-bearing task, consuming the pending outcome override.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_task(
+        &mut self,
+        kind: &str,
+        id: &str,
+        log_running: Vec<String>,
+        log_done: Vec<String>,
+        effect: Option<Effect>,
+        lock: Option<(u32, &str)>,
+        forced_error: Option<String>,
+    ) -> String {
+        let pid = self.alloc_pid();
+        let starttime = now_epoch();
+        let pstart = ((starttime.saturating_sub(self.boot_epoch)) * 100) as u32;
+        let upid = format!(
+            "UPID:{}:{:08X}:{:08X}:{:08X}:{}:{}:{}:",
+            self.node, pid, pstart, starttime, kind, id, self.token_id
+        );
+        let mut outcome = self.next_outcome.take().unwrap_or(TaskOutcome::Ok);
+        let refused = forced_error.is_some();
+        if let Some(err) = forced_error {
+            outcome = TaskOutcome::Error(err);
+        }
+        let lock = match lock {
+            // A task refused up front (e.g. `CT is locked`) never takes the lock.
+            _ if refused => None,
+            None => None,
+            Some((vmid, name)) => {
+                if let Some(ct) = self.containers.get_mut(&vmid) {
+                    ct.config.insert("lock".into(), json!(name));
+                }
+                Some((vmid, name.to_string()))
+            }
+        };
+        self.tasks.push(Task {
+            upid: upid.clone(),
+            node: self.node.clone(),
+            pid,
+            pstart,
+            starttime,
+            kind: kind.into(),
+            id: id.into(),
+            user: self.token_id.clone(),
+            started: Instant::now(),
+            duration: self.task_duration,
+            log_running,
+            log_done,
+            outcome,
+            effect,
+            lock,
+            finished: None,
+        });
+        upid
+    }
+
+    /// Finishes every task whose time is up, applying effects in start order.
+    pub(crate) fn settle(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.tasks.len() {
+            let due = {
+                let t = &self.tasks[i];
+                t.finished.is_none() && now.duration_since(t.started) >= t.duration
+            };
+            if due {
+                self.finish_task(i);
+            }
+        }
+    }
+
+    fn finish_task(&mut self, i: usize) {
+        let task = self.tasks[i].clone();
+        if let Some((vmid, lock)) = &task.lock {
+            if let Some(ct) = self.containers.get_mut(vmid) {
+                if ct.config.get("lock").and_then(Value::as_str) == Some(lock.as_str()) {
+                    ct.config.remove("lock");
+                }
+            }
+        }
+        let mut log = task.log_running.clone();
+        let exit = match &task.outcome {
+            TaskOutcome::Ok => {
+                if let Some(effect) = &task.effect {
+                    self.apply(effect.clone());
+                }
+                log.extend(task.log_done.iter().cloned());
+                log.push("TASK OK".into());
+                "OK".to_string()
+            }
+            TaskOutcome::Warnings(warnings) => {
+                if let Some(effect) = &task.effect {
+                    self.apply(effect.clone());
+                }
+                log.extend(task.log_done.iter().cloned());
+                for w in warnings {
+                    log.push(format!("WARN: {w}"));
+                }
+                log.push(format!("TASK WARNINGS: {}", warnings.len()));
+                format!("WARNINGS: {}", warnings.len())
+            }
+            TaskOutcome::Error(msg) => {
+                if let Some(Effect::Create { vmid, .. }) = &task.effect {
+                    // A failed create leaves no container behind.
+                    let placeholder = self.containers.get(vmid).is_some_and(|c| c.pid == 0);
+                    if placeholder {
+                        self.containers.remove(vmid);
+                    }
+                }
+                let single = msg.trim_end().replace('\n', " ");
+                log.push(format!("TASK ERROR: {single}"));
+                single
+            }
+        };
+        self.tasks[i].finished = Some((log, exit));
+    }
+
+    fn apply(&mut self, effect: Effect) {
+        let now = now_epoch();
+        match effect {
+            Effect::Start(vmid) => {
+                let pid = self.alloc_pid();
+                if let Some(ct) = self.containers.get_mut(&vmid) {
+                    ct.running = true;
+                    ct.started_at = now;
+                    ct.pid = pid;
+                }
+            }
+            Effect::Stop(vmid) => {
+                if let Some(ct) = self.containers.get_mut(&vmid) {
+                    ct.running = false;
+                }
+            }
+            Effect::Snapshot {
+                vmid,
+                name,
+                description,
+            } => {
+                if let Some(ct) = self.containers.get_mut(&vmid) {
+                    let mut config = ct.config.clone();
+                    config.remove("lock");
+                    ct.snapshots.push(Snapshot {
+                        name: name.clone(),
+                        description,
+                        snaptime: now,
+                        parent: ct.parent.clone(),
+                        config,
+                    });
+                    ct.parent = Some(name);
+                }
+            }
+            Effect::DeleteSnapshot { vmid, name } => {
+                if let Some(ct) = self.containers.get_mut(&vmid) {
+                    let removed_parent = ct
+                        .snapshots
+                        .iter()
+                        .find(|s| s.name == name)
+                        .map(|s| s.parent.clone());
+                    if let Some(new_parent) = removed_parent {
+                        ct.snapshots.retain(|s| s.name != name);
+                        for s in &mut ct.snapshots {
+                            if s.parent.as_deref() == Some(name.as_str()) {
+                                s.parent = new_parent.clone();
+                            }
+                        }
+                        if ct.parent.as_deref() == Some(name.as_str()) {
+                            ct.parent = new_parent;
+                        }
+                    }
+                }
+            }
+            Effect::Rollback { vmid, name, start } => {
+                let pid = self.alloc_pid();
+                if let Some(ct) = self.containers.get_mut(&vmid) {
+                    if let Some(snap) = ct.snapshots.iter().find(|s| s.name == name) {
+                        ct.config = snap.config.clone();
+                        ct.parent = Some(name);
+                        ct.running = start;
+                        if start {
+                            ct.started_at = now;
+                            ct.pid = pid;
+                        }
+                    }
+                }
+            }
+            Effect::Backup {
+                storage, volume, ..
+            } => {
+                if let Some(s) = self.storage_mut(&storage) {
+                    s.used = s.used.saturating_add(volume.size);
+                    s.volumes.push(volume);
+                }
+            }
+            Effect::Create {
+                vmid,
+                config,
+                start,
+            } => {
+                let pid = self.alloc_pid();
+                self.containers.insert(
+                    vmid,
+                    Container {
+                        config,
+                        running: start,
+                        started_at: now,
+                        pid,
+                        snapshots: Vec::new(),
+                        parent: None,
+                    },
+                );
+            }
+            Effect::Destroy(vmid) => {
+                self.containers.remove(&vmid);
+            }
+            Effect::Batch(effects) => {
+                for e in effects {
+                    self.apply(e);
+                }
+            }
+        }
+    }
+
+    /// The log line vzdump prints for an archive path.
+    pub(crate) fn archive_path(&self, volid: &str) -> String {
+        let (store, rest) = volid.split_once(':').unwrap_or(("local", volid));
+        let base = self
+            .storage(store)
+            .and_then(|s| s.path.clone())
+            .unwrap_or_else(|| format!("/mnt/pve/{store}"));
+        let file = rest.strip_prefix("backup/").unwrap_or(rest);
+        format!("{base}/dump/{file}")
+    }
+
+    /// A timestamped task log line prefix, e.g. for vzdump.
+    pub(crate) fn stamp(&self) -> String {
+        log_stamp(now_epoch())
+    }
+}
+
+/// Cheap clonable handle on the simulator state for tests.
+#[derive(Clone, Debug)]
+pub struct SimState {
+    pub(crate) inner: Arc<Mutex<Inner>>,
+}
+
+impl SimState {
+    /// Locks the state (recovering from poisoning: a panicked test must not hide state).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settled(&self) -> MutexGuard<'_, Inner> {
+        let mut g = self.lock();
+        g.settle();
+        g
+    }
+
+    /// Adds (or replaces) a container with a realistic default config.
+    pub fn add_container(&self, vmid: u32, hostname: &str, running: bool) {
+        self.settled().add_container(vmid, hostname, running);
+    }
+
+    /// Whether a container with this id exists (a container being created counts).
+    pub fn container_exists(&self, vmid: u32) -> bool {
+        self.settled().containers.contains_key(&vmid)
+    }
+
+    /// Whether the container runs; `None` when it does not exist.
+    pub fn container_running(&self, vmid: u32) -> Option<bool> {
+        self.settled().containers.get(&vmid).map(|c| c.running)
+    }
+
+    /// The container's current config (without `digest`).
+    pub fn container_config(&self, vmid: u32) -> Option<Map<String, Value>> {
+        self.settled()
+            .containers
+            .get(&vmid)
+            .map(|c| c.config.clone())
+    }
+
+    /// Names of the container's snapshots, oldest first.
+    pub fn snapshot_names(&self, vmid: u32) -> Vec<String> {
+        self.settled()
+            .containers
+            .get(&vmid)
+            .map(|c| c.snapshots.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds a backup archive of `vmid` to `storage` (created now) and returns its volid.
+    pub fn add_backup(&self, storage: &str, vmid: u32) -> String {
+        let mut g = self.settled();
+        g.add_backup_at(storage, vmid, now_epoch())
+    }
+
+    /// Sets or clears the container's config `lock`.
+    pub fn set_lock(&self, vmid: u32, lock: Option<&str>) {
+        let mut g = self.settled();
+        if let Some(ct) = g.containers.get_mut(&vmid) {
+            match lock {
+                Some(l) => {
+                    ct.config.insert("lock".into(), json!(l));
+                }
+                None => {
+                    ct.config.remove("lock");
+                }
+            }
+        }
+    }
+
+    /// Replaces all ACL grants of the token: `(path, privileges)`, propagating to subpaths.
+    pub fn set_privileges(&self, grants: &[(&str, &[&str])]) {
+        let mut g = self.lock();
+        g.grants = grants
+            .iter()
+            .map(|(path, privs)| {
+                (
+                    path.to_string(),
+                    privs.iter().map(|p| p.to_string()).collect(),
+                )
+            })
+            .collect();
+    }
+
+    /// Removes one privilege on `path` (and below it) while keeping everything else.
+    pub fn revoke(&self, path: &str, privilege: &str) {
+        self.lock().revoke(path, privilege);
+    }
+
+    /// How long tasks started from now on run.
+    pub fn set_task_duration(&self, d: Duration) {
+        self.lock().task_duration = d;
+    }
+
+    /// The outcome of the next started task (only that one).
+    pub fn set_next_task_outcome(&self, outcome: TaskOutcome) {
+        self.lock().next_outcome = Some(outcome);
+    }
+
+    /// Adds a fault for the next `times` matching requests.
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    /// Every request received so far (never the token secret).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Number of recorded requests with this method whose path contains `path_contains`.
+    pub fn count_requests(&self, method: &str, path_contains: &str) -> usize {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.contains(path_contains))
+            .count()
+    }
+
+    /// UPIDs of all tasks started so far, oldest first.
+    pub fn task_upids(&self) -> Vec<String> {
+        self.lock().tasks.iter().map(|t| t.upid.clone()).collect()
+    }
+
+    /// Volids of the backups of `vmid` on `storage`.
+    pub fn backups(&self, storage: &str, vmid: u32) -> Vec<String> {
+        self.settled()
+            .storage(storage)
+            .map(|s| {
+                s.volumes
+                    .iter()
+                    .filter(|v| v.content == "backup" && v.vmid == Some(vmid))
+                    .map(|v| v.volid.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether any task is still running.
+    pub fn tasks_running(&self) -> bool {
+        self.settled().tasks.iter().any(|t| t.finished.is_none())
+    }
+}

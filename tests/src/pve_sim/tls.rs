@@ -1,0 +1,83 @@
+//! Test PKI: a CA and a leaf certificate for 127.0.0.1/localhost, generated at start.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+
+/// The generated certificates and the TLS server configuration using them.
+pub(crate) struct Pki {
+    pub(crate) server_config: Arc<rustls::ServerConfig>,
+    pub(crate) ca_pem: String,
+    pub(crate) fingerprint: String,
+}
+
+/// SHA-256 of a DER certificate as uppercase colon-separated hex (PVE style).
+pub(crate) fn fingerprint_of(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Generates a CA and a leaf signed by it, and builds a rustls server config (ring provider).
+pub(crate) fn generate(node: &str) -> anyhow::Result<Pki> {
+    let ca_key = KeyPair::generate().context("generating CA key")?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let mut ca_dn = DistinguishedName::new();
+    ca_dn.push(
+        DnType::CommonName,
+        "Proxmox Virtual Environment (felhom simulator)",
+    );
+    ca_dn.push(DnType::OrganizationName, "PVE Cluster Manager CA");
+    ca_params.distinguished_name = ca_dn;
+    let ca_cert = ca_params.self_signed(&ca_key).context("self-signing CA")?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let leaf_key = KeyPair::generate().context("generating leaf key")?;
+    let mut leaf_params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .context("leaf params")?;
+    let mut leaf_dn = DistinguishedName::new();
+    leaf_dn.push(DnType::CommonName, format!("{node}.simulator"));
+    leaf_dn.push(DnType::OrganizationName, "PVE Cluster Node");
+    leaf_params.distinguished_name = leaf_dn;
+    leaf_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf_params.use_authority_key_identifier_extension = true;
+    let leaf_cert = leaf_params
+        .signed_by(&leaf_key, &issuer)
+        .context("signing leaf")?;
+
+    let leaf_der: CertificateDer<'static> = leaf_cert.der().clone();
+    let fingerprint = fingerprint_of(&leaf_der);
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_der], key_der)
+        .context("TLS server certificate")?;
+    server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Pki {
+        server_config: Arc::new(server_config),
+        ca_pem: ca_cert.pem(),
+        fingerprint,
+    })
+}
