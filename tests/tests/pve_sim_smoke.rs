@@ -527,6 +527,35 @@ async fn backup_and_restore() {
     assert_eq!(cfg["rootfs"], "local-lvm:vm-105-disk-0,size=8G");
     assert_ne!(cfg["net0"], state.container_config(100).unwrap()["net0"]);
     assert_eq!(state.container_running(105), Some(false));
+
+    // A second backup of the same guest while one runs fails on the lock.
+    let first = post(&sim, "/nodes/pve/vzdump", "vmid=101&storage=local")
+        .await
+        .data();
+    let second = post(&sim, "/nodes/pve/vzdump", "vmid=101&storage=local")
+        .await
+        .data();
+    let second = wait_task(&sim, second.as_str().unwrap()).await;
+    assert_eq!(second["exitstatus"], "job errors");
+    assert_eq!(
+        wait_task(&sim, first.as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
+
+    // Deleting a backup volume runs an `imgdel` task.
+    let del = call(
+        &sim,
+        "DELETE",
+        &format!("/nodes/pve/storage/local/content/{volid}"),
+        None,
+        Auth::Token,
+    )
+    .await
+    .unwrap()
+    .data();
+    assert_upid(del.as_str().unwrap(), "imgdel", "");
+    wait_task(&sim, del.as_str().unwrap()).await;
+    assert!(state.backups("local", 100).is_empty());
 }
 
 #[tokio::test]

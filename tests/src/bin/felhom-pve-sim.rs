@@ -86,6 +86,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.write_config {
         write_config(dir, &sim)?;
     }
+    // Install the handler before announcing readiness, so a SIGTERM right after the line is
+    // handled gracefully.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
     let line = serde_json::json!({
         "base_url": sim.base_url(),
         "fingerprint": sim.fingerprint(),
@@ -98,8 +102,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     out.flush().context("flushing stdout")?;
     drop(out);
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing SIGTERM handler")?;
     tokio::select! {
         _ = term.recv() => {}
         r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,

@@ -227,10 +227,10 @@ pub(crate) fn dispatch(inner: &mut Inner, method: &str, rel: &str, params: &Para
         ("GET", ["nodes"]) => Ok(nodes(inner).into()),
         ("GET", ["access", "permissions"]) => Ok(permissions(inner, params).into()),
         (_, ["nodes", node, "tasks", upid, rest @ ..]) => {
-            let upid = super::util::percent_decode(upid, false);
+            // `rel` arrives uri-unescaped already, like PVE's `uri_unescape` of the path.
             match (method, rest) {
-                ("GET", ["status"]) => task_status(inner, node, &upid),
-                ("GET", ["log"]) => task_log(inner, node, &upid, params),
+                ("GET", ["status"]) => task_status(inner, node, upid),
+                ("GET", ["log"]) => task_log(inner, node, upid, params),
                 _ => Err(not_impl()),
             }
         }
@@ -259,13 +259,45 @@ fn node_scoped(
         ("POST", ["lxc"]) => create(inner, params),
         ("GET", ["storage"]) => Ok(storage_list(inner, params).into()),
         ("GET", ["storage", storage, "content"]) => storage_content(inner, storage, params),
+        // A volid holds a `/` (`local:backup/…`); take the rest of the path whether or not
+        // the client escaped it as %2F.
+        ("DELETE", ["storage", storage, "content", volume @ ..]) if !volume.is_empty() => {
+            delete_volume(inner, storage, &volume.join("/"))
+        }
         ("POST", ["vzdump"]) => vzdump(inner, params),
         (_, ["lxc", vmid, rest @ ..]) => {
             let vmid = match parse_vmid("vmid", vmid) {
                 Ok(v) => v,
                 Err(e) => return Some(Err(e)),
             };
+            if let Some(given) = params.get("vmid") {
+                if given.parse::<u32>().ok() != Some(vmid) {
+                    return Some(Err(ApiError::param(&[(
+                        "vmid",
+                        "duplicate parameter (already defined in URI) with conflicting values!"
+                            .to_string(),
+                    )])));
+                }
+            }
             match (method, rest) {
+                ("GET", []) => Ok(json!([
+                    {"subdir": "config"},
+                    {"subdir": "pending"},
+                    {"subdir": "status"},
+                    {"subdir": "vncproxy"},
+                    {"subdir": "termproxy"},
+                    {"subdir": "vncwebsocket"},
+                    {"subdir": "spiceproxy"},
+                    {"subdir": "migrate"},
+                    {"subdir": "clone"},
+                    {"subdir": "rrd"},
+                    {"subdir": "rrddata"},
+                    {"subdir": "firewall"},
+                    {"subdir": "snapshot"},
+                    {"subdir": "resize"},
+                    {"subdir": "interfaces"}
+                ])
+                .into()),
                 ("DELETE", []) => destroy(inner, vmid),
                 ("GET", ["status", "current"]) => ct_status(inner, vmid),
                 (
@@ -1283,6 +1315,51 @@ fn storage_content(inner: &Inner, storage: &str, params: &Params) -> ApiResult {
         })
         .collect();
     Ok(Value::Array(list).into())
+}
+
+/// `DELETE …/storage/{storage}/content/{volume}`: a worker (`imgdel`) removes the volume.
+fn delete_volume(inner: &mut Inner, storage: &str, volume: &str) -> ApiResult {
+    let volid = if volume.contains(':') {
+        volume.to_string()
+    } else {
+        format!("{storage}:{volume}")
+    };
+    let (store, _) = volid.split_once(':').unwrap_or((storage, ""));
+    let path = format!("/storage/{store}");
+    let owner = inner.volume(&volid).and_then(|v| v.vmid);
+    if !inner.has(&path, "Datastore.Allocate") {
+        match owner {
+            Some(vmid) if volid.contains(":backup/") => {
+                check(inner, &path, "Datastore.AllocateSpace")?;
+                check(inner, &format!("/vms/{vmid}"), "VM.Backup")?;
+            }
+            _ => check(inner, &path, "Datastore.Allocate")?,
+        }
+    }
+    if inner.storage(store).is_none() {
+        return Err(ApiError::die(format!("storage '{store}' does not exist")));
+    }
+    let Some(vol) = inner.volume(&volid).cloned() else {
+        return Err(ApiError::die(format!("volume '{volid}' does not exist")));
+    };
+    let done = if vol.content == "backup" {
+        vec![format!("Removed volume '{volid}'")]
+    } else {
+        Vec::new()
+    };
+    let upid = inner.start_task(
+        "imgdel",
+        "",
+        Vec::new(),
+        done,
+        Some(Effect::DeleteVolume {
+            storage: store.to_string(),
+            volid,
+        }),
+        None,
+        None,
+    );
+    Ok(json!(upid).into())
 }
 
 fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {

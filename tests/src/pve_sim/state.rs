@@ -136,6 +136,10 @@ pub(crate) enum Effect {
         start: bool,
     },
     Destroy(u32),
+    DeleteVolume {
+        storage: String,
+        volid: String,
+    },
     /// Several effects in order (vzdump of several guests).
     Batch(Vec<Effect>),
 }
@@ -669,6 +673,14 @@ impl Inner {
             }
             Effect::Destroy(vmid) => {
                 self.containers.remove(&vmid);
+            }
+            Effect::DeleteVolume { storage, volid } => {
+                if let Some(s) = self.storage_mut(&storage) {
+                    if let Some(pos) = s.volumes.iter().position(|v| v.volid == volid) {
+                        let v = s.volumes.remove(pos);
+                        s.used = s.used.saturating_sub(v.size);
+                    }
+                }
             }
             Effect::Batch(effects) => {
                 for e in effects {
