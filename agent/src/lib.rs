@@ -6,3 +6,10 @@
 pub mod config;
 pub mod pve;
 pub mod secret;
+
+// Helper client, SMART parsing, health report, CLI and service (issue 4).
+pub mod cli;
+pub mod helper_client;
+pub mod report;
+pub mod service;
+pub mod smart;

@@ -1,3 +1,41 @@
-//! felhom-agent binary.
+//! `felhom-agent`: a thin wrapper over [`felhom_agent::cli`].
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use felhom_agent::cli::{self, Cli, Command, EXIT_FAILED};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // Usage errors print clap's message and exit 2.
+    let args = Cli::parse();
+    // Logs go to stderr only; stdout carries the result. The service logs at info by default,
+    // one-shot commands only warnings (RUST_LOG overrides both).
+    let default = if matches!(args.command, Command::Run) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("felhom-agent: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let code = runtime.block_on(async {
+        let mut out = std::io::stdout().lock();
+        cli::run(args, &mut out).await
+    });
+    ExitCode::from(code)
+}

@@ -1,0 +1,911 @@
+//! Command handlers: each turns parsed arguments into typed API or helper calls and an
+//! [`Outcome`].
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use felhom_protocol::{GoldenImageRequest, UsbMountRequest, Vmid};
+use serde::Serialize;
+use serde_json::json;
+
+use super::output::{Outcome, Table, bytes, opt, uptime};
+use super::{
+    Cli, CliError, Command, GoldenImageAction, GoldenImageArgs, Mode, SnapshotAction, TasksAction,
+    UsbAction,
+};
+use crate::config::AgentConfig;
+use crate::helper_client::HelperClient;
+use crate::pve::{
+    BackupMode, BackupRequest, BackupStarted, ConfigChange, ConfigKey, ContentKind, GuestState,
+    PveClient, RestoreRequest, SnapshotName, StorageId, TaskSuccess, Upid, WaitOptions,
+};
+use crate::report::{self, HealthReport};
+use crate::smart::{Health, SmartSummary, summarize};
+
+/// How long short tasks (snapshot, start, stop) may take.
+const SHORT_TASK: Duration = Duration::from_secs(15 * 60);
+/// How long backup and restore may take.
+const LONG_TASK: Duration = Duration::from_secs(6 * 3600);
+
+/// The config keys `set-config` accepts, for the usage message.
+pub const ALLOWED_CONFIG_KEYS: &str = "cores, cpulimit, cpuunits, memory, swap, hostname, description, onboot, startup, nameserver, searchdomain, tags, protection, net0..net31, mp0..mp255";
+
+fn load_config(cli: &Cli) -> Result<AgentConfig, CliError> {
+    Ok(AgentConfig::load(cli.config.as_deref())?)
+}
+
+fn pve_client(config: &AgentConfig) -> Result<PveClient, CliError> {
+    let settings = config.api_settings()?;
+    Ok(PveClient::new(&settings)?)
+}
+
+pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
+    let config = load_config(&cli)?;
+    let helper = || HelperClient::new(&config.helper_socket);
+    match &cli.command {
+        Command::Selftest { task } => selftest(&config, &helper(), *task).await,
+        Command::Guests => guests(&pve_client(&config)?).await,
+        Command::Guest { vmid } => guest(&pve_client(&config)?, *vmid).await,
+        Command::Snapshot { action } => snapshot(&pve_client(&config)?, action).await,
+        Command::Backup {
+            vmid,
+            storage,
+            mode,
+        } => backup(&pve_client(&config)?, *vmid, storage, *mode).await,
+        Command::Restore {
+            archive,
+            vmid,
+            storage,
+            unique,
+            force,
+            hostname,
+            keep_identity,
+        } => {
+            let req = RestoreRequest {
+                vmid: *vmid,
+                archive: archive.clone(),
+                storage: storage.clone(),
+                unique: *unique,
+                force: *force,
+                start: false,
+            };
+            let identity = if *keep_identity {
+                None
+            } else {
+                Some(hostname.as_ref().map(|h| h.to_string()))
+            };
+            restore(&pve_client(&config)?, req, identity).await
+        }
+        Command::Start { vmid } => power(&pve_client(&config)?, *vmid, true).await,
+        Command::Stop { vmid } => power(&pve_client(&config)?, *vmid, false).await,
+        Command::SetConfig { vmid, changes } => {
+            let change = parse_changes(changes)?;
+            set_config(&pve_client(&config)?, *vmid, change).await
+        }
+        Command::Storage => storage(&pve_client(&config)?).await,
+        Command::Tasks {
+            action: TasksAction::Wait { upid },
+        } => tasks_wait(&pve_client(&config)?, upid).await,
+        Command::GoldenImage {
+            action: GoldenImageAction::Create(args),
+        } => golden_image(&helper(), args).await,
+        Command::Usb { action } => usb(&helper(), action).await,
+        Command::Smart { disk } => smart(&helper(), disk.clone()).await,
+        Command::Sensors => sensors(&helper()).await,
+        Command::Run => {
+            let pve = pve_client(&config)?;
+            crate::service::run(&config, pve, helper())
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            Ok(Outcome::new(&json!({ "ok": true }), String::new()))
+        }
+    }
+}
+
+// ---- selftest ---------------------------------------------------------------------------
+
+/// One step of the `selftest --task` exercise.
+#[derive(Debug, Clone, Serialize)]
+struct Step {
+    step: String,
+    ok: bool,
+    upid: Option<String>,
+    exitstatus: Option<String>,
+    message: Option<String>,
+    millis: u128,
+}
+
+async fn run_step<F>(pve: &PveClient, step: &str, start: F) -> Step
+where
+    F: std::future::Future<Output = Result<Upid, crate::pve::PveError>>,
+{
+    let t = Instant::now();
+    let result = match start.await {
+        Ok(upid) => pve
+            .wait_task(&upid, WaitOptions::with_timeout(SHORT_TASK))
+            .await
+            .map(|s| (upid, s)),
+        Err(e) => Err(e),
+    };
+    let millis = t.elapsed().as_millis();
+    match result {
+        Ok((upid, s)) => Step {
+            step: step.to_string(),
+            ok: true,
+            upid: Some(upid.to_string()),
+            exitstatus: Some(s.exitstatus),
+            message: None,
+            millis,
+        },
+        Err(e) => Step {
+            step: step.to_string(),
+            ok: false,
+            upid: None,
+            exitstatus: None,
+            message: Some(e.to_string()),
+            millis,
+        },
+    }
+}
+
+/// snapshot → rollback → delete snapshot on `vmid`. The snapshot is deleted even when the
+/// rollback fails, so the exercise leaves nothing behind.
+async fn task_exercise(pve: &PveClient, vmid: Vmid) -> Vec<Step> {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = match SnapshotName::new(&format!("felhom-selftest-{ts}")) {
+        Ok(n) => n,
+        Err(e) => {
+            return vec![Step {
+                step: "snapshot name".into(),
+                ok: false,
+                upid: None,
+                exitstatus: None,
+                message: Some(e.to_string()),
+                millis: 0,
+            }];
+        }
+    };
+    let running = match pve.container_status(vmid).await {
+        Ok(s) => s.status == GuestState::Running,
+        Err(e) => {
+            return vec![Step {
+                step: format!("read CT {vmid}"),
+                ok: false,
+                upid: None,
+                exitstatus: None,
+                message: Some(e.to_string()),
+                millis: 0,
+            }];
+        }
+    };
+    let mut steps = Vec::new();
+    let create = run_step(
+        pve,
+        &format!("snapshot create {vmid} {name}"),
+        pve.snapshot_create(vmid, &name, Some("felhom-agent selftest (removed at once)")),
+    )
+    .await;
+    let created = create.ok;
+    steps.push(create);
+    if !created {
+        return steps;
+    }
+    steps.push(
+        run_step(
+            pve,
+            &format!("snapshot rollback {vmid} {name}"),
+            pve.snapshot_rollback(vmid, &name, running),
+        )
+        .await,
+    );
+    steps.push(
+        run_step(
+            pve,
+            &format!("snapshot delete {vmid} {name}"),
+            pve.snapshot_delete(vmid, &name),
+        )
+        .await,
+    );
+    steps
+}
+
+fn render_report(r: &HealthReport) -> String {
+    let mut t = Table::new(&["SECTION", "STATUS", "DETAIL"]);
+    let pve_detail = r.pve.data.as_ref().map(|p| {
+        format!(
+            "Proxmox VE {} (up {}, load {})",
+            p.version.version,
+            opt(p.node_status.uptime.map(uptime)),
+            p.node_status
+                .loadavg
+                .first()
+                .map_or_else(|| "-".to_string(), |l| format!("{l:.2}"))
+        )
+    });
+    let guests_detail = r.guests.data.as_ref().map(|g| {
+        let running = g.iter().filter(|c| c.status == GuestState::Running).count();
+        format!("{} containers, {running} running", g.len())
+    });
+    let storage_detail = r.storage.data.as_ref().map(|s| {
+        let active = s.iter().filter(|e| e.active).count();
+        format!("{} storages, {active} active", s.len())
+    });
+    let helper_detail = r.helper.data.as_ref().map(|h| {
+        format!(
+            "felhom-helper {} at {}, protocol {}, mounts: {}",
+            h.helper_version, h.socket, h.protocol_version, h.mount_backend
+        )
+    });
+    let smart_detail = r.smart.data.as_ref().map(|d| {
+        let parts: Vec<String> = d
+            .iter()
+            .map(|x| {
+                let h = x
+                    .summary
+                    .as_ref()
+                    .map_or("unreadable", |s| s.health.as_str());
+                format!("{} {h}", x.disk)
+            })
+            .collect();
+        format!("{} disks: {}", d.len(), parts.join(", "))
+    });
+    let sensors_detail = r
+        .sensors
+        .data
+        .as_ref()
+        .map(|s| format!("{} readings", s.len()));
+    for (name, (status, message), detail) in [
+        ("pve", (r.pve.status, &r.pve.message), pve_detail),
+        (
+            "guests",
+            (r.guests.status, &r.guests.message),
+            guests_detail,
+        ),
+        (
+            "storage",
+            (r.storage.status, &r.storage.message),
+            storage_detail,
+        ),
+        (
+            "helper",
+            (r.helper.status, &r.helper.message),
+            helper_detail,
+        ),
+        ("smart", (r.smart.status, &r.smart.message), smart_detail),
+        (
+            "sensors",
+            (r.sensors.status, &r.sensors.message),
+            sensors_detail,
+        ),
+    ] {
+        let mut d = detail.unwrap_or_default();
+        if let Some(m) = message {
+            if !d.is_empty() {
+                d.push_str(" — ");
+            }
+            d.push_str(m);
+        }
+        t.row(vec![name.to_string(), status.as_str().to_string(), d]);
+    }
+    let mut out = t.render("");
+    let _ = writeln!(out, "overall: {}", r.one_line());
+    out
+}
+
+async fn selftest(
+    config: &AgentConfig,
+    helper: &HelperClient,
+    task: Option<Vmid>,
+) -> Result<Outcome, CliError> {
+    let settings = config.api_settings()?;
+    let pve = PveClient::new(&settings).map_err(|e| e.to_string());
+    let report = report::collect(pve.as_ref().map_err(Clone::clone), helper).await;
+    let mut human = render_report(&report);
+    let mut failed = report.is_degraded();
+    let mut doc = json!({ "report": report });
+    if let Some(vmid) = task {
+        let steps = match &pve {
+            Ok(pve) => task_exercise(pve, vmid).await,
+            Err(e) => vec![Step {
+                step: "connect".into(),
+                ok: false,
+                upid: None,
+                exitstatus: None,
+                message: Some(e.clone()),
+                millis: 0,
+            }],
+        };
+        let _ = writeln!(human, "\ntask exercise on CT {vmid}:");
+        for s in &steps {
+            let _ = writeln!(
+                human,
+                "  {:<4} {} ({} ms){}",
+                if s.ok { "ok" } else { "FAIL" },
+                s.step,
+                s.millis,
+                match (&s.exitstatus, &s.message) {
+                    (_, Some(m)) => format!(": {m}"),
+                    (Some(x), None) => format!(": {x}"),
+                    _ => String::new(),
+                }
+            );
+        }
+        let all_ok = steps.len() == 3 && steps.iter().all(|s| s.ok);
+        failed |= !all_ok;
+        doc["task_exercise"] = json!({ "vmid": vmid, "ok": all_ok, "steps": steps });
+    }
+    doc["ok"] = json!(!failed);
+    Ok(Outcome {
+        json: doc,
+        human,
+        failed,
+    })
+}
+
+// ---- Proxmox commands -------------------------------------------------------------------
+
+async fn guests(pve: &PveClient) -> Result<Outcome, CliError> {
+    let list = pve.containers().await?;
+    let mut t = Table::new(&["VMID", "STATUS", "NAME", "MEMORY", "UPTIME", "LOCK"]);
+    for c in &list {
+        t.row(vec![
+            c.vmid.to_string(),
+            format!("{:?}", c.status).to_lowercase(),
+            opt(c.name.as_deref()),
+            match (c.mem, c.maxmem) {
+                (Some(m), Some(x)) => format!("{} / {}", bytes(m), bytes(x)),
+                (_, Some(x)) => bytes(x),
+                _ => "-".into(),
+            },
+            opt(c.uptime.filter(|u| *u > 0).map(uptime)),
+            opt(c.lock.as_deref()),
+        ]);
+    }
+    Ok(Outcome::new(&list, t.render("no containers")))
+}
+
+async fn guest(pve: &PveClient, vmid: Vmid) -> Result<Outcome, CliError> {
+    let (status, config) = tokio::join!(pve.container_status(vmid), pve.container_config(vmid));
+    let (status, config) = (status?, config?);
+    let mut human = format!(
+        "CT {vmid}: {} ({})\n",
+        format!("{:?}", status.status).to_lowercase(),
+        opt(status.name.as_deref())
+    );
+    let mut t = Table::new(&["KEY", "VALUE"]);
+    for (k, v) in &config.entries {
+        t.row(vec![k.clone(), v.clone()]);
+    }
+    human.push_str(&t.render("(empty config)"));
+    Ok(Outcome::new(
+        &json!({ "status": status, "config": config }),
+        human,
+    ))
+}
+
+fn task_line(what: &str, s: &TaskSuccess) -> String {
+    let mut line = format!("{what}: {} (task {})\n", s.exitstatus, s.upid);
+    for w in &s.warnings {
+        let _ = writeln!(line, "  warning: {w}");
+    }
+    line
+}
+
+fn task_json(s: &TaskSuccess) -> serde_json::Value {
+    json!({ "upid": s.upid.to_string(), "exitstatus": s.exitstatus, "warnings": s.warnings })
+}
+
+async fn snapshot(pve: &PveClient, action: &SnapshotAction) -> Result<Outcome, CliError> {
+    let (verb, args) = match action {
+        SnapshotAction::Create(a) => ("create", a),
+        SnapshotAction::Rollback(a) => ("rollback", a),
+        SnapshotAction::Delete(a) => ("delete", a),
+    };
+    let upid = match action {
+        SnapshotAction::Create(a) => pve.snapshot_create(a.vmid, &a.name, None).await?,
+        SnapshotAction::Rollback(a) => pve.snapshot_rollback(a.vmid, &a.name, false).await?,
+        SnapshotAction::Delete(a) => pve.snapshot_delete(a.vmid, &a.name).await?,
+    };
+    let done = pve
+        .wait_task(&upid, WaitOptions::with_timeout(SHORT_TASK))
+        .await?;
+    let what = format!("snapshot {verb} {} on CT {}", args.name, args.vmid);
+    Ok(Outcome::new(
+        &json!({ "ok": true, "action": verb, "vmid": args.vmid, "snapshot": args.name.as_str(), "task": task_json(&done) }),
+        task_line(&what, &done),
+    ))
+}
+
+async fn backup(
+    pve: &PveClient,
+    vmid: Vmid,
+    storage: &StorageId,
+    mode: Mode,
+) -> Result<Outcome, CliError> {
+    let req = BackupRequest {
+        vmid,
+        mode: match mode {
+            Mode::Stop => BackupMode::Stop,
+            Mode::Snapshot => BackupMode::Snapshot,
+        },
+        storage: storage.clone(),
+        notes_template: Some("{{guestname}} (felhom-agent)".into()),
+    };
+    let upid = match pve.vzdump(&req).await? {
+        BackupStarted::Task(u) => u,
+        BackupStarted::NothingToDo => {
+            return Err(CliError::Failed(format!(
+                "Proxmox started no backup task: CT {vmid} is not on node {}",
+                pve.node()
+            )));
+        }
+    };
+    let done = pve
+        .wait_task(&upid, WaitOptions::with_timeout(LONG_TASK))
+        .await?;
+    // The newest backup of this guest on the target storage is the one just written.
+    let archive = match pve
+        .storage_content(storage, Some(ContentKind::Backup))
+        .await
+    {
+        Ok(list) => list
+            .into_iter()
+            .filter(|e| e.vmid == Some(vmid))
+            .max_by_key(|e| e.ctime.unwrap_or(0))
+            .map(|e| e.volid),
+        Err(e) => {
+            tracing::warn!(error = %e, "backup done, but the storage content could not be listed");
+            None
+        }
+    };
+    let mut human = task_line(&format!("backup of CT {vmid} to {storage}"), &done);
+    if let Some(a) = &archive {
+        let _ = writeln!(human, "archive: {a}");
+    }
+    Ok(Outcome::new(
+        &json!({ "ok": true, "vmid": vmid, "storage": storage.as_str(), "archive": archive, "task": task_json(&done) }),
+        human,
+    ))
+}
+
+/// The value of a `netN` entry without its `hwaddr=` option, when it has one.
+fn without_hwaddr(value: &str) -> Option<String> {
+    let parts: Vec<&str> = value.split(',').collect();
+    let kept: Vec<&str> = parts
+        .iter()
+        .copied()
+        .filter(|p| !p.trim_start().starts_with("hwaddr="))
+        .collect();
+    (kept.len() != parts.len()).then(|| kept.join(","))
+}
+
+/// `identity`: `None` keeps the archive's identity; `Some(hostname)` resets the MAC addresses
+/// and sets the hostname when one is given.
+async fn restore(
+    pve: &PveClient,
+    req: RestoreRequest,
+    identity: Option<Option<String>>,
+) -> Result<Outcome, CliError> {
+    let vmid = req.vmid;
+    let upid = pve.restore(&req).await?;
+    let done = pve
+        .wait_task(&upid, WaitOptions::with_timeout(LONG_TASK))
+        .await?;
+    let mut human = task_line(&format!("restore of {} to CT {vmid}", req.archive), &done);
+    let mut identity_doc = json!({ "reset": false });
+    match identity {
+        None => {
+            let _ = writeln!(
+                human,
+                "network identity kept (--keep-identity): the container has the archive's MAC addresses and hostname"
+            );
+        }
+        Some(hostname) => {
+            let config = pve.container_config(vmid).await?;
+            let mut change = ConfigChange::new();
+            if !config.digest.is_empty() {
+                change = change
+                    .digest(&config.digest)
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+            }
+            let mut reset = Vec::new();
+            for (key, value) in &config.entries {
+                let Ok(k @ ConfigKey::Net(_)) = key.parse::<ConfigKey>() else {
+                    continue;
+                };
+                if let Some(v) = without_hwaddr(value) {
+                    change = change
+                        .set(k, v)
+                        .map_err(|e| CliError::Failed(e.to_string()))?;
+                    reset.push(key.clone());
+                }
+            }
+            if let Some(h) = &hostname {
+                change = change
+                    .set(ConfigKey::Hostname, h.clone())
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+            }
+            if change.is_empty() {
+                let _ = writeln!(
+                    human,
+                    "network identity: nothing to reset (no MAC address in the restored config)"
+                );
+            } else {
+                pve.set_config(vmid, &change).await.map_err(|e| {
+                    CliError::Failed(format!(
+                        "CT {vmid} was restored, but resetting its network identity failed: {e}; it still has the archive's MAC addresses — fix them before starting it next to the original"
+                    ))
+                })?;
+                if !reset.is_empty() {
+                    let _ = writeln!(
+                        human,
+                        "network identity reset: removed the MAC address of {} (Proxmox assigns new ones)",
+                        reset.join(", ")
+                    );
+                }
+                if let Some(h) = &hostname {
+                    let _ = writeln!(human, "hostname set to {h}");
+                }
+            }
+            identity_doc = json!({ "reset": true, "interfaces": reset, "hostname": hostname });
+        }
+    }
+    Ok(Outcome::new(
+        &json!({ "ok": true, "vmid": vmid, "archive": req.archive.as_str(), "task": task_json(&done), "identity": identity_doc }),
+        human,
+    ))
+}
+
+async fn power(pve: &PveClient, vmid: Vmid, start: bool) -> Result<Outcome, CliError> {
+    let upid = if start {
+        pve.start(vmid).await?
+    } else {
+        pve.stop(vmid).await?
+    };
+    let done = pve
+        .wait_task(&upid, WaitOptions::with_timeout(SHORT_TASK))
+        .await?;
+    let verb = if start { "start" } else { "stop" };
+    Ok(Outcome::new(
+        &json!({ "ok": true, "action": verb, "vmid": vmid, "task": task_json(&done) }),
+        task_line(&format!("{verb} CT {vmid}"), &done),
+    ))
+}
+
+/// Parses `KEY=VALUE` arguments through the typed allowlist; any problem is a usage error.
+pub fn parse_changes(changes: &[String]) -> Result<Vec<(ConfigKey, String)>, CliError> {
+    let mut out = Vec::new();
+    for c in changes {
+        let Some((k, v)) = c.split_once('=') else {
+            return Err(CliError::Usage(format!(
+                "{c:?} is not KEY=VALUE (allowed keys: {ALLOWED_CONFIG_KEYS})"
+            )));
+        };
+        let key: ConfigKey = k.parse().map_err(|_| {
+            CliError::Usage(format!(
+                "config key {k:?} is not allowed (allowed keys: {ALLOWED_CONFIG_KEYS})"
+            ))
+        })?;
+        key.check_value(v)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        if out.iter().any(|(seen, _)| *seen == key) {
+            return Err(CliError::Usage(format!("config key {k} given twice")));
+        }
+        out.push((key, v.to_string()));
+    }
+    Ok(out)
+}
+
+async fn set_config(
+    pve: &PveClient,
+    vmid: Vmid,
+    changes: Vec<(ConfigKey, String)>,
+) -> Result<Outcome, CliError> {
+    let current = pve.container_config(vmid).await?;
+    let mut change = ConfigChange::new();
+    if !current.digest.is_empty() {
+        change = change
+            .digest(&current.digest)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+    }
+    let mut shown = Vec::new();
+    for (k, v) in changes {
+        shown.push(format!("{k}={v}"));
+        change = change
+            .set(k, v)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    pve.set_config(vmid, &change).await?;
+    Ok(Outcome::new(
+        &json!({ "ok": true, "vmid": vmid, "set": shown }),
+        format!("CT {vmid}: set {}\n", shown.join(" ")),
+    ))
+}
+
+async fn storage(pve: &PveClient) -> Result<Outcome, CliError> {
+    let list = pve.storages().await?;
+    let mut t = Table::new(&["STORAGE", "TYPE", "ACTIVE", "USED", "TOTAL", "CONTENT"]);
+    for s in &list {
+        t.row(vec![
+            s.storage.clone(),
+            s.storage_type.clone(),
+            if s.active { "yes" } else { "no" }.into(),
+            opt(s.used.map(bytes)),
+            opt(s.total.map(bytes)),
+            s.content.clone(),
+        ]);
+    }
+    Ok(Outcome::new(&list, t.render("no storages")))
+}
+
+async fn tasks_wait(pve: &PveClient, upid: &Upid) -> Result<Outcome, CliError> {
+    let done = pve
+        .wait_task(upid, WaitOptions::with_timeout(LONG_TASK))
+        .await?;
+    Ok(Outcome::new(
+        &json!({ "ok": true, "task": task_json(&done) }),
+        task_line(&format!("task {}", upid.task_type()), &done),
+    ))
+}
+
+// ---- helper commands --------------------------------------------------------------------
+
+async fn golden_image(helper: &HelperClient, a: &GoldenImageArgs) -> Result<Outcome, CliError> {
+    let req = GoldenImageRequest {
+        vmid: a.vmid,
+        template: a.template.clone(),
+        hostname: a.hostname.clone(),
+        storage: a.storage.clone(),
+        rootfs_gib: a.rootfs_gb,
+        memory_mib: a.memory_mb,
+        cores: a.cores,
+        bridge: a.bridge.clone(),
+    };
+    let reply = helper.golden_image_create(req).await?;
+    let mut human = format!(
+        "golden image CT {} created from {} (keyctl=1, nesting=1, unprivileged)\n",
+        reply.vmid, a.template
+    );
+    for line in reply
+        .output
+        .stdout
+        .lines()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .iter()
+        .rev()
+    {
+        let _ = writeln!(human, "  pct: {line}");
+    }
+    Ok(Outcome::new(
+        &json!({ "ok": true, "vmid": reply.vmid, "output": reply.output }),
+        human,
+    ))
+}
+
+async fn usb(helper: &HelperClient, action: &UsbAction) -> Result<Outcome, CliError> {
+    match action {
+        UsbAction::Mount { uuid, name } => {
+            let m = helper
+                .usb_mount(UsbMountRequest {
+                    uuid: uuid.clone(),
+                    name: name.clone(),
+                })
+                .await?;
+            let human = format!(
+                "mounted {} ({}) at {} [{}]{}\n",
+                m.uuid,
+                m.fstype,
+                m.mount_point,
+                m.options,
+                m.unit
+                    .as_deref()
+                    .map_or_else(String::new, |u| format!(", unit {u}"))
+            );
+            Ok(Outcome::new(&m, human))
+        }
+        UsbAction::Unmount { name } => {
+            let r = helper.usb_unmount(name.clone()).await?;
+            let human = if r.was_mounted {
+                format!("unmounted {} and removed its record\n", r.name)
+            } else {
+                format!("{} was not mounted; its record was removed\n", r.name)
+            };
+            Ok(Outcome::new(&r, human))
+        }
+        UsbAction::List => {
+            let list = helper.usb_list().await?;
+            let mut t = Table::new(&[
+                "NAME",
+                "UUID",
+                "FSTYPE",
+                "MOUNT POINT",
+                "MOUNTED",
+                "BACKEND",
+            ]);
+            for m in &list {
+                t.row(vec![
+                    m.name.to_string(),
+                    m.uuid.to_string(),
+                    m.fstype.to_string(),
+                    m.mount_point.clone(),
+                    if m.mounted { "yes" } else { "no" }.into(),
+                    format!("{:?}", m.backend).to_lowercase(),
+                ]);
+            }
+            Ok(Outcome::new(&list, t.render("no managed mounts")))
+        }
+    }
+}
+
+/// One disk's row in `smart`.
+#[derive(Debug, Serialize)]
+struct SmartRow {
+    disk: String,
+    summary: Option<SmartSummary>,
+    error: Option<String>,
+}
+
+fn render_smart(rows: &[SmartRow]) -> String {
+    let mut t = Table::new(&[
+        "DISK", "HEALTH", "MODEL", "SERIAL", "TEMP", "POWER-ON", "REALLOC", "PENDING",
+    ]);
+    for r in rows {
+        match &r.summary {
+            Some(s) => t.row(vec![
+                r.disk.clone(),
+                s.health.as_str().into(),
+                opt(s.model.as_deref()),
+                opt(s.serial.as_deref()),
+                opt(s.temperature_c.map(|t| format!("{t}°C"))),
+                opt(s.power_on_hours.map(|h| format!("{h} h"))),
+                opt(s.reallocated_sectors),
+                opt(s.pending_sectors),
+            ]),
+            None => t.row(vec![r.disk.clone(), "unreadable".into()]),
+        }
+    }
+    let mut out = t.render("no disks");
+    for r in rows {
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "{}: {e}", r.disk);
+        }
+        let Some(s) = &r.summary else { continue };
+        if let Some(n) = &s.nvme {
+            let _ = writeln!(
+                out,
+                "{}: NVMe critical warning 0x{:02x}{}, {}% used, {} media errors",
+                r.disk,
+                n.critical_warning,
+                if n.critical_warning_bits.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", n.critical_warning_bits.join(", "))
+                },
+                opt(n.percentage_used),
+                opt(n.media_errors)
+            );
+        }
+        if s.exit_status != 0 {
+            let bits: Vec<String> = s
+                .exit_bits
+                .iter()
+                .map(|b| format!("bit {}: {}", b.bit, b.meaning))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{}: smartctl exit status {} = {}",
+                r.disk,
+                s.exit_status,
+                bits.join("; ")
+            );
+        }
+        for p in &s.problems {
+            if !p.starts_with("exit bit") {
+                let _ = writeln!(out, "{}: {p}", r.disk);
+            }
+        }
+    }
+    out
+}
+
+async fn smart(
+    helper: &HelperClient,
+    disk: Option<felhom_protocol::DiskName>,
+) -> Result<Outcome, CliError> {
+    let disks = match disk {
+        Some(d) => vec![d],
+        None => helper
+            .smart_scan()
+            .await?
+            .into_iter()
+            .map(|d| d.name)
+            .collect(),
+    };
+    let mut rows = Vec::new();
+    for d in disks {
+        let row = match helper.smart_read(d.clone()).await {
+            Ok(raw) => match summarize(&raw) {
+                Ok(s) => SmartRow {
+                    disk: d.to_string(),
+                    summary: Some(s),
+                    error: None,
+                },
+                Err(e) => SmartRow {
+                    disk: d.to_string(),
+                    summary: None,
+                    error: Some(e.to_string()),
+                },
+            },
+            // One disk's failure does not hide the others; a helper that cannot be reached
+            // at all fails the command.
+            Err(e) if e.is_unreachable() => return Err(e.into()),
+            Err(e) => SmartRow {
+                disk: d.to_string(),
+                summary: None,
+                error: Some(e.to_string()),
+            },
+        };
+        rows.push(row);
+    }
+    let failed = rows.iter().any(|r| {
+        r.error.is_some()
+            || r.summary
+                .as_ref()
+                .is_some_and(|s| s.health == Health::Failing)
+    });
+    let human = render_smart(&rows);
+    Ok(Outcome::new(&json!({ "ok": !failed, "disks": rows }), human).failed(failed))
+}
+
+async fn sensors(helper: &HelperClient) -> Result<Outcome, CliError> {
+    let list = helper.sensors_read().await?;
+    let mut t = Table::new(&["CHIP", "DEVICE", "SENSOR", "VALUE"]);
+    for s in &list {
+        t.row(vec![
+            s.chip.clone(),
+            s.device.clone(),
+            s.label.clone(),
+            format!("{} {}", s.value, s.kind.unit()),
+        ]);
+    }
+    Ok(Outcome::new(&list, t.render("no sensors")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hwaddr_is_removed_from_net_entries() {
+        assert_eq!(
+            without_hwaddr("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth")
+                .as_deref(),
+            Some("name=eth0,bridge=vmbr0,ip=dhcp,type=veth")
+        );
+        assert_eq!(without_hwaddr("name=eth0,bridge=vmbr0"), None);
+    }
+
+    #[test]
+    fn set_config_arguments_go_through_the_allowlist() {
+        let ok =
+            parse_changes(&["memory=2048".into(), "net0=name=eth0,bridge=vmbr0".into()]).unwrap();
+        assert_eq!(ok[0], (ConfigKey::Memory, "2048".into()));
+        assert_eq!(ok[1].0, ConfigKey::Net(0));
+        for bad in [
+            "features=keyctl=1",
+            "memory",
+            "memory=lots",
+            "lxc.cap.drop=x",
+        ] {
+            let e = parse_changes(&[bad.into()]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+        let e = parse_changes(&["hookscript=local:snippets/x".into()]).unwrap_err();
+        assert!(e.to_string().contains("allowed keys"), "{e}");
+        assert!(parse_changes(&["cores=1".into(), "cores=2".into()]).is_err());
+    }
+}

@@ -1,0 +1,385 @@
+//! The `felhom-agent` command line: clap definitions, dispatch and exit codes.
+//!
+//! Exit codes: 0 success; 1 the operation failed or the report is degraded; 2 usage or
+//! configuration error (clap's own usage errors also exit 2). With `--json` the result is one
+//! JSON document on stdout; otherwise a human table. Logs always go to stderr.
+
+mod commands;
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use felhom_protocol::{
+    Bridge, Cores, DiskName, FsUuid, Hostname, MemoryMib, MountName, RootfsGib, TemplateVolid, Vmid,
+};
+
+use crate::config::ConfigError;
+use crate::helper_client::HelperClientError;
+use crate::pve::{PveError, SnapshotName, StorageId, Upid, VolumeId};
+
+pub use output::Outcome;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the operation failed, or the health report is degraded.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// The felhom host agent: Proxmox VE API work with a scoped token, root operations through
+/// the felhom helper.
+#[derive(Debug, Parser)]
+#[command(name = "felhom-agent", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Config file (default /etc/felhom/agent.json; every key also has a FELHOM_* env override).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read-only health report: Proxmox, guests, storage, helper, SMART, sensors.
+    Selftest {
+        /// Also run snapshot → rollback → delete snapshot on this container.
+        #[arg(long, value_name = "VMID")]
+        task: Option<Vmid>,
+    },
+    /// List the containers on this node.
+    Guests,
+    /// Status and config of one container.
+    Guest {
+        /// The container.
+        vmid: Vmid,
+    },
+    /// Create, roll back to, or delete a snapshot.
+    Snapshot {
+        /// What to do.
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
+    /// Back up a container with vzdump (zstd).
+    Backup {
+        /// The container.
+        vmid: Vmid,
+        /// Target storage.
+        #[arg(long)]
+        storage: StorageId,
+        /// Backup mode.
+        #[arg(long, value_enum, default_value_t = Mode::Snapshot)]
+        mode: Mode,
+    },
+    /// Restore a container from a backup archive. Resets the network identity (MAC
+    /// addresses) of the restored container unless --keep-identity is given.
+    Restore {
+        /// The backup volume, e.g. local:backup/vzdump-lxc-101-….tar.zst.
+        archive: VolumeId,
+        /// The new container's id.
+        #[arg(long)]
+        vmid: Vmid,
+        /// Storage for the root filesystem.
+        #[arg(long)]
+        storage: StorageId,
+        /// Ask Proxmox for unique values (unique=1).
+        #[arg(long)]
+        unique: bool,
+        /// Overwrite an existing container with this id.
+        #[arg(long)]
+        force: bool,
+        /// Set this hostname on the restored container.
+        #[arg(long)]
+        hostname: Option<Hostname>,
+        /// Keep the archive's MAC addresses and hostname.
+        #[arg(long, conflicts_with = "hostname")]
+        keep_identity: bool,
+    },
+    /// Start a container.
+    Start {
+        /// The container.
+        vmid: Vmid,
+    },
+    /// Stop a container (immediately).
+    Stop {
+        /// The container.
+        vmid: Vmid,
+    },
+    /// Change allowed config keys: memory, cores, netN, hostname, … (KEY=VALUE …).
+    SetConfig {
+        /// The container.
+        vmid: Vmid,
+        /// KEY=VALUE pairs.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        changes: Vec<String>,
+    },
+    /// List the storages on this node.
+    Storage,
+    /// Proxmox tasks.
+    Tasks {
+        /// What to do.
+        #[command(subcommand)]
+        action: TasksAction,
+    },
+    /// Golden images (through the helper).
+    GoldenImage {
+        /// What to do.
+        #[command(subcommand)]
+        action: GoldenImageAction,
+    },
+    /// USB disks mounted by filesystem UUID (through the helper).
+    Usb {
+        /// What to do.
+        #[command(subcommand)]
+        action: UsbAction,
+    },
+    /// SMART health of all disks, or of one.
+    Smart {
+        /// Only this disk (kernel name, e.g. sda or nvme0n1).
+        disk: Option<DiskName>,
+    },
+    /// Hardware sensors.
+    Sensors,
+    /// Run as the service: collect the health report every interval and write it to the state
+    /// directory.
+    Run,
+}
+
+/// Snapshot subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotAction {
+    /// Create a snapshot.
+    Create(SnapshotArgs),
+    /// Roll the container back to a snapshot.
+    Rollback(SnapshotArgs),
+    /// Delete a snapshot.
+    Delete(SnapshotArgs),
+}
+
+/// A container and a snapshot name.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The container.
+    pub vmid: Vmid,
+    /// The snapshot name.
+    pub name: SnapshotName,
+}
+
+/// Task subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TasksAction {
+    /// Wait for a task to stop and print its exit status.
+    Wait {
+        /// The task's UPID.
+        upid: Upid,
+    },
+}
+
+/// Golden-image subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GoldenImageAction {
+    /// Create a golden-image container (pct create with keyctl and nesting).
+    Create(GoldenImageArgs),
+}
+
+/// Arguments of `golden-image create`.
+#[derive(Debug, Args)]
+pub struct GoldenImageArgs {
+    /// The new container's id.
+    #[arg(long)]
+    pub vmid: Vmid,
+    /// The template volume, e.g. local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst.
+    #[arg(long)]
+    pub template: TemplateVolid,
+    /// Hostname.
+    #[arg(long)]
+    pub hostname: Hostname,
+    /// Storage for the root filesystem.
+    #[arg(long, default_value = "local-lvm")]
+    pub storage: felhom_protocol::StorageId,
+    /// Root filesystem size, GiB.
+    #[arg(long, default_value = "8")]
+    pub rootfs_gb: RootfsGib,
+    /// Memory, MiB.
+    #[arg(long, default_value = "1024")]
+    pub memory_mb: MemoryMib,
+    /// CPU cores.
+    #[arg(long, default_value = "2")]
+    pub cores: Cores,
+    /// Bridge for net0 (DHCP).
+    #[arg(long, default_value = "vmbr0")]
+    pub bridge: Bridge,
+}
+
+/// USB subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UsbAction {
+    /// Mount the filesystem with this UUID persistently as <mount_root>/NAME.
+    Mount {
+        /// Filesystem UUID (from blkid).
+        uuid: FsUuid,
+        /// The mount's name.
+        #[arg(long)]
+        name: MountName,
+    },
+    /// Unmount a managed mount and forget it.
+    Unmount {
+        /// The mount's name.
+        name: MountName,
+    },
+    /// List the managed mounts.
+    List,
+}
+
+/// vzdump mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Stop the container for a consistent backup.
+    Stop,
+    /// Live snapshot.
+    Snapshot,
+}
+
+/// Why a command did not succeed; decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments that clap could not catch.
+    #[error("{0}")]
+    Usage(String),
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A Proxmox API call failed.
+    #[error("{0}")]
+    Pve(#[from] PveError),
+    /// A helper call failed.
+    #[error("{0}")]
+    Helper(#[from] HelperClientError),
+    /// Something else failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        }
+    }
+}
+
+/// Runs a parsed command line, writing the result to `out`; returns the exit code. Errors are
+/// logged to stderr and, with `--json`, also printed as `{"ok":false,"error":…}` on `out`.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
+    let json = cli.json;
+    let result = commands::dispatch(cli).await;
+    match result {
+        Ok(outcome) => {
+            let written = if json {
+                serde_json::to_string_pretty(&outcome.json)
+                    .map_err(std::io::Error::other)
+                    .and_then(|s| writeln!(out, "{s}"))
+            } else {
+                write!(out, "{}", outcome.human)
+            };
+            if let Err(e) = written.and_then(|()| out.flush()) {
+                eprintln!("felhom-agent: cannot write the result: {e}");
+                return EXIT_FAILED;
+            }
+            if outcome.failed { EXIT_FAILED } else { EXIT_OK }
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("felhom-agent: error: {e}");
+            if json {
+                let doc =
+                    serde_json::json!({ "ok": false, "exit_code": code, "error": e.to_string() });
+                let _ = writeln!(out, "{doc}");
+                let _ = out.flush();
+            }
+            code
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn selftest_task_needs_a_vmid() {
+        let err = Cli::try_parse_from(["felhom-agent", "selftest", "--task"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let ok = Cli::try_parse_from(["felhom-agent", "selftest", "--task", "100"]).unwrap();
+        assert!(matches!(ok.command, Command::Selftest { task: Some(v) } if v.get() == 100));
+        let err = Cli::try_parse_from(["felhom-agent", "selftest", "--task", "12"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn arguments_are_validated_types() {
+        assert!(
+            Cli::try_parse_from(["felhom-agent", "usb", "mount", "x;y", "--name", "a"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["felhom-agent", "usb", "unmount", "../etc"]).is_err());
+        assert!(Cli::try_parse_from(["felhom-agent", "smart", "/dev/sda"]).is_err());
+        assert!(
+            Cli::try_parse_from(["felhom-agent", "snapshot", "create", "100", "current"]).is_err()
+        );
+        let c = Cli::try_parse_from([
+            "felhom-agent",
+            "--json",
+            "golden-image",
+            "create",
+            "--vmid",
+            "9000",
+            "--template",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+            "--hostname",
+            "golden",
+        ])
+        .unwrap();
+        assert!(c.json);
+        match c.command {
+            Command::GoldenImage {
+                action: GoldenImageAction::Create(a),
+            } => {
+                assert_eq!(a.storage.as_str(), "local-lvm");
+                assert_eq!(a.rootfs_gb.get(), 8);
+                assert_eq!(a.bridge.as_str(), "vmbr0");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keep_identity_conflicts_with_hostname() {
+        let r = Cli::try_parse_from([
+            "felhom-agent",
+            "restore",
+            "local:backup/x.tar.zst",
+            "--vmid",
+            "200",
+            "--storage",
+            "local",
+            "--hostname",
+            "a",
+            "--keep-identity",
+        ]);
+        assert_eq!(r.unwrap_err().exit_code(), 2);
+    }
+}
