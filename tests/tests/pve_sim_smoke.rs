@@ -297,6 +297,13 @@ async fn legacy_wire_format() {
         (500, "CT 100 already running")
     );
     assert_eq!(r.body, r#"{"data":null}"#);
+    // PVE 7 refused a locked guest before forking the task.
+    sim.state().set_lock(101, Some("snapshot"));
+    let r = post(&sim, "/nodes/pve/lxc/101/status/start", "").await;
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (500, "CT is locked (snapshot)")
+    );
 }
 
 #[tokio::test]
@@ -393,6 +400,16 @@ async fn task_outcomes_warnings_and_errors() {
         .map(|l| l["t"].as_str().unwrap())
         .collect();
     assert_eq!(lines, vec!["WARN: a", "WARN: b", "TASK WARNINGS: 2"]);
+
+    // PVE 8.2+ checks the lock inside the task.
+    state.set_lock(100, Some("backup"));
+    let upid = post(&sim, "/nodes/pve/lxc/100/status/stop", "")
+        .await
+        .data();
+    let done = wait_task(&sim, upid.as_str().unwrap()).await;
+    assert_eq!(done["exitstatus"], "CT is locked (backup)");
+    assert_eq!(state.container_running(100), Some(true));
+    assert_eq!(state.container_config(100).unwrap()["lock"], "backup");
 
     state.set_next_task_outcome(TaskOutcome::Error("command 'lxc-stop' failed".into()));
     let upid = post(&sim, "/nodes/pve/lxc/101/status/stop", "")
@@ -637,6 +654,9 @@ fn binary_prints_connection_info_and_writes_config() {
     assert_eq!(config["token_id"], "felhom@pve!agent");
     assert_eq!(config["node"], "pve");
     assert_eq!(mode & 0o777, 0o600);
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    assert_eq!(ca, info["ca_pem"].as_str().unwrap());
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
     let secret = std::fs::read_to_string(config["token_secret_file"].as_str().unwrap()).unwrap();
     assert!(!secret.is_empty());
 }

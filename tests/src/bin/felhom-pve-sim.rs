@@ -37,7 +37,7 @@ struct Args {
     /// Delay before a 401 answer, in milliseconds (PVE: 3000).
     #[arg(long, default_value_t = 3000)]
     unauthorized_delay_ms: u64,
-    /// Write DIR/agent.json and DIR/pve-token (mode 0600) for the agent.
+    /// Write DIR/agent.json, DIR/pve-token (mode 0600) and DIR/ca.pem for the agent.
     #[arg(long, value_name = "DIR")]
     write_config: Option<PathBuf>,
 }
@@ -63,6 +63,10 @@ fn write_config(dir: &Path, sim: &PveSim) -> anyhow::Result<()> {
         "token_secret_file": token_abs,
         "tls_fingerprint": sim.fingerprint(),
     });
+    // The CA too, for trying `tls_ca_file` instead of the pin (not referenced by agent.json).
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, sim.ca_pem())
+        .with_context(|| format!("writing {}", ca_path.display()))?;
     let cfg_path = dir.join("agent.json");
     std::fs::write(&cfg_path, format!("{config:#}\n"))
         .with_context(|| format!("writing {}", cfg_path.display()))?;

@@ -213,6 +213,10 @@ fn current_lock(ct: &Container) -> Option<String> {
         .map(str::to_string)
 }
 
+fn protected(ct: &Container) -> bool {
+    matches!(ct.config.get("protection"), Some(v) if v == &json!(1) || v == &json!("1"))
+}
+
 fn locked_error(ct: &Container) -> Option<String> {
     current_lock(ct).map(|l| format!("CT is locked ({l})"))
 }
@@ -764,6 +768,13 @@ fn power(inner: &mut Inner, vmid: u32, action: &str) -> ApiResult {
             }
         }
     };
+    // pve-container >= 5.0.10 (PVE 8.2) checks the lock inside the task; PVE 7 (legacy
+    // wire) refused synchronously.
+    if inner.legacy_wire {
+        if let Some(msg) = locked_error(ct) {
+            return Err(ApiError::die(msg));
+        }
+    }
     let forced = locked_error(ct);
     let upid = inner.start_task(
         kind,
@@ -782,6 +793,11 @@ fn destroy(inner: &mut Inner, vmid: u32) -> ApiResult {
     let ct = container(inner, vmid)?;
     if let Some(msg) = locked_error(ct) {
         return Err(ApiError::die(msg));
+    }
+    if protected(ct) {
+        return Err(ApiError::die(format!(
+            "can't remove CT {vmid} - protection mode enabled"
+        )));
     }
     if ct.running {
         return Err(ApiError::die(format!(
@@ -1061,9 +1077,14 @@ fn create(inner: &mut Inner, params: &Params) -> ApiResult {
     if exists && inner.containers.get(&vmid).is_some_and(|c| c.running) {
         return Err(ApiError::die("can't overwrite running container"));
     }
-    if exists {
-        if let Some(msg) = inner.containers.get(&vmid).and_then(locked_error) {
+    if let Some(ct) = inner.containers.get(&vmid) {
+        if let Some(msg) = locked_error(ct) {
             return Err(ApiError::die(msg));
+        }
+        if protected(ct) {
+            return Err(ApiError::die(format!(
+                "unable to restore CT {vmid} - protection mode enabled"
+            )));
         }
     }
     let Some(target) = inner.storage(&storage) else {
