@@ -592,8 +592,26 @@ async fn injected_faults() {
     assert_eq!((r.status, r.reason.as_str()), (596, "Connection timed out"));
     assert_eq!(state.container_running(101), Some(false));
     assert!(state.task_upids().is_empty());
-    let r = post(&sim, "/nodes/pve/lxc/101/status/start", "").await;
-    assert_eq!(r.status, 200);
+    let upid = post(&sim, "/nodes/pve/lxc/101/status/start", "")
+        .await
+        .data();
+    wait_task(&sim, upid.as_str().unwrap()).await;
+
+    state.inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "/status/stop".into(),
+        kind: FaultKind::ExecuteThenStatus {
+            code: 596,
+            reason: "Connection timed out".into(),
+        },
+        times: 1,
+    });
+    let r = post(&sim, "/nodes/pve/lxc/101/status/stop", "").await;
+    assert_eq!((r.status, r.reason.as_str()), (596, "Connection timed out"));
+    assert_eq!(state.task_upids().len(), 2);
+    assert!(state.task_upids()[1].contains(":vzstop:101:"));
+    wait_task(&sim, &state.task_upids()[1]).await;
+    assert_eq!(state.container_running(101), Some(false));
 
     state.inject(Fault {
         method: None,

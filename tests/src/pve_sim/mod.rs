@@ -97,7 +97,17 @@ pub enum FaultKind {
         /// Reason phrase (also the body `message` unless legacy wire).
         reason: String,
     },
-    /// Sleep this long, then answer normally.
+    /// Execute the request normally (a task starts, a config changes), then answer with
+    /// this status and reason instead of the result — the pveproxy → pvedaemon timeout
+    /// (`596 Connection timed out`) where the outcome is unknown to the client.
+    ExecuteThenStatus {
+        /// HTTP status code.
+        code: u16,
+        /// Reason phrase (also the body `message` unless legacy wire).
+        reason: String,
+    },
+    /// Sleep this long, then answer normally (a client that gave up still caused the
+    /// request's effect).
     Stall(Duration),
     /// Drop the connection without answering; the request is not executed.
     CloseConnection,

@@ -189,7 +189,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, st
         });
         (fault, g.legacy_wire, g.unauthorized_delay)
     };
+    let mut lost_answer = None;
     match fault {
+        Some(FaultKind::ExecuteThenStatus { code, reason }) => {
+            lost_answer = Some(ApiError::new(code, reason));
+        }
         Some(FaultKind::Status { code, reason }) => {
             return Ok(error_reply(&ApiError::new(code, reason), legacy));
         }
@@ -253,6 +257,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, st
         let mut g = shared.state.lock();
         dispatch(&mut g, &method, &rel, &params)
     };
+    if let Some(err) = lost_answer {
+        // The request took effect, but the client only sees the proxy error.
+        return Ok(error_reply(&err, legacy));
+    }
     Ok(match result {
         Ok(ok) => {
             let mut env = Map::new();
