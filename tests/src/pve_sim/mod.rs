@@ -6,6 +6,37 @@
 //! errors in the reason phrase (and, unless `legacy_wire`, in the body `message`), 403
 //! permission messages, UPIDs and task status/log, guest locks while tasks run, and the
 //! PVE 7 type drift (`"vmid":"106"`). Tests steer and observe it through [`SimState`].
+//!
+//! # What it serves (below `/api2/json`)
+//!
+//! `GET /version`, `GET /nodes`, `GET /access/permissions`; per node: `GET status`,
+//! `GET tasks`, `GET|POST lxc` (create from a template, or restore with `restore=1`),
+//! `GET|DELETE lxc/{vmid}`, `GET lxc/{vmid}/status/current`,
+//! `POST lxc/{vmid}/status/{start,stop,shutdown,reboot}`, `GET|PUT lxc/{vmid}/config`,
+//! `GET|POST lxc/{vmid}/snapshot`, `DELETE lxc/{vmid}/snapshot/{name}`,
+//! `POST lxc/{vmid}/snapshot/{name}/rollback`, `GET storage`, `GET storage/{s}/content`,
+//! `DELETE storage/{s}/content/{volid}`, `POST vzdump`, `GET tasks/{upid}/{status,log}`.
+//! Anything else: `501 Method 'GET /x' not implemented`.
+//!
+//! # Semantics worth knowing
+//!
+//! * Default inventory: node `pve`; CT 100 `web` (running) and CT 101 `db` (stopped);
+//!   storage `local` (dir: `backup,iso,vztmpl`, one Debian 12 template and one backup of
+//!   CT 101) and `local-lvm` (lvmthin: `images,rootdir`).
+//! * Permissions: the token starts with every privilege on `/`. A grant applies to its path
+//!   and everything below; the deepest grant on a path wins (like a PVE ACL on a deeper
+//!   path). [`SimState::revoke`] removes one privilege from a path and below.
+//! * Tasks run for `task_duration` and are settled lazily: every request and every
+//!   [`SimState`] accessor first finishes the tasks whose time is up, applying their effect
+//!   (snapshot added, CT started, backup volume added, restored CT created) only on `OK` or
+//!   `WARNINGS`. While a task runs its guest carries the `lock` (`backup`, `snapshot`,
+//!   `snapshot-delete`, `rollback`, `create`, `destroyed`), so PUT config answers
+//!   `500 CT is locked (…)`. Power operations on a locked guest fail inside the task (PVE
+//!   8.2+) or synchronously with `legacy_wire` (PVE 7).
+//! * vzdump names archives `vzdump-lxc-<vmid>-YYYY_MM_DD-HH_MM_SS.tar[.zst|.gz|.lzo]` from
+//!   `compress` (default `0` = plain `.tar`, as in PVE), in UTC.
+//! * Faults are checked before authentication, for the next `times` requests whose method
+//!   and path match; every request is recorded first (without headers, so never the secret).
 
 mod api;
 mod server;
