@@ -678,3 +678,71 @@ fn binary_prints_connection_info_and_writes_config() {
     let secret = std::fs::read_to_string(config["token_secret_file"].as_str().unwrap()).unwrap();
     assert!(!secret.is_empty());
 }
+
+/// Keys of the first object in a fixture's `data` (array or object).
+fn fixture_keys(dir: &std::path::Path, file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let obj = match &v["data"] {
+        Value::Array(a) => a[0].clone(),
+        other => other.clone(),
+    };
+    obj.as_object().unwrap().keys().cloned().collect()
+}
+
+/// The simulator's bodies carry every field the real PVE 7 captures carry, with the same
+/// JSON types where PVE 7 drifted (string vmid, string loadavg).
+#[tokio::test]
+async fn shapes_match_real_captures() {
+    let Some(dir) = felhom_tests::bins::shared_fixtures("pve") else {
+        return;
+    };
+    let sim = start(SimOptions {
+        legacy_wire: true,
+        version: "7.4-16".into(),
+        ..SimOptions::default()
+    })
+    .await;
+    let list = get(&sim, "/nodes/pve/lxc").await.data();
+    let running = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "running")
+        .unwrap()
+        .clone();
+    for key in fixture_keys(&dir, "pve7_lxc_list_vmid_string.json") {
+        assert!(
+            running.get(&key).is_some(),
+            "lxc list lacks {key}: {running}"
+        );
+    }
+    assert!(running["vmid"].is_string());
+
+    let status = get(&sim, "/nodes/pve/status").await.data();
+    for key in fixture_keys(&dir, "pve7_node_status.json") {
+        assert!(status.get(&key).is_some(), "node status lacks {key}");
+    }
+    assert!(status["loadavg"][0].is_string());
+    assert!(status["cpuinfo"]["mhz"].is_string());
+
+    let nodes = get(&sim, "/nodes").await.data();
+    for key in fixture_keys(&dir, "pve7_nodes_list.json") {
+        assert!(nodes[0].get(&key).is_some(), "nodes lacks {key}");
+    }
+    let version = get(&sim, "/version").await.data();
+    for key in fixture_keys(&dir, "pve7_node_version.json") {
+        assert!(version.get(&key).is_some(), "version lacks {key}");
+    }
+    assert_eq!(version["repoid"].as_str().unwrap().len(), 8);
+
+    let config = get(&sim, "/nodes/pve/lxc/100/config").await.data();
+    for key in [
+        "arch", "cores", "digest", "features", "hostname", "memory", "net0", "ostype", "rootfs",
+        "swap",
+    ] {
+        assert!(config.get(key).is_some(), "config lacks {key}");
+    }
+    let real = fixture_keys(&dir, "pve7_lxc_config.json");
+    assert!(real.contains(&"digest".to_string()));
+}
