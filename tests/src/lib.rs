@@ -2,4 +2,5 @@
 //! and the sandbox.
 
 pub mod bins;
+pub mod fake_helper;
 pub mod pve_sim;
