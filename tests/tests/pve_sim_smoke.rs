@@ -160,6 +160,13 @@ async fn wait_task(sim: &PveSim, upid: &str) -> Value {
     }
 }
 
+/// Ends all running tasks now and returns the final status of `upid`; used by tests that
+/// observe the running state under a long task duration, so no assertion depends on timing.
+async fn finish(sim: &PveSim, upid: &str) -> Value {
+    sim.state().complete_running_tasks();
+    wait_task(sim, upid).await
+}
+
 fn assert_upid(upid: &str, kind: &str, id: &str) {
     let parts: Vec<&str> = upid.split(':').collect();
     assert_eq!(parts.len(), 9, "{upid}");
@@ -310,6 +317,7 @@ async fn legacy_wire_format() {
 async fn snapshot_task_lifecycle_and_lock() {
     let sim = start(SimOptions::default()).await;
     let state = sim.state();
+    state.set_task_duration(Duration::from_secs(3600));
     let upid = post(
         &sim,
         "/nodes/pve/lxc/100/snapshot",
@@ -340,7 +348,7 @@ async fn snapshot_task_lifecycle_and_lock() {
         (500, "CT is locked (snapshot)")
     );
 
-    let done = wait_task(&sim, &upid).await;
+    let done = finish(&sim, &upid).await;
     assert_eq!(done["exitstatus"], "OK");
     assert_eq!(state.snapshot_names(100), vec!["before".to_string()]);
     assert!(!state.container_config(100).unwrap().contains_key("lock"));
@@ -363,7 +371,7 @@ async fn snapshot_task_lifecycle_and_lock() {
     let upid = post(&sim, "/nodes/pve/lxc/100/snapshot", "snapname=before")
         .await
         .data();
-    let done = wait_task(&sim, upid.as_str().unwrap()).await;
+    let done = finish(&sim, upid.as_str().unwrap()).await;
     assert_eq!(done["exitstatus"], "snapshot name 'before' already used");
 
     // Wrong node in the path.
@@ -479,6 +487,7 @@ async fn config_digest_and_feature_rules() {
 async fn backup_and_restore() {
     let sim = start(SimOptions::default()).await;
     let state = sim.state();
+    state.set_task_duration(Duration::from_secs(3600));
     let r = post(&sim, "/nodes/pve/vzdump", "vmid=4242&storage=local").await;
     assert_eq!(r.data(), "OK");
 
@@ -492,7 +501,7 @@ async fn backup_and_restore() {
     let upid = upid.as_str().unwrap().to_string();
     assert_upid(&upid, "vzdump", "100");
     assert_eq!(state.container_config(100).unwrap()["lock"], "backup");
-    assert_eq!(wait_task(&sim, &upid).await["exitstatus"], "OK");
+    assert_eq!(finish(&sim, &upid).await["exitstatus"], "OK");
     let backups = state.backups("local", 100);
     assert_eq!(backups.len(), 1);
     let volid = &backups[0];
@@ -537,7 +546,7 @@ async fn backup_and_restore() {
     let upid = upid.as_str().unwrap().to_string();
     assert_upid(&upid, "vzrestore", "105");
     assert_eq!(state.container_config(105).unwrap()["lock"], "create");
-    assert_eq!(wait_task(&sim, &upid).await["exitstatus"], "OK");
+    assert_eq!(finish(&sim, &upid).await["exitstatus"], "OK");
     let cfg = state.container_config(105).unwrap();
     assert_eq!(cfg["hostname"], "web");
     assert_eq!(cfg["features"], "keyctl=1,nesting=1");
@@ -552,10 +561,10 @@ async fn backup_and_restore() {
     let second = post(&sim, "/nodes/pve/vzdump", "vmid=101&storage=local")
         .await
         .data();
-    let second = wait_task(&sim, second.as_str().unwrap()).await;
+    let second = finish(&sim, second.as_str().unwrap()).await;
     assert_eq!(second["exitstatus"], "job errors");
     assert_eq!(
-        wait_task(&sim, first.as_str().unwrap()).await["exitstatus"],
+        finish(&sim, first.as_str().unwrap()).await["exitstatus"],
         "OK"
     );
 
@@ -571,7 +580,7 @@ async fn backup_and_restore() {
     .unwrap()
     .data();
     assert_upid(del.as_str().unwrap(), "imgdel", "");
-    wait_task(&sim, del.as_str().unwrap()).await;
+    finish(&sim, del.as_str().unwrap()).await;
     assert!(state.backups("local", 100).is_empty());
 }
 

@@ -845,6 +845,16 @@ impl SimState {
             .unwrap_or_default()
     }
 
+    /// Ends every running task now (with its planned outcome), for tests that must observe
+    /// the running state without depending on timing.
+    pub fn complete_running_tasks(&self) {
+        let mut g = self.lock();
+        for t in g.tasks.iter_mut().filter(|t| t.finished.is_none()) {
+            t.duration = Duration::ZERO;
+        }
+        g.settle();
+    }
+
     /// Whether any task is still running.
     pub fn tasks_running(&self) -> bool {
         self.settled().tasks.iter().any(|t| t.finished.is_none())
