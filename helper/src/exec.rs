@@ -1,0 +1,392 @@
+//! The only code in the helper that starts processes.
+//!
+//! Every tool runs from its absolute configured path with a cleared environment (only `PATH`
+//! and `LC_ALL=C`), stdin from `/dev/null`, no shell, in its own process group. Its output is
+//! captured up to a bound. At the deadline the whole group gets SIGTERM, then SIGKILL after a
+//! short grace, and the tool is reaped. If the future running a tool is dropped (the client
+//! cancelled, its deadline passed, the connection closed), a guard kills the whole group with
+//! SIGKILL, so no process outlives its request.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+
+use crate::config::Tool;
+
+/// The only `PATH` a tool sees.
+pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long a tool has between SIGTERM and SIGKILL.
+pub const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How long output pipes may stay open after the tool's group was killed (a descendant that
+/// left the group could hold them).
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
+
+/// What a finished tool left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit code, or `None` when a signal ended it.
+    pub exit_code: Option<i32>,
+    /// Captured stdout, at most the bound.
+    pub stdout: Vec<u8>,
+    /// Whether stdout was cut at the bound.
+    pub stdout_truncated: bool,
+    /// Captured stderr, at most the bound.
+    pub stderr: Vec<u8>,
+    /// Whether stderr was cut at the bound.
+    pub stderr_truncated: bool,
+}
+
+impl ExecOutput {
+    /// Whether the tool exited with status 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    /// The last part of stderr (or stdout when stderr is empty), for error messages.
+    pub fn tail(&self) -> String {
+        let src = if self.stderr.iter().all(u8::is_ascii_whitespace) {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
+        tail_text(src, 2048)
+    }
+
+    /// Converts to the protocol's bounded output type, with a visible truncation marker.
+    pub fn to_tool_output(&self) -> felhom_protocol::ToolOutput {
+        let mark = |bytes: &[u8], cut: bool| {
+            let mut s = String::from_utf8_lossy(bytes).into_owned();
+            if cut {
+                s.push_str(TRUNCATION_MARKER);
+            }
+            s
+        };
+        felhom_protocol::ToolOutput {
+            exit_code: self.exit_code,
+            stdout: mark(&self.stdout, self.stdout_truncated),
+            stdout_truncated: self.stdout_truncated,
+            stderr: mark(&self.stderr, self.stderr_truncated),
+            stderr_truncated: self.stderr_truncated,
+        }
+    }
+}
+
+/// Appended to captured text that was cut at the bound.
+pub const TRUNCATION_MARKER: &str = "\n[... output truncated by felhom-helper ...]\n";
+
+/// The last `max` bytes of `bytes` as trimmed lossy UTF-8.
+pub fn tail_text(bytes: &[u8], max: usize) -> String {
+    let start = bytes.len().saturating_sub(max);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+}
+
+/// Why a tool produced no [`ExecOutput`].
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The tool could not be started.
+    #[error("cannot run {tool} ({path}): {source}")]
+    Spawn {
+        /// The tool.
+        tool: &'static str,
+        /// Its configured path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The tool ran into the deadline and was killed with its process group.
+    #[error("{tool} was stopped at its time limit after {after_secs} s")]
+    TimedOut {
+        /// The tool.
+        tool: &'static str,
+        /// How long it had run.
+        after_secs: u64,
+    },
+    /// Waiting for the tool failed.
+    #[error("waiting for {tool}: {source}")]
+    Wait {
+        /// The tool.
+        tool: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Kills a process group with SIGKILL when dropped, unless disarmed.
+struct GroupGuard {
+    pgid: Pid,
+    armed: bool,
+}
+
+impl GroupGuard {
+    fn signal(&self, sig: Signal) {
+        // ESRCH (group already gone) is the normal case after a clean exit.
+        let _ = killpg(self.pgid, sig);
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Runs `program` (the configured path of `tool`) with `args` until it exits or `deadline`
+/// passes, capturing at most `max_output` bytes of each output stream.
+pub async fn run(
+    tool: Tool,
+    program: &Path,
+    args: &[String],
+    deadline: Instant,
+    max_output: usize,
+) -> Result<ExecOutput, ExecError> {
+    let started = Instant::now();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+        tool: tool.name(),
+        path: program.display().to_string(),
+        source,
+    })?;
+    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        // The child has already been reaped, which cannot happen before we wait for it.
+        return Err(ExecError::Wait {
+            tool: tool.name(),
+            source: std::io::Error::other("spawned child has no pid"),
+        });
+    };
+    let mut guard = GroupGuard {
+        pgid: Pid::from_raw(pid),
+        armed: true,
+    };
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let hard_deadline = deadline + TERM_GRACE + PIPE_DRAIN;
+
+    let waiting = async {
+        match tokio::time::timeout_at(deadline, child.wait()).await {
+            Ok(status) => {
+                // Descendants left in the group (a daemonized grandchild) go too.
+                guard.signal(Signal::SIGKILL);
+                status.map(Some)
+            }
+            Err(_) => {
+                guard.signal(Signal::SIGTERM);
+                if tokio::time::timeout(TERM_GRACE, child.wait())
+                    .await
+                    .is_err()
+                {
+                    guard.signal(Signal::SIGKILL);
+                    let _ = child.wait().await;
+                }
+                guard.signal(Signal::SIGKILL);
+                Ok(None)
+            }
+        }
+    };
+    let reading = async {
+        tokio::join!(
+            read_bounded(stdout, max_output, hard_deadline),
+            read_bounded(stderr, max_output, hard_deadline)
+        )
+    };
+    let (status, ((out, out_cut), (err, err_cut))) = tokio::join!(waiting, reading);
+    guard.armed = false;
+    let status = status.map_err(|source| ExecError::Wait {
+        tool: tool.name(),
+        source,
+    })?;
+    let Some(status) = status else {
+        return Err(ExecError::TimedOut {
+            tool: tool.name(),
+            after_secs: started.elapsed().as_secs(),
+        });
+    };
+    Ok(ExecOutput {
+        exit_code: status.code(),
+        stdout: out,
+        stdout_truncated: out_cut,
+        stderr: err,
+        stderr_truncated: err_cut,
+    })
+}
+
+/// Reads `reader` to its end (or `deadline`), keeping at most `max` bytes and draining the
+/// rest so the writer never blocks on a full pipe.
+async fn read_bounded<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    max: usize,
+    deadline: Instant,
+) -> (Vec<u8>, bool) {
+    let Some(mut reader) = reader else {
+        return (Vec::new(), false);
+    };
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                let room = max.saturating_sub(kept.len());
+                if n > room {
+                    truncated = true;
+                }
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(_) => {
+                truncated = true;
+                break;
+            }
+        }
+    }
+    (kept, truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["-c".into(), script.into()]
+    }
+
+    fn soon(secs: u64) -> Instant {
+        Instant::now() + Duration::from_secs(secs)
+    }
+
+    #[tokio::test]
+    async fn environment_is_cleared_and_output_captured() {
+        // The test process has a full environment (PATH, HOME, CARGO_*); none of it may leak.
+        assert!(std::env::var_os("PATH").is_some());
+        let out = run(
+            Tool::Pct,
+            Path::new("/bin/sh"),
+            &sh("env | sort; echo err >&2; exit 3"),
+            soon(10),
+            4096,
+        )
+        .await
+        .unwrap();
+        let env = String::from_utf8(out.stdout.clone()).unwrap();
+        let mut lines: Vec<&str> = env.lines().filter(|l| !l.starts_with("PWD=")).collect();
+        lines.retain(|l| !l.starts_with("SHLVL=") && !l.starts_with("_="));
+        assert_eq!(lines, vec!["LC_ALL=C", &format!("PATH={SAFE_PATH}")]);
+        assert_eq!(out.exit_code, Some(3));
+        assert_eq!(out.stderr, b"err\n");
+        assert!(!out.success());
+        assert_eq!(out.tail(), "err");
+    }
+
+    #[tokio::test]
+    async fn output_is_bounded_and_marked() {
+        let out = run(
+            Tool::Smartctl,
+            Path::new("/bin/sh"),
+            &sh("i=0; while [ $i -lt 2000 ]; do echo 0123456789; i=$((i+1)); done"),
+            soon(10),
+            1000,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stdout.len(), 1000);
+        assert!(out.stdout_truncated);
+        assert!(out.success());
+        let t = out.to_tool_output();
+        assert!(t.stdout.ends_with(TRUNCATION_MARKER));
+    }
+
+    #[tokio::test]
+    async fn stdin_is_null() {
+        let out = run(Tool::Blkid, Path::new("/bin/cat"), &[], soon(10), 100)
+            .await
+            .unwrap();
+        assert!(out.success());
+        assert!(out.stdout.is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_spawn_error() {
+        let e = run(Tool::Pct, Path::new("/nonexistent/pct"), &[], soon(1), 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ExecError::Spawn { tool: "pct", .. }), "{e}");
+    }
+
+    fn alive(pid: i32) -> bool {
+        nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+    }
+
+    #[tokio::test]
+    async fn deadline_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "trap '' TERM; sleep 300 & echo $! > {p}; echo $$ >> {p}; wait",
+            p = pids.display()
+        );
+        let e = run(Tool::Pct, Path::new("/bin/sh"), &sh(&script), soon(1), 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ExecError::TimedOut { .. }), "{e}");
+        let text = std::fs::read_to_string(&pids).unwrap();
+        for pid in text.split_whitespace() {
+            let pid: i32 = pid.parse().unwrap();
+            // The grandchild may take a moment to be reaped by init; SIGKILL was sent.
+            let mut gone = false;
+            for _ in 0..50 {
+                if !alive(pid) {
+                    gone = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(gone, "pid {pid} survived the deadline");
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "sleep 300 & echo $! > {p}; echo $$ >> {p}; wait",
+            p = pids.display()
+        );
+        let args = sh(&script);
+        let fut = run(Tool::Pct, Path::new("/bin/sh"), &args, soon(300), 100);
+        let _ = tokio::time::timeout(Duration::from_millis(500), fut).await;
+        let text = std::fs::read_to_string(&pids).unwrap();
+        for pid in text.split_whitespace() {
+            let pid: i32 = pid.parse().unwrap();
+            let mut gone = false;
+            for _ in 0..100 {
+                if !alive(pid) {
+                    gone = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(gone, "pid {pid} survived the dropped request");
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `felhom-helper`: the socket-activated root helper of felhom.
+//!
+//! It serves the typed allowlist of [`felhom_protocol::Helper`] — golden-image `pct create`,
+//! USB mount by filesystem UUID, SMART and sensors — to root and the agent's user only, one
+//! privileged operation at a time, each under a server-side time cap, and exits when idle.
+//!
+//! - [`config`]: the root-owned JSON configuration and its trust checks.
+//! - [`listener`]: socket activation (strict), development `--listen`, the `SO_PEERCRED`
+//!   policy.
+//! - [`server`]: the tarpc service, the global operation lock, time caps, audit log, idle
+//!   exit.
+//! - [`exec`]: the only code that starts processes.
+//! - [`ops`]: the operations themselves.
+
+pub mod config;
+pub mod error;
+pub mod exec;
+pub mod listener;
+pub mod ops;
+pub mod server;
+
+use std::path::PathBuf;
+
+pub use error::StartupError;
+
+/// Command-line options.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "felhom-helper",
+    version,
+    about = "felhom root helper: serves the typed allowlist on a socket-activated Unix socket"
+)]
+pub struct Args {
+    /// The configuration file (root-owned, not writable by others).
+    #[arg(long, value_name = "FILE", default_value = config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Development mode: bind this Unix socket path instead of taking the socket from systemd.
+    #[arg(long, value_name = "PATH")]
+    pub listen: Option<PathBuf>,
+}
+
+/// Runs the helper: loads the configuration, takes the socket, serves until idle.
+/// Must be called before any other thread is started (socket activation requires it).
+pub fn run(args: &Args) -> Result<(), StartupError> {
+    let cfg = config::load(&args.config)?;
+    let socket = listener::ListenSocket::obtain(args.listen.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| StartupError::Runtime(format!("cannot start the runtime: {e}")))?;
+    let result = runtime.block_on(server::serve(cfg, socket));
+    // Do not wait for blocking sysfs reads that may still run.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}

@@ -1,0 +1,535 @@
+//! The tarpc service: peer check, one request at a time per connection, one privileged
+//! operation at a time overall, server-side time caps, the audit log and idle exit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use felhom_protocol::{
+    Capability, DiskInfo, DiskName, GoldenImageReply, GoldenImageRequest, HelloReply, Helper,
+    HelperError, MountBackend, MountInfo, MountName, PROTOCOL_VERSION, SensorReading, SmartReport,
+    UnmountReply, UsbMountRequest,
+};
+use futures::StreamExt;
+use tarpc::context::Context;
+use tarpc::server::{BaseChannel, Channel};
+use tokio::sync::{Mutex, MutexGuard, watch};
+use tokio::time::Instant;
+
+use crate::config::{BackendChoice, LoadedConfig, Tool};
+use crate::error::StartupError;
+use crate::exec::TERM_GRACE;
+use crate::listener::{ListenSocket, Peer, PeerPolicy, peer_of};
+use crate::ops::{OpEnv, golden_image, hardware, usb};
+
+/// The helper's package version.
+pub const HELPER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How much earlier than the client's deadline the helper stops a tool, so the client gets a
+/// `TimedOut` reply rather than a dropped request.
+const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// Extra time, beyond the deadline and the TERM grace, before a stuck operation is dropped.
+const BACKSTOP: Duration = Duration::from_secs(3);
+
+/// Counts live connections and in-flight requests, for idle exit.
+#[derive(Debug)]
+pub struct Activity {
+    tx: watch::Sender<usize>,
+}
+
+/// Keeps [`Activity`] non-idle while alive.
+#[derive(Debug)]
+pub struct ActivityGuard {
+    activity: Arc<Activity>,
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.activity.tx.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Activity {
+    /// A new, idle counter.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            tx: watch::Sender::new(0),
+        })
+    }
+
+    /// Marks something as active until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> ActivityGuard {
+        self.tx.send_modify(|n| *n += 1);
+        ActivityGuard {
+            activity: Arc::clone(self),
+        }
+    }
+
+    /// Resolves once nothing has been active for `idle`.
+    pub async fn idle_for(&self, idle: Duration) {
+        let mut rx = self.tx.subscribe();
+        loop {
+            if rx.wait_for(|n| *n == 0).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {
+                    if *rx.borrow() == 0 {
+                        return;
+                    }
+                }
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// State shared by all connections.
+#[derive(Debug)]
+pub struct Shared {
+    cfg: LoadedConfig,
+    op_lock: Mutex<()>,
+    activity: Arc<Activity>,
+}
+
+impl Shared {
+    /// Shared state for `cfg`.
+    pub fn new(cfg: LoadedConfig) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            op_lock: Mutex::new(()),
+            activity: Activity::new(),
+        })
+    }
+}
+
+/// One accepted, authorized connection: the service implementation.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+    peer: Peer,
+}
+
+/// Logs one audit record when finished, or a cancellation when dropped unfinished.
+struct Audit {
+    op: &'static str,
+    request: String,
+    peer: Peer,
+    started: Instant,
+    done: bool,
+}
+
+impl Audit {
+    fn finish<T>(mut self, result: &Result<T, HelperError>) {
+        self.done = true;
+        let ms = self.started.elapsed().as_millis() as u64;
+        match result {
+            Ok(_) => tracing::info!(
+                target: "audit",
+                op = self.op,
+                peer_uid = self.peer.uid,
+                peer_pid = self.peer.pid,
+                request = %self.request,
+                outcome = "ok",
+                duration_ms = ms,
+                "privileged operation"
+            ),
+            Err(e) => tracing::warn!(
+                target: "audit",
+                op = self.op,
+                peer_uid = self.peer.uid,
+                peer_pid = self.peer.pid,
+                request = %self.request,
+                outcome = %e,
+                duration_ms = ms,
+                "privileged operation"
+            ),
+        }
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::warn!(
+                target: "audit",
+                op = self.op,
+                peer_uid = self.peer.uid,
+                peer_pid = self.peer.pid,
+                request = %self.request,
+                outcome = "cancelled (client deadline, cancellation or disconnect); its processes were killed",
+                duration_ms = self.started.elapsed().as_millis() as u64,
+                "privileged operation"
+            );
+        }
+    }
+}
+
+/// A running privileged operation: holds the global lock and knows its deadline.
+struct Running<'a> {
+    _permit: MutexGuard<'a, ()>,
+    deadline: Instant,
+    cap: Duration,
+    op: &'static str,
+}
+
+impl Connection {
+    fn audit(&self, op: &'static str, request: String) -> Audit {
+        Audit {
+            op,
+            request,
+            peer: self.peer,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// Waits for the global lock (within the client's deadline), then computes the
+    /// operation's deadline: the server cap, shortened by the client's deadline.
+    async fn start(
+        &self,
+        ctx: &Context,
+        op: &'static str,
+        cap_secs: u64,
+    ) -> Result<Running<'_>, HelperError> {
+        let client_deadline = Instant::from_std(ctx.deadline);
+        let permit = tokio::time::timeout_at(client_deadline, self.shared.op_lock.lock())
+            .await
+            .map_err(|_| HelperError::Busy {
+                what: "another privileged operation is still running".into(),
+            })?;
+        let cap = Duration::from_secs(cap_secs);
+        let now = Instant::now();
+        let by_client = client_deadline
+            .checked_sub(CLIENT_DEADLINE_MARGIN)
+            .unwrap_or(now)
+            .max(now);
+        Ok(Running {
+            _permit: permit,
+            deadline: (now + cap).min(by_client),
+            cap,
+            op,
+        })
+    }
+
+    fn env<'a>(&'a self, r: &Running<'_>) -> OpEnv<'a> {
+        OpEnv {
+            cfg: &self.shared.cfg,
+            deadline: r.deadline,
+            operation: r.op,
+        }
+    }
+
+    /// Runs `fut` with a backstop after the operation's deadline.
+    async fn bounded<T>(
+        r: &Running<'_>,
+        fut: impl Future<Output = Result<T, HelperError>>,
+    ) -> Result<T, HelperError> {
+        tokio::time::timeout_at(r.deadline + TERM_GRACE + BACKSTOP, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(HelperError::TimedOut {
+                    operation: r.op.to_string(),
+                    after_secs: r.cap.as_secs(),
+                })
+            })
+    }
+
+    /// Runs blocking filesystem work (sysfs) on the blocking pool, bounded by the deadline.
+    async fn blocking<T: Send + 'static>(
+        r: &Running<'_>,
+        f: impl FnOnce() -> Result<T, HelperError> + Send + 'static,
+    ) -> Result<T, HelperError> {
+        let task = tokio::task::spawn_blocking(f);
+        match tokio::time::timeout_at(r.deadline, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(HelperError::Internal {
+                message: format!("{} failed: {e}", r.op),
+            }),
+            Err(_) => Err(HelperError::TimedOut {
+                operation: r.op.to_string(),
+                after_secs: r.cap.as_secs(),
+            }),
+        }
+    }
+
+    fn capabilities(&self) -> Vec<Capability> {
+        let cfg = &self.shared.cfg;
+        let c = &cfg.config;
+        let mut caps = Vec::new();
+        if cfg.has_tool(Tool::Pct) {
+            caps.push(Capability::GoldenImage);
+        }
+        let mount_tools = match c.mount_backend {
+            BackendChoice::Systemd => cfg.has_tool(Tool::Systemctl),
+            BackendChoice::Direct => cfg.has_tool(Tool::Mount) && cfg.has_tool(Tool::Umount),
+        };
+        if cfg.has_tool(Tool::Blkid) && mount_tools {
+            caps.push(Capability::UsbMount);
+        }
+        if cfg.has_tool(Tool::Smartctl) && c.sysfs_block.is_dir() {
+            caps.push(Capability::Smart);
+        }
+        if c.sysfs_hwmon.is_dir() {
+            caps.push(Capability::Sensors);
+        }
+        caps
+    }
+}
+
+impl Helper for Connection {
+    async fn hello(self, _: Context, agent_protocol: u32) -> Result<HelloReply, HelperError> {
+        tracing::info!(
+            peer_uid = self.peer.uid,
+            peer_pid = self.peer.pid,
+            agent_protocol,
+            "hello"
+        );
+        if agent_protocol != PROTOCOL_VERSION {
+            return Err(HelperError::VersionMismatch {
+                helper: PROTOCOL_VERSION,
+                agent: agent_protocol,
+            });
+        }
+        Ok(HelloReply {
+            protocol_version: PROTOCOL_VERSION,
+            helper_version: HELPER_VERSION.to_string(),
+            capabilities: self.capabilities(),
+            mount_backend: MountBackend::from(self.shared.cfg.config.mount_backend),
+        })
+    }
+
+    async fn golden_image_create(
+        self,
+        ctx: Context,
+        req: GoldenImageRequest,
+    ) -> Result<GoldenImageReply, HelperError> {
+        const OP: &str = "golden_image_create";
+        let audit = self.audit(OP, format!("{req:?}"));
+        let result = async {
+            let cap = self.shared.cfg.config.time_caps.golden_image;
+            let r = self.start(&ctx, OP, cap).await?;
+            Self::bounded(&r, golden_image::create(self.env(&r), &req)).await
+        }
+        .await;
+        audit.finish(&result);
+        result
+    }
+
+    async fn usb_mount(self, ctx: Context, req: UsbMountRequest) -> Result<MountInfo, HelperError> {
+        const OP: &str = "usb_mount";
+        let audit = self.audit(OP, format!("{req:?}"));
+        let result = async {
+            let r = self
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.mount)
+                .await?;
+            Self::bounded(&r, usb::mount(self.env(&r), &req)).await
+        }
+        .await;
+        audit.finish(&result);
+        result
+    }
+
+    async fn usb_unmount(self, ctx: Context, name: MountName) -> Result<UnmountReply, HelperError> {
+        const OP: &str = "usb_unmount";
+        let audit = self.audit(OP, format!("{name:?}"));
+        let result = async {
+            let r = self
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.mount)
+                .await?;
+            Self::bounded(&r, usb::unmount(self.env(&r), &name)).await
+        }
+        .await;
+        audit.finish(&result);
+        result
+    }
+
+    async fn usb_list(self, ctx: Context) -> Result<Vec<MountInfo>, HelperError> {
+        const OP: &str = "usb_list";
+        let audit = self.audit(OP, String::new());
+        let result = async {
+            let r = self
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.mount)
+                .await?;
+            let shared = Arc::clone(&self.shared);
+            Self::blocking(&r, move || usb::list(&shared.cfg)).await
+        }
+        .await;
+        audit.finish(&result);
+        result
+    }
+
+    async fn smart_scan(self, ctx: Context) -> Result<Vec<DiskInfo>, HelperError> {
+        const OP: &str = "smart_scan";
+        let audit = self.audit(OP, String::new());
+        let result = async {
+            let r = self
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.smart)
+                .await?;
+            let shared = Arc::clone(&self.shared);
+            Self::blocking(&r, move || hardware::scan(&shared.cfg)).await
+        }
+        .await;
+        audit.finish(&result);
+        result
+    }
+
+    async fn smart_read(self, ctx: Context, disk: DiskName) -> Result<SmartReport, HelperError> {
+        const OP: &str = "smart_read";
+        let audit = self.audit(OP, format!("{disk:?}"));
+        let result = async {
+            let r = self
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.smart)
+                .await?;
+            Self::bounded(&r, hardware::smart_read(self.env(&r), &disk)).await
+        }
+        .await;
+        audit.finish(&result);
+        result
+    }
+
+    async fn sensors_read(self, ctx: Context) -> Result<Vec<SensorReading>, HelperError> {
+        const OP: &str = "sensors_read";
+        let audit = self.audit(OP, String::new());
+        let result = async {
+            let r = self
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.sensors)
+                .await?;
+            let root = self.shared.cfg.config.sysfs_hwmon.clone();
+            Self::blocking(&r, move || hardware::sensors(&root)).await
+        }
+        .await;
+        audit.finish(&result);
+        result
+    }
+}
+
+/// Serves connections on `socket` until idle for the configured time, or SIGTERM/SIGINT.
+pub async fn serve(cfg: LoadedConfig, socket: ListenSocket) -> Result<(), StartupError> {
+    let idle = cfg.idle_timeout();
+    let policy = PeerPolicy::new(cfg.agent_uid);
+    let describe = socket.describe();
+    let (std_listener, cleanup) = socket.into_parts();
+    let listener = tokio::net::UnixListener::from_std(std_listener)
+        .map_err(|e| StartupError::Listen(e.to_string()))?;
+    let shared = Shared::new(cfg);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| StartupError::Runtime(format!("cannot handle SIGTERM: {e}")))?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| StartupError::Runtime(format!("cannot handle SIGINT: {e}")))?;
+    tracing::info!(
+        listening = %describe,
+        allowed_uids = ?policy.allowed_uids(),
+        idle_timeout_secs = idle.as_secs(),
+        backend = ?shared.cfg.config.mount_backend,
+        "felhom-helper {HELPER_VERSION} serving"
+    );
+    let result = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                match accepted {
+                    Ok((stream, _)) => accept(&shared, &policy, stream),
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            _ = shared.activity.idle_for(idle) => {
+                tracing::info!("idle for {} s with nothing in flight; exiting", idle.as_secs());
+                break Ok(());
+            }
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM; exiting");
+                break Ok(());
+            }
+            _ = sigint.recv() => {
+                tracing::info!("SIGINT; exiting");
+                break Ok(());
+            }
+        }
+    };
+    if let Some(path) = cleanup {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+fn accept(shared: &Arc<Shared>, policy: &PeerPolicy, stream: tokio::net::UnixStream) {
+    let peer = match peer_of(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("dropping a connection whose peer credentials are unreadable: {e}");
+            return;
+        }
+    };
+    if !policy.allows(&peer) {
+        tracing::warn!(
+            target: "audit",
+            peer_uid = peer.uid,
+            peer_gid = peer.gid,
+            peer_pid = peer.pid,
+            "refused a connection from a uid that is not allowed"
+        );
+        return;
+    }
+    tracing::debug!(
+        peer_uid = peer.uid,
+        peer_pid = peer.pid,
+        "connection accepted"
+    );
+    let guard = shared.activity.enter();
+    let activity = Arc::clone(&shared.activity);
+    let conn = Connection {
+        shared: Arc::clone(shared),
+        peer,
+    };
+    tokio::spawn(async move {
+        let _guard = guard;
+        let transport = felhom_protocol::transport::server_transport(stream);
+        BaseChannel::with_defaults(transport)
+            .max_concurrent_requests(1)
+            .execute(conn.serve())
+            .for_each(|request| {
+                let in_flight = activity.enter();
+                async move {
+                    tokio::spawn(async move {
+                        request.await;
+                        drop(in_flight);
+                    });
+                }
+            })
+            .await;
+        tracing::debug!(peer_uid = peer.uid, "connection closed");
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_waits_for_activity_to_end() {
+        let a = Activity::new();
+        let g = a.enter();
+        let idle = a.idle_for(Duration::from_secs(5));
+        tokio::pin!(idle);
+        // Active: never idle, however long we wait.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), &mut idle)
+                .await
+                .is_err()
+        );
+        drop(g);
+        // Idle now: resolves after the idle time.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(6), &mut idle)
+                .await
+                .is_ok()
+        );
+    }
+}
