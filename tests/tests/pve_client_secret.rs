@@ -2,6 +2,9 @@
 //! output (and `log` records, bridged) of a full client run at TRACE level is captured and
 //! searched for the secret.
 
+// Test code: a panic is a failed test (helpers outside #[test] fns included).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +23,11 @@ struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        let mut v = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("capture poisoned"))?;
+        v.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
