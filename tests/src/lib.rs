@@ -3,4 +3,5 @@
 
 pub mod bins;
 pub mod fake_helper;
+pub mod helper_harness;
 pub mod pve_sim;

@@ -1,0 +1,486 @@
+//! Starts the REAL `felhom-helper` binary on a temporary socket, with a temporary config that
+//! points at the fake tools of `tests/fake-tools/` and at fake sysfs trees.
+//!
+//! ```text
+//! <tmp>/                 0700, owned by the test user
+//!   helper.json          the config (0600)
+//!   helper.sock          the socket (systemd-socket-activate or --listen makes it)
+//!   helper.log           the helper's stderr (its log and audit records)
+//!   tools/               copies of the fake tools (0755)
+//!   state/               what the fake tools record and read (see tests/fake-tools/README.md)
+//!   sys/block/           fake /sys/block
+//!   sys/class/hwmon/     fake /sys/class/hwmon
+//!   mnt/                 mount_root
+//!   units/               unit_dir (systemd backend)
+//! ```
+//!
+//! [`HelperHarness::start`] runs `systemd-socket-activate -l <sock> felhom-helper --config
+//! <cfg>` (what production looks like); [`HelperHarness::start_dev`] runs the helper with
+//! `--listen <sock>`. Dropping the harness kills the helper and removes the directory.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use felhom_protocol::HelperClient;
+
+/// Which mount backend the helper under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountBackendChoice {
+    /// mount(8) (the fake one) plus an fstab-format record.
+    Direct,
+    /// `.mount` units in the temporary unit directory, started through the fake systemctl.
+    Systemd,
+}
+
+/// Server-side time caps, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeCaps {
+    /// `golden_image_create`.
+    pub golden_image: u64,
+    /// USB operations.
+    pub mount: u64,
+    /// SMART operations.
+    pub smart: u64,
+    /// Sensors.
+    pub sensors: u64,
+}
+
+impl Default for TimeCaps {
+    fn default() -> Self {
+        Self {
+            golden_image: 60,
+            mount: 20,
+            smart: 10,
+            sensors: 5,
+        }
+    }
+}
+
+/// How to configure the helper under test.
+#[derive(Debug, Clone)]
+pub struct HelperHarnessOptions {
+    /// Mount backend (default: direct).
+    pub backend: MountBackendChoice,
+    /// Idle timeout (default 600 s, so it does not exit in the middle of a test).
+    pub idle_timeout_secs: u64,
+    /// Time caps (defaults are short, for tests).
+    pub time_caps: TimeCaps,
+    /// Whether `exfat` is in `allowed_filesystems`.
+    pub allow_exfat: bool,
+    /// `agent_user` (default: the test's own uid, as a number).
+    pub agent_user: Option<String>,
+    /// `max_output_bytes` (default 1 MiB).
+    pub max_output_bytes: usize,
+    /// Use the host's real `blkid`, `mount`, `umount` and `/proc/self/mountinfo` instead of
+    /// the fakes (the loop-device test, as root).
+    pub real_mount_tools: bool,
+}
+
+impl Default for HelperHarnessOptions {
+    fn default() -> Self {
+        Self {
+            backend: MountBackendChoice::Direct,
+            idle_timeout_secs: 600,
+            time_caps: TimeCaps::default(),
+            allow_exfat: false,
+            agent_user: None,
+            max_output_bytes: 1024 * 1024,
+            real_mount_tools: false,
+        }
+    }
+}
+
+/// A running helper in a temporary directory. See the module documentation.
+#[derive(Debug)]
+pub struct HelperHarness {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+fn fake_tools_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fake-tools")
+}
+
+const TOOLS: [&str; 6] = ["pct", "smartctl", "blkid", "mount", "umount", "systemctl"];
+
+fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+impl HelperHarness {
+    /// Prepares the directory and config without starting anything.
+    pub fn prepare(opts: &HelperHarnessOptions) -> anyhow::Result<HelperHarness> {
+        let dir = tempfile::Builder::new()
+            .prefix("felhom-helper-")
+            .tempdir()
+            .context("creating the temporary directory")?;
+        let root = dir.path();
+        chmod(root, 0o700)?;
+        for sub in [
+            "tools",
+            "state",
+            "state/smart",
+            "state/fs",
+            "sys/block",
+            "sys/class/hwmon",
+            "mnt",
+            "units",
+        ] {
+            std::fs::create_dir_all(root.join(sub))?;
+            chmod(&root.join(sub), 0o755)?;
+        }
+        for tool in TOOLS.iter().chain(["common.sh"].iter()) {
+            let dst = root.join("tools").join(tool);
+            std::fs::copy(fake_tools_src().join(tool), &dst)
+                .with_context(|| format!("copying fake tool {tool}"))?;
+            chmod(&dst, if *tool == "common.sh" { 0o644 } else { 0o755 })?;
+        }
+        std::fs::write(
+            root.join("state/mountinfo"),
+            "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n",
+        )?;
+        std::fs::write(root.join("state/calls"), "")?;
+        std::fs::write(
+            root.join("state/unit_dir"),
+            root.join("units").to_string_lossy().as_bytes(),
+        )?;
+        let config = root.join("helper.json");
+        let mut fs = vec!["ext4", "xfs", "btrfs"];
+        if opts.allow_exfat {
+            fs.push("exfat");
+        }
+        let real = |t: &str| match t {
+            "blkid" => Some("/usr/sbin/blkid"),
+            "mount" => Some("/usr/bin/mount"),
+            "umount" => Some("/usr/bin/umount"),
+            _ => None,
+        };
+        let tools: serde_json::Map<String, serde_json::Value> = TOOLS
+            .iter()
+            .map(|t| {
+                let path = match real(t) {
+                    Some(p) if opts.real_mount_tools => PathBuf::from(p),
+                    _ => root.join("tools").join(t),
+                };
+                (t.to_string(), path.to_string_lossy().into())
+            })
+            .collect();
+        let mountinfo = if opts.real_mount_tools {
+            PathBuf::from("/proc/self/mountinfo")
+        } else {
+            root.join("state/mountinfo")
+        };
+        let agent_user = opts
+            .agent_user
+            .clone()
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw().to_string());
+        let cfg = serde_json::json!({
+            "agent_user": agent_user,
+            "idle_timeout_secs": opts.idle_timeout_secs,
+            "tools": tools,
+            "mount_root": root.join("mnt"),
+            "unit_dir": root.join("units"),
+            "mount_backend": match opts.backend {
+                MountBackendChoice::Direct => "direct",
+                MountBackendChoice::Systemd => "systemd",
+            },
+            "record_file": root.join("state/mounts.fstab"),
+            "allowed_filesystems": fs,
+            "sysfs_block": root.join("sys/block"),
+            "sysfs_hwmon": root.join("sys/class/hwmon"),
+            "mountinfo": mountinfo,
+            "time_caps": {
+                "golden_image": opts.time_caps.golden_image,
+                "mount": opts.time_caps.mount,
+                "smart": opts.time_caps.smart,
+                "sensors": opts.time_caps.sensors,
+            },
+            "max_output_bytes": opts.max_output_bytes,
+        });
+        std::fs::write(&config, serde_json::to_string_pretty(&cfg)?)?;
+        chmod(&config, 0o600)?;
+        Ok(HelperHarness {
+            socket: root.join("helper.sock"),
+            log: root.join("helper.log"),
+            config,
+            dir,
+            child: None,
+        })
+    }
+
+    /// Starts the real helper under `systemd-socket-activate`, as systemd would.
+    pub fn start(opts: HelperHarnessOptions) -> anyhow::Result<HelperHarness> {
+        let mut h = Self::prepare(&opts)?;
+        h.launch_activated()?;
+        Ok(h)
+    }
+
+    /// Starts the real helper in development mode (`--listen <sock>`).
+    pub fn start_dev(opts: HelperHarnessOptions) -> anyhow::Result<HelperHarness> {
+        let mut h = Self::prepare(&opts)?;
+        let cmd = h.helper_command(&["--listen".into(), h.socket.clone().into()]);
+        h.spawn(cmd)?;
+        Ok(h)
+    }
+
+    /// (Re)starts the helper under `systemd-socket-activate` on the same directory, e.g. after
+    /// it exited when idle.
+    pub fn launch_activated(&mut self) -> anyhow::Result<()> {
+        let activate = Path::new("/usr/bin/systemd-socket-activate");
+        if !activate.exists() {
+            bail!("{} is not installed (apt-get install systemd)", activate.display());
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        let mut cmd = Command::new(activate);
+        cmd.arg("-l")
+            .arg(&self.socket)
+            .arg(crate::bins::helper())
+            .arg("--config")
+            .arg(&self.config);
+        self.spawn(cmd)
+    }
+
+    fn helper_command(&self, extra: &[std::ffi::OsString]) -> Command {
+        let mut cmd = Command::new(crate::bins::helper());
+        cmd.arg("--config").arg(&self.config).args(extra);
+        cmd
+    }
+
+    fn spawn(&mut self, mut cmd: Command) -> anyhow::Result<()> {
+        self.kill_helper();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env("RUST_LOG", "info");
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(30);
+        while !self.socket.exists() {
+            if let Some(status) = self.try_wait() {
+                bail!("helper exited with {status} before listening:\n{}", self.log());
+            }
+            if Instant::now() > until {
+                bail!("helper socket did not appear:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The socket the helper listens on.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// `mount_root` of the helper under test.
+    pub fn mount_root(&self) -> PathBuf {
+        self.dir().join("mnt")
+    }
+
+    /// `unit_dir` of the helper under test.
+    pub fn unit_dir(&self) -> PathBuf {
+        self.dir().join("units")
+    }
+
+    /// `record_file` of the helper under test.
+    pub fn record_file(&self) -> PathBuf {
+        self.dir().join("state/mounts.fstab")
+    }
+
+    /// The fake mount table (`mountinfo` of the helper under test).
+    pub fn mountinfo_path(&self) -> PathBuf {
+        self.dir().join("state/mountinfo")
+    }
+
+    /// Everything the helper has logged so far (stderr, including the audit records).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The argv of every fake tool call so far, in order: `[tool, arg1, arg2, …]`.
+    pub fn tool_calls(&self) -> Vec<Vec<String>> {
+        std::fs::read_to_string(self.dir().join("state/calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    }
+
+    /// Adds a disk to the fake `/sys/block` and gives the fake smartctl its output for it.
+    pub fn add_fake_disk(&self, name: &str, smartctl_json: &str, exit_status: u8) {
+        let base = self.dir().join("sys/block").join(name);
+        let _ = std::fs::create_dir_all(base.join("device"));
+        let _ = std::fs::create_dir_all(base.join("queue"));
+        let _ = std::fs::write(base.join("size"), "1953525168\n");
+        let _ = std::fs::write(base.join("removable"), "0\n");
+        let _ = std::fs::write(base.join("device/model"), format!("FAKE {name}\n"));
+        let _ = std::fs::write(base.join("queue/rotational"), "1\n");
+        self.set_smart_output(name, None, smartctl_json, exit_status);
+    }
+
+    /// Sets the fake smartctl's output for `disk`, optionally only for `-d <device_type>`.
+    pub fn set_smart_output(
+        &self,
+        disk: &str,
+        device_type: Option<&str>,
+        json: &str,
+        exit_status: u8,
+    ) {
+        let stem = match device_type {
+            Some(t) => format!("{disk}.{t}"),
+            None => disk.to_string(),
+        };
+        let dir = self.dir().join("state/smart");
+        let _ = std::fs::write(dir.join(format!("{stem}.json")), json);
+        let _ = std::fs::write(dir.join(format!("{stem}.exit")), exit_status.to_string());
+    }
+
+    /// Makes the fake blkid know a filesystem; returns its fake device path.
+    pub fn add_fake_filesystem(&self, uuid: &str, fstype: &str) -> String {
+        let _ = std::fs::write(self.dir().join("state/fs").join(uuid), fstype);
+        format!("/dev/fake-{uuid}")
+    }
+
+    /// Adds a fake hwmon device `hwmon<N>` with a `name` and attribute files.
+    pub fn add_fake_hwmon(&self, device: &str, chip: &str, files: &[(&str, &str)]) {
+        let base = self.dir().join("sys/class/hwmon").join(device);
+        let _ = std::fs::create_dir_all(&base);
+        let _ = std::fs::write(base.join("name"), format!("{chip}\n"));
+        for (f, v) in files {
+            let _ = std::fs::write(base.join(f), format!("{v}\n"));
+        }
+    }
+
+    /// Makes a fake tool hang (start a grandchild and wait) until turned off.
+    pub fn set_hang(&self, tool: &str, hang: bool) {
+        let p = self.dir().join("state").join(format!("hang-{tool}"));
+        if hang {
+            let _ = std::fs::write(p, "");
+        } else {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Makes the fake mount (and systemctl enable) fail.
+    pub fn set_mount_fails(&self, fail: bool) {
+        let p = self.dir().join("state/fail-mount");
+        if fail {
+            let _ = std::fs::write(p, "");
+        } else {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// The pids a hanging fake tool wrote: its grandchild, then itself.
+    pub fn hang_pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir().join("state/hang-pids"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// Lets any local user reach the socket (for the peer-check test: the SO_PEERCRED check,
+    /// not file permissions, must refuse them).
+    pub fn open_socket_to_everyone(&self) -> anyhow::Result<()> {
+        chmod(self.dir(), 0o711)?;
+        chmod(&self.socket, 0o666)
+    }
+
+    /// Connects a tarpc client to the helper.
+    pub async fn client(&self) -> anyhow::Result<HelperClient> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .with_context(|| format!("connecting to {}", self.socket.display()))?;
+        Ok(HelperClient::new(
+            tarpc::client::Config::default(),
+            felhom_protocol::transport::client_transport(stream),
+        )
+        .spawn())
+    }
+
+    /// Writes raw bytes to a fresh connection and closes it.
+    pub fn send_raw(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        let _ = s.write_all(bytes);
+        Ok(())
+    }
+
+    /// The helper's pid (the `systemd-socket-activate` pid, which execs the helper).
+    pub fn helper_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The helper's exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits up to `timeout` for the helper to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the helper (SIGKILL) and reaps it.
+    pub fn kill_helper(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for HelperHarness {
+    fn drop(&mut self) {
+        self.kill_helper();
+        // Kill a fake tool left hanging by a failed test.
+        for pid in self.hang_pids() {
+            // Only if the pid is still a fake tool (pids are reused).
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if !(cmdline.contains("sleep\01000") || cmdline.contains(&*self.dir().to_string_lossy()))
+            {
+                continue;
+            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
