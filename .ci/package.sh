@@ -10,7 +10,13 @@
 #      checks /run/felhom's owner and mode;
 #   5. runs the maintainer scripts against that root (DPKG_ROOT) with systemctl,
 #      deb-systemd-helper and friends replaced by recording stubs, and checks what they do on
-#      install, configured install, upgrade, remove and purge.
+#      install, configured install, upgrade, remove and purge;
+#   6. as root, unless FELHOM_CI_BOOT_TEST=0: debootstraps a scratch Debian 12, boots a real
+#      systemd as PID 1 in it (own mount, PID, network, IPC, UTS and cgroup namespaces, after
+#      pivot_root, so nothing reaches the host), installs the package with apt, and checks the
+#      user, /run/felhom, the socket, the sandboxes (the helper shares PID 1's mount namespace
+#      and its mounts are visible there), the agent running against the Proxmox simulator,
+#      upgrade and purge. Infrastructure problems (no mirror, no namespaces) make it a SKIP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -234,5 +240,150 @@ for d in /etc/felhom /var/lib/felhom-agent /var/lib/felhom-helper; do
 done
 lacks "userdel"
 note "ok: postrm: remove keeps config; purge removes /etc/felhom, state dirs, unit state (user kept)"
+
+# ---- 6. a real systemd boots a scratch system and installs the package -------------------
+boot_skip() { echo "SKIP (boot test): $*"; return 2; }
+
+boot_test() {
+  local vm="$work/vm" broot="$work/vm/root" sd_pid="" ush
+  command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || { boot_skip "unshare/nsenter missing"; return; }
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1 ||
+      { boot_skip "cannot install debootstrap"; return; }
+  fi
+  mkdir -p "$vm"
+  echo "  debootstrap bookworm (minbase + systemd) ..."
+  if ! debootstrap --variant=minbase --include=systemd,dbus bookworm "$broot" \
+        "${FELHOM_DEBIAN_MIRROR:-http://deb.debian.org/debian}" > "$vm/debootstrap.log" 2>&1; then
+    tail -n 5 "$vm/debootstrap.log"
+    boot_skip "debootstrap failed (mirror unreachable?)"; return
+  fi
+  cp "$deb" "$broot/root/felhom-agent.deb"
+  # The simulated Proxmox API for the agent (built by the test step; built here if missing).
+  local sim="$target_dir/debug/felhom-pve-sim"
+  [ -x "$sim" ] || cargo build --quiet -p felhom-tests --bin felhom-pve-sim >/dev/null 2>&1 || true
+  [ -x "$sim" ] && cp "$sim" "$broot/root/felhom-pve-sim"
+
+  cat > "$vm/boot.sh" <<BOOT
+#!/bin/bash
+# Runs in fresh mount/PID/net/IPC/UTS/cgroup namespaces; nothing here is visible on the host.
+set -e
+R=$broot
+mount --make-rprivate /
+mount --bind \$R \$R
+mount -t proc proc \$R/proc
+mount -t sysfs sysfs \$R/sys
+mount --rbind /sys/fs/cgroup \$R/sys/fs/cgroup || true
+mount -t tmpfs -o mode=755 tmpfs \$R/dev
+for d in null zero full random urandom tty; do touch \$R/dev/\$d; mount --bind /dev/\$d \$R/dev/\$d; done
+mkdir -p \$R/dev/pts \$R/dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666 devpts \$R/dev/pts
+ln -sf pts/ptmx \$R/dev/ptmx
+mount -t tmpfs tmpfs \$R/run
+mount -t tmpfs tmpfs \$R/tmp
+hostname felhom-ci
+cd \$R
+mkdir -p .oldroot
+pivot_root . .oldroot
+umount -l /.oldroot
+rmdir /.oldroot || true
+# systemd makes / shared itself on a real host; it does not inside a container.
+mount --make-rshared /
+exec /usr/bin/env -i container=felhom-ci /lib/systemd/systemd
+BOOT
+  chmod +x "$vm/boot.sh"
+  unshare --pid --fork --mount --uts --ipc --net --cgroup "$vm/boot.sh" > "$vm/boot.log" 2>&1 &
+  ush=$!
+  for _ in $(seq 50); do
+    sd_pid=$(pgrep -P "$ush" 2>/dev/null | head -n 1 || true)
+    [ -n "$sd_pid" ] && [ "$(cat /proc/"$sd_pid"/comm 2>/dev/null)" = systemd ] && break
+    sleep 0.2
+  done
+  [ -n "$sd_pid" ] || { cat "$vm/boot.log"; boot_skip "systemd did not start in the namespaces"; return; }
+  # The namespace's PID 1 is killed (by PID) whatever happens; that ends everything in it.
+  trap 'kill -KILL '"$sd_pid"' 2>/dev/null || true; sleep 0.5; rm -rf "$work"' EXIT
+  inside() { nsenter -t "$sd_pid" -m -u -i -n -p -C -r -w /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"; }
+  local state
+  # Until PID 1 has created its private socket, systemctl cannot even connect; poll.
+  for _ in $(seq 120); do
+    state=$(inside systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running|degraded) break ;; esac
+    sleep 0.5
+  done
+  case "$state" in running|degraded) ;; *) boot_skip "systemd in the scratch system is '$state'"; return ;; esac
+  note "booted: $(inside systemctl --version | head -n 1)"
+
+  inside apt-get install -y -qq --no-install-recommends /root/felhom-agent.deb > "$vm/apt.log" 2>&1 ||
+    { cat "$vm/apt.log"; fail "apt install of the package failed on a real systemd"; }
+  inside id felhom-agent >/dev/null || fail "user felhom-agent missing after install"
+  [ "$(inside stat -c '%a %U:%G' /run/felhom)" = "750 root:felhom-agent" ] || fail "/run/felhom: $(inside stat -c '%a %U:%G' /run/felhom)"
+  [ "$(inside stat -c '%a %U:%G %F' /run/felhom/helper.sock)" = "660 root:felhom-agent socket" ] ||
+    fail "helper.sock: $(inside stat -c '%a %U:%G %F' /run/felhom/helper.sock)"
+  [ "$(inside systemctl is-enabled felhom-helper.socket felhom-agent.service | tr '\n' ' ')" = "enabled enabled " ] ||
+    fail "units not enabled after install"
+  inside systemctl is-active --quiet felhom-helper.socket || fail "felhom-helper.socket not listening after install"
+  ! inside systemctl is-active --quiet felhom-agent.service || fail "the agent was started without a config"
+  note "ok: apt install: user, /run/felhom 0750 and helper.sock 0660 root:felhom-agent, units enabled, socket listening, agent not started"
+
+  local run=/usr/libexec/felhom/felhom-sandbox-run pid1_ns helper_ns agent_ns
+  pid1_ns=$(inside readlink /proc/1/ns/mnt)
+  helper_ns=$(inside "$run" helper /usr/bin/readlink /proc/self/ns/mnt)
+  [ -n "$pid1_ns" ] && [ -n "$helper_ns" ] || fail "could not read the mount namespaces"
+  [ "$helper_ns" = "$pid1_ns" ] || fail "the helper's sandbox has its own mount namespace ($helper_ns, PID 1: $pid1_ns)"
+  inside mkdir -p /mnt/felhom-ci
+  inside "$run" helper /usr/bin/mount -t tmpfs -o size=1m felhom-ci /mnt/felhom-ci || fail "mount inside the helper's sandbox failed"
+  inside findmnt -n /mnt/felhom-ci >/dev/null || fail "a mount made in the helper's sandbox is not visible to PID 1"
+  inside umount /mnt/felhom-ci
+  inside "$run" helper /usr/bin/systemctl daemon-reload || fail "systemctl from the helper's sandbox failed"
+  ! inside "$run" helper /usr/bin/unshare --net true 2>/dev/null || fail "the helper's sandbox allows a network namespace"
+  inside "$run" helper /usr/bin/unshare --user --mount --map-root-user true || fail "the helper's sandbox refuses user+mount namespaces (lxc-usernsexec)"
+  note "ok: helper sandbox shares PID 1's mount namespace, its mounts are visible, systemctl works, only user+mnt namespaces"
+
+  if [ -x "$broot/root/felhom-pve-sim" ]; then
+    inside sh -c 'nohup /root/felhom-pve-sim --port 8006 --write-config /root/sim >/root/sim.out 2>&1 &'
+    for _ in $(seq 50); do [ -f "$broot/root/sim/agent.json" ] && break; sleep 0.2; done
+    [ -f "$broot/root/sim/agent.json" ] || { cat "$broot/root/sim.out"; fail "simulator did not start"; }
+    # The install guide's steps 3 and 5, with the simulator's token and fingerprint.
+    inside bash -c 'set -e
+      fp=$(sed -n "s/.*\"tls_fingerprint\": \"\(.*\)\".*/\1/p" /root/sim/agent.json)
+      (umask 077; cat /root/sim/pve-token > /etc/felhom/pve-token)
+      chown root:root /etc/felhom/pve-token && chmod 0600 /etc/felhom/pve-token
+      printf "{\n  \"api_url\": \"https://127.0.0.1:8006\",\n  \"node\": \"pve\",\n  \"token_id\": \"felhom@pve!agent\",\n  \"tls_fingerprint\": \"%s\"\n}\n" "$fp" > /etc/felhom/agent.json
+      chown root:felhom-agent /etc/felhom/agent.json && chmod 0640 /etc/felhom/agent.json'
+    agent_ns=$(inside "$run" agent /usr/bin/readlink /proc/self/ns/mnt)
+    [ -n "$agent_ns" ] && [ "$agent_ns" != "$pid1_ns" ] || fail "the agent's sandbox has no private mount namespace ('$agent_ns')"
+    note "ok: the agent's sandbox has its own mount namespace"
+    # Type=notify: start returns once the agent has sent READY=1 from inside its sandbox.
+    inside timeout 120 systemctl enable --now felhom-agent.service ||
+      { inside journalctl -u felhom-agent.service --no-pager | tail -n 20; fail "felhom-agent did not become ready"; }
+    inside systemctl is-active --quiet felhom-agent.service || fail "felhom-agent is not active"
+    [ "$(inside stat -c %U /var/lib/felhom-agent/health.json)" = felhom-agent ] || fail "health.json was not written by the agent"
+    note "ok: agent ready under its sandbox (LoadCredential, PrivateUsers, IPAddressAllow=localhost): $(inside systemctl show -p StatusText --value felhom-agent.service)"
+    local before after
+    before=$(inside systemctl show -p MainPID --value felhom-agent.service)
+    inside dpkg -i /root/felhom-agent.deb > "$vm/upgrade.log" 2>&1 || { cat "$vm/upgrade.log"; fail "reinstall/upgrade failed"; }
+    after=$(inside systemctl show -p MainPID --value felhom-agent.service)
+    [ "$before" != "$after" ] && inside systemctl is-active --quiet felhom-agent.service || fail "upgrade did not restart the agent"
+    note "ok: upgrade restarts the agent"
+  else
+    echo "  SKIP (agent run): felhom-pve-sim was not built"
+  fi
+
+  inside apt-get purge -y -qq felhom-agent > "$vm/purge.log" 2>&1 || { cat "$vm/purge.log"; fail "purge failed"; }
+  ! inside test -e /etc/felhom || fail "purge left /etc/felhom"
+  ! inside test -e /var/lib/felhom-agent || fail "purge left /var/lib/felhom-agent"
+  inside id felhom-agent >/dev/null || fail "purge removed the system user (Debian keeps it)"
+  note "ok: purge removes /etc/felhom and the state, keeps the system user"
+  kill -KILL "$sd_pid" 2>/dev/null || true
+}
+
+echo "--- boot test: real systemd in a scratch Debian, apt install, sandboxes, agent, upgrade, purge"
+if [ "${FELHOM_CI_BOOT_TEST:-1}" = 0 ]; then
+  echo "SKIP (boot test): FELHOM_CI_BOOT_TEST=0"
+elif ! is_root; then
+  echo "SKIP (boot test): needs root (debootstrap, namespaces)"
+else
+  boot_test || [ $? = 2 ]
+fi
 
 echo "package checks passed: $deb"
