@@ -1,0 +1,377 @@
+//! `felhom-sandbox`: the whole felhom system on one machine, without Proxmox and without root.
+//!
+//! `cargo run -p felhom-tests --bin felhom-sandbox`
+//!
+//! It starts the Proxmox VE simulator (in this process), the REAL `felhom-helper` on a
+//! temporary socket (under `systemd-socket-activate` when installed, else in development
+//! mode) with fake `pct`/`smartctl`/`blkid`/`mount` tools, a fake sysfs tree and a temporary
+//! mount root, writes an agent config, and runs the REAL `felhom-agent` binary through a
+//! tour of its commands. Each step prints the command, its exit code and a short output; the
+//! sandbox exits non-zero if any step fails, and removes everything it created.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use felhom_tests::bins;
+use felhom_tests::fake_helper::write_agent_config;
+use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions};
+use felhom_tests::pve_sim::{PveSim, SimOptions};
+
+/// The sandbox's own canned smartctl output (tests/sandbox-data/).
+const SATA_SSD_JSON: &str = include_str!("../../sandbox-data/smartctl_sandbox_sata_ssd.json");
+const NVME_JSON: &str = include_str!("../../sandbox-data/smartctl_sandbox_nvme.json");
+
+/// The filesystem the fake blkid knows, for the USB step.
+const USB_UUID: &str = "5a1e0c4d-2b3f-4e6a-8c9d-0e1f2a3b4c5d";
+const TEMPLATE: &str = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
+
+/// How many lines of a step's output are shown.
+const SHOWN_LINES: usize = 16;
+
+struct Sandbox {
+    sim: PveSim,
+    helper: HelperHarness,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+struct StepResult {
+    title: String,
+    ok: bool,
+}
+
+async fn setup() -> anyhow::Result<Sandbox> {
+    println!("building felhom-agent and felhom-helper (once) …");
+    let agent = tokio::task::block_in_place(bins::agent);
+    let sim = PveSim::start(SimOptions {
+        task_duration: Duration::from_millis(200),
+        ..SimOptions::default()
+    })
+    .await
+    .context("starting the Proxmox VE simulator")?;
+    let activated = Path::new("/usr/bin/systemd-socket-activate").exists();
+    let helper = tokio::task::block_in_place(|| {
+        if activated {
+            HelperHarness::start(HelperHarnessOptions::default())
+        } else {
+            HelperHarness::start_dev(HelperHarnessOptions::default())
+        }
+    })
+    .context("starting felhom-helper")?;
+    helper.add_fake_disk("sda", SATA_SSD_JSON, 0);
+    helper.add_fake_disk("nvme0n1", NVME_JSON, 0);
+    helper.add_fake_hwmon(
+        "hwmon0",
+        "coretemp",
+        &[
+            ("temp1_input", "45000"),
+            ("temp1_label", "Package id 0"),
+            ("temp2_input", "43000"),
+            ("temp2_label", "Core 0"),
+        ],
+    );
+    helper.add_fake_hwmon(
+        "hwmon1",
+        "nct6798",
+        &[("fan1_input", "812"), ("in0_input", "1032")],
+    );
+    helper.add_fake_filesystem(USB_UUID, "ext4");
+    let dir = tempfile::Builder::new()
+        .prefix("felhom-sandbox-")
+        .tempdir()
+        .context("creating the agent's directory")?;
+    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 60)?;
+    println!();
+    println!(
+        "Proxmox VE simulator  {} (node {})",
+        sim.base_url(),
+        sim.node()
+    );
+    println!(
+        "felhom-helper         {} ({}; fake tools, sysfs and mount root in {})",
+        helper.socket_path().display(),
+        if activated {
+            "socket-activated by systemd-socket-activate"
+        } else {
+            "development mode, --listen"
+        },
+        helper.dir().display()
+    );
+    println!("felhom-agent          {}", agent.display());
+    println!("agent config          {}", config.display());
+    Ok(Sandbox {
+        sim,
+        helper,
+        config,
+        _dir: dir,
+    })
+}
+
+/// Runs `felhom-agent --config … <args>`, prints the step, and applies `check` to stdout
+/// (a step passes when the exit code is 0 and `check` returns `None`).
+async fn step(
+    sb: &Sandbox,
+    title: &str,
+    args: &[&str],
+    check: impl Fn(&str) -> Option<String>,
+) -> StepResult {
+    println!();
+    println!("── {title}");
+    println!("$ felhom-agent {}", args.join(" "));
+    let started = Instant::now();
+    let out = tokio::process::Command::new(bins::agent())
+        .arg("--config")
+        .arg(&sb.config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            println!("  FAILED: cannot run felhom-agent: {e}");
+            return StepResult {
+                title: title.into(),
+                ok: false,
+            };
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stdout.lines().collect();
+    for l in lines.iter().take(SHOWN_LINES) {
+        println!("  {l}");
+    }
+    if lines.len() > SHOWN_LINES {
+        println!("  … ({} more lines)", lines.len() - SHOWN_LINES);
+    }
+    let code = out.status.code();
+    let problem = if code != Some(0) {
+        Some(format!("exit status {}", out.status))
+    } else {
+        check(&stdout)
+    };
+    let ok = problem.is_none();
+    match problem {
+        None => println!("  → ok (exit 0, {} ms)", started.elapsed().as_millis()),
+        Some(p) => {
+            println!("  → FAILED: {p}");
+            for l in stderr
+                .lines()
+                .rev()
+                .take(8)
+                .collect::<Vec<_>>()
+                .iter()
+                .rev()
+            {
+                println!("  stderr: {l}");
+            }
+        }
+    }
+    StepResult {
+        title: title.into(),
+        ok,
+    }
+}
+
+fn expect(what: &'static str) -> impl Fn(&str) -> Option<String> {
+    move |out: &str| {
+        if out.contains(what) {
+            None
+        } else {
+            Some(format!("output does not mention {what:?}"))
+        }
+    }
+}
+
+async fn tour(sb: &Sandbox) -> Vec<StepResult> {
+    let state = sb.sim.state();
+    let mut results = Vec::new();
+    results.push(
+        step(
+            sb,
+            "health report (read-only)",
+            &["selftest"],
+            expect("overall: ok"),
+        )
+        .await,
+    );
+    results.push(
+        step(
+            sb,
+            "health report + snapshot → rollback → delete on CT 100",
+            &["selftest", "--task", "100"],
+            expect("snapshot delete 100"),
+        )
+        .await,
+    );
+    let archive = state.backups("local", 101).into_iter().next();
+    match archive {
+        Some(archive) => {
+            let r = step(
+                sb,
+                "restore CT 101's backup as CT 201 (new MAC, new hostname)",
+                &[
+                    "restore",
+                    &archive,
+                    "--vmid",
+                    "201",
+                    "--storage",
+                    "local-lvm",
+                    "--hostname",
+                    "db-restored",
+                ],
+                expect("network identity reset"),
+            )
+            .await;
+            let exists = state.container_exists(201);
+            if r.ok && !exists {
+                println!("  → FAILED: the simulator has no CT 201");
+            }
+            results.push(StepResult {
+                ok: r.ok && exists,
+                ..r
+            });
+        }
+        None => {
+            println!("\n── restore: FAILED: the simulator has no backup of CT 101");
+            results.push(StepResult {
+                title: "restore".into(),
+                ok: false,
+            });
+        }
+    }
+    results.push(
+        step(
+            sb,
+            "back up CT 100 to storage local",
+            &["backup", "100", "--storage", "local", "--mode", "snapshot"],
+            expect("archive: local:backup/"),
+        )
+        .await,
+    );
+    results.push(
+        step(
+            sb,
+            "golden image through the helper (pct create, keyctl + nesting)",
+            &[
+                "golden-image",
+                "create",
+                "--vmid",
+                "9000",
+                "--template",
+                TEMPLATE,
+                "--hostname",
+                "golden",
+                "--storage",
+                "local-lvm",
+            ],
+            expect("golden image CT 9000 created"),
+        )
+        .await,
+    );
+    let mount_point = sb.helper.mount_root().join("sandbox-usb");
+    let mp = mount_point.display().to_string();
+    results.push(
+        step(
+            sb,
+            "mount a USB filesystem by UUID in the temporary mount root",
+            &["usb", "mount", USB_UUID, "--name", "sandbox-usb"],
+            move |out: &str| (!out.contains(&mp)).then(|| format!("not mounted at {mp}")),
+        )
+        .await,
+    );
+    results.push(
+        step(
+            sb,
+            "list managed mounts",
+            &["usb", "list"],
+            expect("sandbox-usb"),
+        )
+        .await,
+    );
+    results.push(
+        step(
+            sb,
+            "unmount it",
+            &["usb", "unmount", "sandbox-usb"],
+            expect("unmounted sandbox-usb"),
+        )
+        .await,
+    );
+    results.push(
+        step(
+            sb,
+            "SMART summary of the fake disks",
+            &["smart"],
+            expect("Felhom Sandbox NVMe 1TB"),
+        )
+        .await,
+    );
+    results.push(
+        step(
+            sb,
+            "hardware sensors from the fake hwmon tree",
+            &["sensors"],
+            expect("Package id 0"),
+        )
+        .await,
+    );
+    results
+}
+
+async fn run() -> anyhow::Result<bool> {
+    let sb = setup().await?;
+    let results = tour(&sb).await;
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.title.as_str())
+        .collect();
+    println!();
+    println!(
+        "sandbox: {}/{} steps ok{}",
+        results.len() - failed.len(),
+        results.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; failed: {}", failed.join("; "))
+        }
+    );
+    if !failed.is_empty() {
+        let log = sb.helper.log();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        println!("\nlast lines of the helper's log:");
+        for l in tail.iter().rev() {
+            println!("  {l}");
+        }
+    }
+    // Dropping the sandbox stops the helper and the simulator and removes the directories.
+    drop(sb);
+    Ok(failed.is_empty())
+}
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("felhom-sandbox: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("felhom-sandbox: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
