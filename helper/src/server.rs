@@ -490,7 +490,7 @@ fn accept(shared: &Arc<Shared>, policy: &PeerPolicy, stream: tokio::net::UnixStr
     };
     tokio::spawn(async move {
         let _guard = guard;
-        let transport = felhom_protocol::transport::server_transport(stream);
+        let transport = crate::transport::server_transport(stream);
         BaseChannel::with_defaults(transport)
             .max_concurrent_requests(1)
             .execute(conn.serve())

@@ -236,7 +236,10 @@ impl HelperHarness {
     pub fn launch_activated(&mut self) -> anyhow::Result<()> {
         let activate = Path::new("/usr/bin/systemd-socket-activate");
         if !activate.exists() {
-            bail!("{} is not installed (apt-get install systemd)", activate.display());
+            bail!(
+                "{} is not installed (apt-get install systemd)",
+                activate.display()
+            );
         }
         let _ = std::fs::remove_file(&self.socket);
         let mut cmd = Command::new(activate);
@@ -266,14 +269,15 @@ impl HelperHarness {
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
             .env("RUST_LOG", "info");
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {cmd:?}"))?;
+        let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(30);
         while !self.socket.exists() {
             if let Some(status) = self.try_wait() {
-                bail!("helper exited with {status} before listening:\n{}", self.log());
+                bail!(
+                    "helper exited with {status} before listening:\n{}",
+                    self.log()
+                );
             }
             if Instant::now() > until {
                 bail!("helper socket did not appear:\n{}", self.log());
@@ -439,7 +443,9 @@ impl HelperHarness {
 
     /// The helper's exit status, if it has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits up to `timeout` for the helper to exit.
@@ -473,7 +479,8 @@ impl Drop for HelperHarness {
             // Only if the pid is still a fake tool (pids are reused).
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            if !(cmdline.contains("sleep\01000") || cmdline.contains(&*self.dir().to_string_lossy()))
+            if !(cmdline.contains("sleep\x001000")
+                || cmdline.contains(&*self.dir().to_string_lossy()))
             {
                 continue;
             }

@@ -1,6 +1,9 @@
 //! End to end: the real `felhom-helper` under `systemd-socket-activate`, a real tarpc client,
 //! fake tools that record their argv, and fake sysfs trees. One test per operation family.
 
+// Test code: a panic is a failed test (helpers outside #[test] fns included).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use felhom_protocol::*;
@@ -50,7 +53,11 @@ fn start(backend: MountBackendChoice) -> HelperHarness {
 async fn hello_reports_version_and_capabilities() {
     let h = start(MountBackendChoice::Direct);
     let client = h.client().await.unwrap();
-    let hello = client.hello(ctx(10), PROTOCOL_VERSION).await.unwrap().unwrap();
+    let hello = client
+        .hello(ctx(10), PROTOCOL_VERSION)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
     assert!(!hello.helper_version.is_empty());
     assert_eq!(hello.mount_backend, MountBackend::Direct);
@@ -62,7 +69,11 @@ async fn hello_reports_version_and_capabilities() {
     ] {
         assert!(hello.capabilities.contains(&c), "{c:?} in {hello:?}");
     }
-    let err = client.hello(ctx(10), PROTOCOL_VERSION + 1).await.unwrap().unwrap_err();
+    let err = client
+        .hello(ctx(10), PROTOCOL_VERSION + 1)
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(
         err,
         HelperError::VersionMismatch {
@@ -83,7 +94,10 @@ async fn golden_image_runs_the_fixed_pct_argv() {
         .unwrap();
     assert_eq!(reply.vmid.get(), 9000);
     assert_eq!(reply.output.exit_code, Some(0));
-    assert!(reply.output.stdout.contains("extracting archive"), "{reply:?}");
+    assert!(
+        reply.output.stdout.contains("extracting archive"),
+        "{reply:?}"
+    );
     let calls = h.tool_calls();
     assert_eq!(
         calls,
@@ -114,7 +128,10 @@ async fn golden_image_runs_the_fixed_pct_argv() {
         .await
         .unwrap()
         .unwrap_err();
-    assert!(matches!(&err, HelperError::Busy { what } if what.contains("9000")), "{err}");
+    assert!(
+        matches!(&err, HelperError::Busy { what } if what.contains("9000")),
+        "{err}"
+    );
     let log = h.log();
     assert!(log.contains("golden_image_create"), "{log}");
     assert!(log.contains("peer_uid="), "audit record expected: {log}");
@@ -129,7 +146,11 @@ async fn usb_mount_direct_backend_end_to_end() {
         uuid: uuid(UUID),
         name: name("backup-1"),
     };
-    let info = client.usb_mount(ctx(30), req.clone()).await.unwrap().unwrap();
+    let info = client
+        .usb_mount(ctx(30), req.clone())
+        .await
+        .unwrap()
+        .unwrap();
     let mp = h.mount_root().join("backup-1");
     assert!(info.mounted, "{info:?}");
     assert_eq!(info.mount_point, mp.display().to_string());
@@ -157,12 +178,18 @@ async fn usb_mount_direct_backend_end_to_end() {
     );
     let record = std::fs::read_to_string(h.record_file()).unwrap();
     assert!(
-        record.contains(&format!("UUID={UUID} {mp_s} ext4 nodev,nosuid,noexec,nofail 0 2")),
+        record.contains(&format!(
+            "UUID={UUID} {mp_s} ext4 nodev,nosuid,noexec,nofail 0 2"
+        )),
         "{record}"
     );
 
     // Idempotent: same UUID, same name, already mounted: no new tool call.
-    let again = client.usb_mount(ctx(30), req.clone()).await.unwrap().unwrap();
+    let again = client
+        .usb_mount(ctx(30), req.clone())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again, info);
     assert_eq!(h.tool_calls().len(), 3);
 
@@ -208,7 +235,11 @@ async fn usb_mount_direct_backend_end_to_end() {
     );
     let record = std::fs::read_to_string(h.record_file()).unwrap();
     assert!(!record.contains(UUID), "{record}");
-    assert!(!std::fs::read_to_string(h.mountinfo_path()).unwrap().contains(&mp_s));
+    assert!(
+        !std::fs::read_to_string(h.mountinfo_path())
+            .unwrap()
+            .contains(&mp_s)
+    );
     assert!(client.usb_list(ctx(10)).await.unwrap().unwrap().is_empty());
     let err = client
         .usb_unmount(ctx(30), name("backup-1"))
@@ -345,10 +376,18 @@ async fn usb_mount_systemd_backend_writes_and_removes_a_mount_unit() {
         tail,
         vec![
             vec!["systemctl".to_string(), "daemon-reload".into()],
-            vec!["systemctl".into(), "enable".into(), "--now".into(), unit.clone()],
+            vec![
+                "systemctl".into(),
+                "enable".into(),
+                "--now".into(),
+                unit.clone()
+            ],
         ]
     );
-    assert!(!calls.iter().any(|c| c[0] == "mount"), "PID 1 mounts, not the helper");
+    assert!(
+        !calls.iter().any(|c| c[0] == "mount"),
+        "PID 1 mounts, not the helper"
+    );
     assert_eq!(client.usb_list(ctx(10)).await.unwrap().unwrap(), vec![info]);
 
     let reply = client
@@ -362,7 +401,12 @@ async fn usb_mount_systemd_backend_writes_and_removes_a_mount_unit() {
     assert_eq!(
         calls[calls.len() - 2..].to_vec(),
         vec![
-            vec!["systemctl".to_string(), "disable".into(), "--now".into(), unit],
+            vec![
+                "systemctl".to_string(),
+                "disable".into(),
+                "--now".into(),
+                unit
+            ],
             vec!["systemctl".into(), "daemon-reload".into()],
         ]
     );
@@ -419,7 +463,10 @@ async fn smart_scan_and_read_with_usb_bridge_retry() {
             .await
             .unwrap()
             .unwrap_err();
-        assert!(matches!(err, HelperError::NotFound { .. }), "{missing}: {err}");
+        assert!(
+            matches!(err, HelperError::NotFound { .. }),
+            "{missing}: {err}"
+        );
     }
     assert_eq!(h.tool_calls().len(), 3, "no smartctl for unknown disks");
 }
@@ -477,7 +524,13 @@ async fn sensors_come_from_hwmon_in_si_units() {
     assert_eq!(
         got,
         vec![
-            ("coretemp", "hwmon0", "Package id 0", SensorKind::Temperature, 42.5),
+            (
+                "coretemp",
+                "hwmon0",
+                "Package id 0",
+                SensorKind::Temperature,
+                42.5
+            ),
             ("nct6798", "hwmon3", "fan2", SensorKind::Fan, 900.0),
             ("nct6798", "hwmon3", "in1", SensorKind::Voltage, 3.3),
             ("nct6798", "hwmon3", "power1", SensorKind::Power, 12.0),
@@ -490,7 +543,11 @@ async fn sensors_come_from_hwmon_in_si_units() {
 async fn development_mode_serves_the_same_service() {
     let h = HelperHarness::start_dev(HelperHarnessOptions::default()).unwrap();
     let client = h.client().await.unwrap();
-    let hello = client.hello(ctx(10), PROTOCOL_VERSION).await.unwrap().unwrap();
+    let hello = client
+        .hello(ctx(10), PROTOCOL_VERSION)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
     assert!(h.log().contains("development socket"), "{}", h.log());
 }

@@ -1,0 +1,431 @@
+//! End to end: the real `felhom-helper` refuses what it must refuse and survives what it must
+//! survive: foreign uids, garbage and oversized frames, hostile deadlines, hanging tools,
+//! insecure or invalid configs; it exits when idle; and it links no HTTP/TLS stack.
+
+// Test code: a panic is a failed test (helpers outside #[test] fns included).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use felhom_protocol::*;
+use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions, TimeCaps};
+use tarpc::context::{self, Context};
+
+fn ctx(secs: u64) -> Context {
+    let mut c = context::current();
+    c.deadline = Instant::now() + Duration::from_secs(secs);
+    c
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Whether `pid` is gone (or a zombie waiting to be reaped, which runs nothing).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+fn wait_gone(pids: &[i32]) {
+    assert_eq!(pids.len(), 2, "the hanging tool writes two pids: {pids:?}");
+    let until = Instant::now() + Duration::from_secs(10);
+    for &pid in pids {
+        while !gone(pid) {
+            assert!(Instant::now() < until, "process {pid} was left behind");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+async fn hello_works(h: &HelperHarness) {
+    let client = h.client().await.unwrap();
+    let reply = client
+        .hello(ctx(10), PROTOCOL_VERSION)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.protocol_version, PROTOCOL_VERSION);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uid_that_is_not_allowed_is_dropped_before_decoding() {
+    if !is_root() {
+        eprintln!("skipping: needs root to run the probe as another uid with setpriv");
+        return;
+    }
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !setpriv.exists() {
+        eprintln!("skipping: {} is not installed", setpriv.display());
+        return;
+    }
+    let h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
+    h.open_socket_to_everyone().unwrap();
+    let probe = env!("CARGO_BIN_EXE_felhom-probe");
+    // The probe binary must be reachable by uid 65534; copy it into the 0711 directory.
+    let probe_copy = h.dir().join("felhom-probe");
+    std::fs::copy(probe, &probe_copy).unwrap();
+
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&probe_copy)
+        .arg(h.socket_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout} {:?}", out.stderr);
+    assert!(stdout.starts_with("refused"), "{stdout}");
+    let log = h.log();
+    assert!(
+        log.contains("refused a connection") && log.contains("peer_uid=65534"),
+        "{log}"
+    );
+
+    // Root (allowed) with the same probe gets an answer, and the helper still serves.
+    let out = Command::new(&probe_copy)
+        .arg(h.socket_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "));
+    hello_works(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_agent_user_is_a_start_up_error() {
+    let mut h = HelperHarness::prepare(&HelperHarnessOptions {
+        agent_user: Some("no-such-user-felhom".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let out = Command::new(felhom_tests::bins::helper())
+        .arg("--config")
+        .arg(h.config_path())
+        .arg("--listen")
+        .arg(h.socket_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-user-felhom"), "{stderr}");
+    h.kill_helper();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_do_not_kill_the_helper() {
+    let mut h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
+    // Plain garbage.
+    h.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // A frame announcing 4 GiB.
+    h.send_raw(&[0xff, 0xff, 0xff, 0xf0, 1, 2, 3]).unwrap();
+    // A frame just over the request limit, fully sent.
+    let n = transport::MAX_REQUEST_FRAME + 1;
+    let mut big = (n as u32).to_be_bytes().to_vec();
+    big.extend(std::iter::repeat_n(0u8, n));
+    h.send_raw(&big).unwrap();
+    // A well-framed but undecodable message.
+    let mut bad = 8u32.to_be_bytes().to_vec();
+    bad.extend([0x07, 0xff, 0xfe, 0xfd, 0, 0, 0, 0]);
+    h.send_raw(&bad).unwrap();
+    // A frame of the right shape whose fields fail validation (vmid 5, "../x" names).
+    let mut half = 3u32.to_be_bytes().to_vec();
+    half.extend([0, 1, 2]);
+    h.send_raw(&half).unwrap();
+
+    hello_works(&h).await;
+    assert!(h.try_wait().is_none(), "the helper died:\n{}", h.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_client_deadline_does_not_kill_the_helper() {
+    use futures::SinkExt;
+    let mut h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
+    // Encode a real hello with a 100 s deadline, then patch its deadline to u64::MAX seconds.
+    let (a, b) = tokio::net::UnixStream::pair().unwrap();
+    let mut tx = transport::client_transport(a);
+    let mut c = context::current();
+    c.deadline = Instant::now() + Duration::from_secs(100);
+    tx.send(tarpc::ClientMessage::Request(tarpc::Request {
+        context: c,
+        id: 1,
+        message: HelperRequest::Hello {
+            agent_protocol: PROTOCOL_VERSION,
+        },
+    }))
+    .await
+    .unwrap();
+    drop(tx);
+    let mut raw = tokio_util_read_all(b).await;
+    assert!(raw.len() > 6);
+    let payload = raw.split_off(4);
+    // Variant 0 (Request), then the deadline's seconds as a one-byte varint (99).
+    assert_eq!(payload[0], 0);
+    assert!(payload[1] == 99 || payload[1] == 100, "{payload:?}");
+    let mut patched = vec![0u8, 0xfd];
+    patched.extend(u64::MAX.to_le_bytes());
+    patched.extend(&payload[2..]);
+    let mut frame = (patched.len() as u32).to_be_bytes().to_vec();
+    frame.extend(&patched);
+    h.send_raw(&frame).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    hello_works(&h).await;
+    assert!(h.try_wait().is_none(), "the helper died:\n{}", h.log());
+    let log = h.log();
+    assert!(
+        !log.contains("panicked"),
+        "no input may panic the helper:\n{log}"
+    );
+}
+
+async fn tokio_util_read_all(mut s: tokio::net::UnixStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut v = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut v)).await;
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_tool_is_killed_at_the_server_cap() {
+    let h = HelperHarness::start(HelperHarnessOptions {
+        time_caps: TimeCaps {
+            smart: 2,
+            ..TimeCaps::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    h.add_fake_disk("sda", "{}", 0);
+    h.set_hang("smartctl", true);
+    let client = h.client().await.unwrap();
+    // The client allows 60 s; the server cap (2 s) wins.
+    let started = Instant::now();
+    let err = client
+        .smart_read(ctx(60), DiskName::new("sda").unwrap())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, HelperError::TimedOut { operation, .. } if operation == "smart_read"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    wait_gone(&h.hang_pids());
+    // The lock was released: the next operation runs.
+    h.set_hang("smartctl", false);
+    let r = client
+        .smart_read(ctx(10), DiskName::new("sda").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.exit_status, 0);
+    assert!(h.log().contains("timed out"), "{}", h.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_deadline_shortens_the_cap_and_leaves_no_process() {
+    let h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
+    h.set_hang("pct", true);
+    let client = h.client().await.unwrap();
+    let req = GoldenImageRequest {
+        vmid: Vmid::new(9001).unwrap(),
+        template: TemplateVolid::new("local:vztmpl/x.tar.gz").unwrap(),
+        hostname: Hostname::new("g").unwrap(),
+        storage: StorageId::new("local").unwrap(),
+        rootfs_gib: RootfsGib::DEFAULT,
+        memory_mib: MemoryMib::DEFAULT,
+        cores: Cores::DEFAULT,
+        bridge: Bridge::new("vmbr0").unwrap(),
+    };
+    // Cap is 60 s; the client gives 3 s.
+    let res = client.golden_image_create(ctx(3), req.clone()).await;
+    match res {
+        Ok(Err(HelperError::TimedOut { .. })) | Err(_) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    wait_gone(&h.hang_pids());
+
+    // A cancelled request (the client drops the call) leaves nothing either.
+    std::fs::remove_file(h.dir().join("state/hang-pids")).unwrap();
+    let call = client.golden_image_create(ctx(60), req);
+    let _ = tokio::time::timeout(Duration::from_secs(2), call).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while h.hang_pids().len() < 2 {
+        assert!(Instant::now() < until, "the hanging pct never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_gone(&h.hang_pids());
+    hello_works(&h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_at_a_time_per_connection() {
+    let h = HelperHarness::start(HelperHarnessOptions {
+        time_caps: TimeCaps {
+            smart: 3,
+            ..TimeCaps::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    h.add_fake_disk("sda", "{}", 0);
+    h.set_hang("smartctl", true);
+    let client = h.client().await.unwrap();
+    let slow = client.smart_read(ctx(30), DiskName::new("sda").unwrap());
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.usb_list(ctx(30)).await
+    };
+    let (slow, second) = tokio::join!(slow, second);
+    assert!(
+        matches!(slow, Ok(Err(HelperError::TimedOut { .. }))),
+        "{slow:?}"
+    );
+    // The second request on the same connection was refused by the per-channel limit.
+    assert!(second.is_err(), "{second:?}");
+    wait_gone(&h.hang_pids());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helper_exits_when_idle() {
+    let mut h = HelperHarness::start(HelperHarnessOptions {
+        idle_timeout_secs: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    {
+        hello_works(&h).await;
+    }
+    let status = h
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no idle exit:\n{}", h.log()));
+    assert!(status.success(), "{status}");
+    assert!(h.log().contains("idle"), "{}", h.log());
+    // systemd would start it again on the next connection; so does the harness.
+    h.launch_activated().unwrap();
+    hello_works(&h).await;
+}
+
+fn run_helper(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(felhom_tests::bins::helper());
+    cmd.args(args)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn start_up_refusals_exit_2_with_a_clear_message() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = HelperHarness::prepare(&HelperHarnessOptions::default()).unwrap();
+    let cfg = h.config_path().as_os_str();
+    let sock = h.socket_path().as_os_str();
+
+    // No socket activation and no --listen.
+    let out = run_helper(&["--config".as_ref(), cfg], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("socket activation") && err.contains("--listen"),
+        "{err}"
+    );
+
+    // Activation variables meant for another process.
+    let out = run_helper(
+        &["--config".as_ref(), cfg],
+        &[("LISTEN_FDS", "1"), ("LISTEN_PID", "1")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not this process"));
+
+    // Config writable by others.
+    std::fs::set_permissions(h.config_path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run_helper(&["--config".as_ref(), cfg, "--listen".as_ref(), sock], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writable"), "{err}");
+    std::fs::set_permissions(h.config_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A tool writable by others.
+    let pct = h.dir().join("tools/pct");
+    std::fs::set_permissions(&pct, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run_helper(&["--config".as_ref(), cfg, "--listen".as_ref(), sock], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pct") && err.contains("writable"), "{err}");
+    std::fs::set_permissions(&pct, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // An unknown key is named.
+    let text = std::fs::read_to_string(h.config_path()).unwrap();
+    std::fs::write(
+        h.config_path(),
+        text.replacen('{', "{\"mount_opts\": \"exec\",", 1),
+    )
+    .unwrap();
+    let out = run_helper(&["--config".as_ref(), cfg, "--listen".as_ref(), sock], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mount_opts"), "{err}");
+    assert!(!h.socket_path().exists());
+}
+
+#[test]
+fn the_helper_links_no_http_or_tls_crate() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let out = Command::new(cargo)
+        .args(["tree", "--manifest-path"])
+        .arg(&manifest)
+        .args([
+            "-p",
+            "felhom-helper",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let crates: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        crates.contains(&"felhom-helper") && crates.contains(&"tarpc"),
+        "{tree}"
+    );
+    for banned in [
+        "reqwest",
+        "hyper",
+        "hyper-util",
+        "h2",
+        "http",
+        "rustls",
+        "tokio-rustls",
+        "native-tls",
+        "openssl",
+        "openssl-sys",
+        "ring",
+        "aws-lc-rs",
+    ] {
+        assert!(
+            !crates.contains(&banned),
+            "felhom-helper depends on {banned}:\n{tree}"
+        );
+    }
+}
