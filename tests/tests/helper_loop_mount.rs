@@ -1,0 +1,170 @@
+//! A real mount: an ext4 image on a loop device, mounted by UUID by the real helper with the
+//! `direct` backend and the host's real blkid/mount/umount, checked in /proc/self/mountinfo,
+//! then unmounted. Needs root, losetup and mkfs.ext4 (CI is root); elsewhere it says why it
+//! skipped.
+
+// Test code: a panic is a failed test (helpers outside #[test] fns included).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use felhom_protocol::*;
+use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions, MountBackendChoice};
+use tarpc::context;
+
+const LOSETUP: &str = "/usr/sbin/losetup";
+const MKFS: &str = "/usr/sbin/mkfs.ext4";
+
+/// Detaches the loop device (after unmounting `mount_point` if still mounted), whatever
+/// happens in the test.
+struct LoopDevice {
+    dev: String,
+    mount_point: Option<PathBuf>,
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if let Some(mp) = &self.mount_point
+            && mounted_options(mp).is_some()
+        {
+            let _ = Command::new("/usr/bin/umount").arg(mp).status();
+        }
+        let _ = Command::new(LOSETUP).args(["-d", &self.dev]).status();
+    }
+}
+
+/// The per-mount options of `mp` in /proc/self/mountinfo, if mounted.
+fn mounted_options(mp: &Path) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mp = mp.to_string_lossy();
+    text.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 5 && f[4] == mp).then(|| f[5].to_string())
+    })
+}
+
+fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    for tool in [
+        LOSETUP,
+        MKFS,
+        "/usr/sbin/blkid",
+        "/usr/bin/mount",
+        "/usr/bin/umount",
+    ] {
+        if !Path::new(tool).exists() {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("/dev/loop-control is absent (no loop devices here)".into());
+    }
+    None
+}
+
+fn fresh_uuid() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let x = nanos ^ (u128::from(std::process::id()) << 64);
+    let h = format!("{x:032x}");
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ext4_loop_device_is_mounted_by_uuid_with_safe_options() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the real loop-device mount test: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("disk.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(32 * 1024 * 1024)
+        .unwrap();
+    let uuid = fresh_uuid();
+    let out = Command::new(MKFS)
+        .args(["-q", "-F", "-U", &uuid])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mkfs.ext4: {out:?}");
+    let out = Command::new(LOSETUP)
+        .args(["--find", "--show"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "skipping the real loop-device mount test: losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return;
+    }
+    let mut lo = LoopDevice {
+        dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        mount_point: None,
+    };
+
+    let h = HelperHarness::start(HelperHarnessOptions {
+        backend: MountBackendChoice::Direct,
+        real_mount_tools: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mp = h.mount_root().join("loopdisk");
+    lo.mount_point = Some(mp.clone());
+    let client = h.client().await.unwrap();
+    let mut ctx = context::current();
+    ctx.deadline = Instant::now() + Duration::from_secs(60);
+    let info = client
+        .usb_mount(
+            ctx,
+            UsbMountRequest {
+                uuid: FsUuid::new(&uuid).unwrap(),
+                name: MountName::new("loopdisk").unwrap(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("usb_mount: {e}\n{}", h.log()));
+    assert!(info.mounted, "{info:?}");
+    assert_eq!(info.fstype, FsType::Ext4);
+    assert_eq!(info.mount_point, mp.display().to_string());
+    let options = mounted_options(&mp).expect("the mount is in /proc/self/mountinfo");
+    for opt in ["nodev", "nosuid", "noexec"] {
+        assert!(options.split(',').any(|o| o == opt), "{opt} in {options}");
+    }
+    let record = std::fs::read_to_string(h.record_file()).unwrap();
+    assert!(
+        record.contains(&format!("UUID={uuid} {}", mp.display())),
+        "{record}"
+    );
+
+    let reply = client
+        .usb_unmount(ctx, MountName::new("loopdisk").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.was_mounted);
+    assert_eq!(
+        mounted_options(&mp),
+        None,
+        "still mounted after usb_unmount"
+    );
+    assert!(client.usb_list(ctx).await.unwrap().unwrap().is_empty());
+    drop(lo);
+}
