@@ -157,4 +157,95 @@ mod tests {
         let got = server.next().await.unwrap().unwrap();
         assert!(matches!(got, ClientMessage::Request(r) if r.id == 7));
     }
+
+    fn encoded_requests() -> Vec<Vec<u8>> {
+        use felhom_protocol::*;
+        let mut enc = WireCodec::<Response<HelperResponse>, ClientMessage<HelperRequest>>::new(
+            MAX_REPLY_FRAME,
+            MAX_REQUEST_FRAME,
+        );
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let golden = GoldenImageRequest {
+            vmid: Vmid::new(9000).unwrap(),
+            template: TemplateVolid::new("local:vztmpl/debian-12.tar.zst").unwrap(),
+            hostname: Hostname::new("golden").unwrap(),
+            storage: StorageId::new("local-lvm").unwrap(),
+            rootfs_gib: RootfsGib::DEFAULT,
+            memory_mib: MemoryMib::DEFAULT,
+            cores: Cores::DEFAULT,
+            bridge: Bridge::new("vmbr0").unwrap(),
+        };
+        let messages = vec![
+            HelperRequest::Hello { agent_protocol: 1 },
+            HelperRequest::GoldenImageCreate { req: golden },
+            HelperRequest::UsbMount {
+                req: UsbMountRequest {
+                    uuid: FsUuid::new("DEAD-BEEF").unwrap(),
+                    name: MountName::new("usb").unwrap(),
+                },
+            },
+            HelperRequest::UsbUnmount {
+                name: MountName::new("usb").unwrap(),
+            },
+            HelperRequest::SmartRead {
+                disk: DiskName::new("sda").unwrap(),
+            },
+            HelperRequest::SensorsRead {},
+        ];
+        let mut out: Vec<Vec<u8>> = messages
+            .into_iter()
+            .map(|message| {
+                let msg = ClientMessage::Request(tarpc::Request {
+                    context: ctx,
+                    id: 1,
+                    message,
+                });
+                Pin::new(&mut enc).serialize(&msg).unwrap().to_vec()
+            })
+            .collect();
+        let cancel = ClientMessage::Cancel {
+            trace_context: Default::default(),
+            request_id: 1,
+        };
+        out.push(Pin::new(&mut enc).serialize(&cancel).unwrap().to_vec());
+        out
+    }
+
+    fn decode(frame: &[u8]) -> bool {
+        let mut codec = GuardedCodec(WireCodec::new(MAX_REQUEST_FRAME, MAX_REPLY_FRAME));
+        let src = BytesMut::from(frame);
+        Pin::new(&mut codec).deserialize(&src).is_ok()
+    }
+
+    #[test]
+    fn no_mutated_or_truncated_request_panics_the_decoder() {
+        let hostile_bytes = [0u8, 1, 2, 0x7f, 0x80, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff];
+        let mut tried = 0usize;
+        for frame in encoded_requests() {
+            assert!(decode(&frame), "the valid frame must decode");
+            for cut in 0..frame.len() {
+                let r = std::panic::catch_unwind(|| decode(&frame[..cut]));
+                assert!(r.is_ok(), "truncation at {cut} of {frame:?} panicked");
+                tried += 1;
+            }
+            for pos in 0..frame.len() {
+                for b in hostile_bytes {
+                    let mut m = frame.clone();
+                    m[pos] = b;
+                    // The byte at `pos` replaced by a maximal 8-byte varint, the rest kept.
+                    let mut long = frame[..pos].to_vec();
+                    long.push(0xfd);
+                    long.extend([0xff; 8]);
+                    long.extend(&frame[pos + 1..]);
+                    for candidate in [m, long] {
+                        let r = std::panic::catch_unwind(|| decode(&candidate));
+                        assert!(r.is_ok(), "mutation at {pos} to {b:#x} panicked");
+                        tried += 1;
+                    }
+                }
+            }
+        }
+        assert!(tried > 1000, "{tried}");
+    }
 }
