@@ -859,4 +859,55 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
+
+    /// Deterministic pseudo-random inputs (no extra crate): hostile strings and byte soup.
+    fn hostile_inputs() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "",
+            "\\",
+            "\\0",
+            "\\777",
+            "=",
+            "==",
+            "\n\n\n",
+            " - ",
+            "- - - - - -",
+            "1 2 3 4 5 6 - ",
+            "UUID=",
+            "UUID= / ext4",
+            "\u{0}\u{7f}",
+            "é\\\\\\",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    b" -=\\/\n#UID0123456789abcdefmnt:x"[(x % 30) as usize]
+                })
+                .collect();
+            v.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        v
+    }
+
+    #[test]
+    fn no_tool_output_or_record_can_panic_the_parsers() {
+        let root = Path::new("/mnt/felhom");
+        for s in hostile_inputs() {
+            let _ = parse_blkid_export(&s);
+            let _ = parse_mountinfo(&s);
+            let _ = parse_record_line(&s, root);
+            let _ = parse_unit_marker(&s);
+            let _ = parse_unit_marker(&format!("{UNIT_MARKER}{s}"));
+            let _ = check_device_path(&s);
+            let _ = systemd_escape_path(&s);
+            let _ = unescape_octal(&s);
+        }
+    }
 }
