@@ -353,9 +353,20 @@ impl HelperClient {
     {
         let deadline = kind.deadline();
         let mut attempt = 0;
+        // Why the previous attempt's connection was lost, when this is the retry.
+        let mut lost: Option<String> = None;
         loop {
             attempt += 1;
-            let conn = self.connection().await?;
+            let conn = match (self.connection().await, lost.take()) {
+                (Ok(c), _) => c,
+                (Err(e), None) => return Err(e),
+                (Err(e), Some(detail)) => {
+                    return Err(HelperClientError::Disconnected {
+                        operation: kind.name(),
+                        detail: format!("{detail}; reconnecting failed: {e}"),
+                    });
+                }
+            };
             let fut = f(conn.rpc.clone(), context_with(deadline));
             let result = tokio::time::timeout(deadline + Duration::from_secs(1), fut).await;
             let failure = match result {
@@ -391,6 +402,7 @@ impl HelperClient {
                         %detail,
                         "helper connection lost; retrying once on a new connection"
                     );
+                    lost = Some(detail);
                 }
             }
         }

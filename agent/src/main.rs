@@ -10,11 +10,13 @@ fn main() -> ExitCode {
     // Usage errors print clap's message and exit 2.
     let args = Cli::parse();
     // Logs go to stderr only; stdout carries the result. The service logs at info by default,
-    // one-shot commands only warnings (RUST_LOG overrides both).
+    // one-shot commands only warnings (RUST_LOG overrides both). tarpc's own "connection
+    // broken" warning is normal when the helper exits idle; the helper client reports what
+    // matters.
     let default = if matches!(args.command, Command::Run) {
-        "info"
+        "info,tarpc=error"
     } else {
-        "warn"
+        "warn,tarpc=error"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -1,0 +1,247 @@
+//! End to end: the real `felhom-agent` binary, the real `felhom-helper` (socket-activated by
+//! `systemd-socket-activate`, with fake tools) and the Proxmox simulator. The helper dies in
+//! the middle of a call, its socket is absent, and it refuses requests; the agent reports each
+//! clearly and recovers when the helper is activated again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use felhom_tests::bins;
+use felhom_tests::fake_helper::{healthy_ata_json, write_agent_config};
+use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions};
+use felhom_tests::pve_sim::{PveSim, SimOptions};
+
+/// Upper bound for waiting on a condition; reached only when a test fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn agent(config: &Path, args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(bins::agent())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Starts the simulator and the socket-activated helper; `None` (test skipped, reason
+/// printed) when `systemd-socket-activate` is not installed.
+async fn setup() -> Option<(PveSim, HelperHarness, tempfile::TempDir, PathBuf)> {
+    tokio::task::block_in_place(bins::agent);
+    let helper =
+        match tokio::task::block_in_place(|| HelperHarness::start(HelperHarnessOptions::default()))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                return None;
+            }
+        };
+    helper.add_fake_disk("sda", &healthy_ata_json("E2E DISK", "E2E-1", 30), 0);
+    let sim = PveSim::start(SimOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 1).unwrap();
+    Some((sim, helper, dir, config))
+}
+
+/// Waits until a fake tool of the helper is hanging (it wrote its pids).
+async fn wait_for_hang(helper: &HelperHarness) {
+    let start = Instant::now();
+    while helper.hang_pids().is_empty() {
+        assert!(start.elapsed() < PATIENCE, "the fake tool never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helper_killed_mid_read_is_reported_and_the_next_call_succeeds() {
+    let Some((_sim, mut helper, _dir, config)) = setup().await else {
+        return;
+    };
+    let r = agent(&config, &["smart", "sda"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("E2E DISK"), "{}", r.stdout);
+
+    helper.set_hang("smartctl", true);
+    let pending = tokio::spawn({
+        let config = config.clone();
+        async move { agent(&config, &["smart", "sda"]).await }
+    });
+    wait_for_hang(&helper).await;
+    tokio::task::block_in_place(|| helper.kill_helper());
+    let r = pending.await.unwrap();
+    // `smart` reports a disk it could not read in its table (stdout) and exits 1.
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("sda: smart_read: the connection to the helper was lost"),
+        "{}",
+        r.stdout
+    );
+    // The agent retried the read once on a new connection, which found nobody listening.
+    assert!(r.stdout.contains("reconnecting failed"), "{}", r.stdout);
+
+    // Activation again (what systemd does on the next connection): the next call succeeds.
+    helper.set_hang("smartctl", false);
+    tokio::task::block_in_place(|| helper.launch_activated()).unwrap();
+    let r = agent(&config, &["smart", "sda"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("E2E DISK"), "{}", r.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helper_killed_mid_golden_image_leaves_the_outcome_unknown() {
+    let Some((_sim, mut helper, _dir, config)) = setup().await else {
+        return;
+    };
+    helper.set_hang("pct", true);
+    let pending = tokio::spawn({
+        let config = config.clone();
+        async move {
+            agent(
+                &config,
+                &[
+                    "golden-image",
+                    "create",
+                    "--vmid",
+                    "9000",
+                    "--template",
+                    "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+                    "--hostname",
+                    "golden",
+                ],
+            )
+            .await
+        }
+    });
+    wait_for_hang(&helper).await;
+    tokio::task::block_in_place(|| helper.kill_helper());
+    let r = pending.await.unwrap();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("outcome is unknown"), "{}", r.stderr);
+    // Never repeated: pct create was run exactly once.
+    let creates = helper
+        .tool_calls()
+        .iter()
+        .filter(|c| {
+            c.first().is_some_and(|t| t == "pct") && c.get(1).is_some_and(|a| a == "create")
+        })
+        .count();
+    assert_eq!(creates, 1, "{:?}", helper.tool_calls());
+
+    helper.set_hang("pct", false);
+    tokio::task::block_in_place(|| helper.launch_activated()).unwrap();
+    let r = agent(&config, &["sensors"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_socket_and_dead_helper_say_what_to_check() {
+    let Some((sim, mut helper, dir, _config)) = setup().await else {
+        return;
+    };
+    let absent = helper.dir().join("absent.sock");
+    let cfg_dir = dir.path().join("absent");
+    let config = write_agent_config(&cfg_dir, &sim, &absent, 1).unwrap();
+    let r = agent(&config, &["usb", "list"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!(
+            "helper socket {} does not exist: is felhom-helper.socket enabled and started?",
+            absent.display()
+        )),
+        "{}",
+        r.stderr
+    );
+
+    // The socket file is left behind by a dead helper: nothing listens.
+    tokio::task::block_in_place(|| helper.kill_helper());
+    let config =
+        write_agent_config(&dir.path().join("dead"), &sim, helper.socket_path(), 1).unwrap();
+    let r = agent(&config, &["sensors"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("nothing is listening"), "{}", r.stderr);
+
+    // selftest: the API sections are fine, the helper sections say why they are not.
+    let r = agent(&config, &["--json", "selftest"]).await;
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["report"]["pve"]["status"], "ok");
+    assert_eq!(v["report"]["helper"]["status"], "error");
+    assert_eq!(v["report"]["overall"], "degraded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helper_refusals_reach_the_user() {
+    let Some((_sim, helper, _dir, config)) = setup().await else {
+        return;
+    };
+    // No filesystem with this UUID.
+    let r = agent(
+        &config,
+        &[
+            "usb",
+            "mount",
+            "0bad0bad-0000-4000-8000-000000000000",
+            "--name",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("helper: "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("0bad0bad-0000-4000-8000-000000000000"),
+        "{}",
+        r.stderr
+    );
+
+    // exFAT is not in this helper's allowed_filesystems.
+    helper.add_fake_filesystem("ABCD-1234", "exfat");
+    let r = agent(&config, &["usb", "mount", "ABCD-1234", "--name", "stick"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("helper: "), "{}", r.stderr);
+    assert!(r.stderr.contains("exfat"), "{}", r.stderr);
+
+    // Unmounting something that is not a managed mount.
+    let r = agent(&config, &["usb", "unmount", "nothing"]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("helper: "), "{}", r.stderr);
+
+    // A mount that works, end to end, in the temporary mount root.
+    helper.add_fake_filesystem("1b2c3d4e-0000-4000-8000-0000000000aa", "ext4");
+    let r = agent(
+        &config,
+        &[
+            "--json",
+            "usb",
+            "mount",
+            "1b2c3d4e-0000-4000-8000-0000000000aa",
+            "--name",
+            "data",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        v["mount_point"],
+        helper.mount_root().join("data").display().to_string()
+    );
+    assert_eq!(v["mounted"], true);
+}
