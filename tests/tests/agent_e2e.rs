@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -244,4 +245,40 @@ async fn helper_refusals_reach_the_user() {
         helper.mount_root().join("data").display().to_string()
     );
     assert_eq!(v["mounted"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_outside_the_socket_group_is_told_to_check_the_group() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: needs root to run the agent as another user");
+        return;
+    }
+    let Some((sim, helper, _dir, _config)) = setup().await else {
+        return;
+    };
+    // A config the other user can read, pointing at the helper's socket (in a 0700 directory
+    // owned by root, as /run/felhom would deny a user outside the group).
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 1).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = tokio::process::Command::new(bins::agent())
+        .arg("--config")
+        .arg(&config)
+        .args(["usb", "list"])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "permission denied on {}: is this user in group felhom-agent?",
+            helper.socket_path().display()
+        )),
+        "{err}"
+    );
 }
