@@ -532,4 +532,19 @@ mod tests {
                 .is_ok()
         );
     }
+
+    #[tokio::test]
+    async fn the_longest_accepted_client_deadline_does_not_panic_the_timers() {
+        let far = Instant::now()
+            + Duration::from_secs(crate::transport::MAX_DEADLINE_SECS)
+            + CLIENT_DEADLINE_MARGIN;
+        let r = tokio::time::timeout_at(far, async { 7 }).await;
+        assert_eq!(r.ok(), Some(7));
+        let pending = tokio::time::timeout_at(far, std::future::pending::<()>());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), pending)
+                .await
+                .is_err()
+        );
+    }
 }

@@ -3,8 +3,9 @@
 //!
 //! tarpc turns a request's relative deadline into an `Instant` with `Instant::now() +
 //! deadline`, which panics on overflow. A client could send `u64::MAX` seconds and panic the
-//! connection's task. [`GuardedCodec`] reads the deadline's seconds from the frame first and
-//! refuses absurd ones, so no input reaches that addition.
+//! connection's task; and it keeps deadlines in a `DelayQueue` that panics on deadlines more
+//! than about 2.2 years away. [`GuardedCodec`] reads the deadline's seconds from the frame
+//! first and refuses anything over [`MAX_DEADLINE_SECS`], so no input reaches either.
 
 use std::io;
 use std::pin::Pin;
@@ -17,9 +18,10 @@ use tarpc::tokio_util::codec::Framed;
 use tarpc::{ClientMessage, Response};
 use tokio::net::UnixStream;
 
-/// The longest client deadline the helper decodes (about ten years); the server caps every
-/// operation far below this anyway.
-pub const MAX_DEADLINE_SECS: u64 = 10 * 365 * 24 * 3600;
+/// The longest client deadline the helper decodes: one year. tarpc keeps deadlines in a
+/// tokio-util `DelayQueue`, which panics beyond about 2.2 years; the server caps every
+/// operation far below either anyway.
+pub const MAX_DEADLINE_SECS: u64 = 365 * 24 * 3600;
 
 /// Reads one bincode varint (`DefaultOptions`): a byte below 251 is the value; 251, 252, 253
 /// and 254 announce a little-endian u16, u32, u64 or u128.

@@ -166,12 +166,21 @@ async fn a_huge_client_deadline_does_not_kill_the_helper() {
     // Variant 0 (Request), then the deadline's seconds as a one-byte varint (99).
     assert_eq!(payload[0], 0);
     assert!(payload[1] == 99 || payload[1] == 100, "{payload:?}");
-    let mut patched = vec![0u8, 0xfd];
-    patched.extend(u64::MAX.to_le_bytes());
-    patched.extend(&payload[2..]);
-    let mut frame = (patched.len() as u32).to_be_bytes().to_vec();
-    frame.extend(&patched);
-    h.send_raw(&frame).unwrap();
+    // u64::MAX seconds overflows `Instant + Duration`; three years overflows the timer wheel
+    // of tarpc's deadline queue. Both must be refused, not panic.
+    let three_years: u32 = 3 * 365 * 24 * 3600;
+    let mut huge = vec![0xfd];
+    huge.extend(u64::MAX.to_le_bytes());
+    let mut years = vec![0xfc];
+    years.extend(three_years.to_le_bytes());
+    for secs in [huge, years] {
+        let mut patched = vec![0u8];
+        patched.extend(secs);
+        patched.extend(&payload[2..]);
+        let mut frame = (patched.len() as u32).to_be_bytes().to_vec();
+        frame.extend(&patched);
+        h.send_raw(&frame).unwrap();
+    }
     std::thread::sleep(Duration::from_millis(200));
     hello_works(&h).await;
     assert!(h.try_wait().is_none(), "the helper died:\n{}", h.log());
