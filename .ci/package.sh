@@ -359,6 +359,14 @@ BOOT
     inside systemctl is-active --quiet felhom-agent.service || fail "felhom-agent is not active"
     [ "$(inside stat -c %U /var/lib/felhom-agent/health.json)" = felhom-agent ] || fail "health.json was not written by the agent"
     note "ok: agent ready under its sandbox (LoadCredential, PrivateUsers, IPAddressAllow=localhost): $(inside systemctl show -p StatusText --value felhom-agent.service)"
+    # The install guide's check: selftest as the service runs. The helper line proves the
+    # whole chain: agent sandbox -> socket (0660, group) -> socket-activated helper in its
+    # sandbox -> SO_PEERCRED check of the agent's uid -> reply.
+    local sel
+    sel=$(inside "$run" agent /usr/bin/felhom-agent --config /etc/felhom/agent.json selftest 2>&1 || true)
+    printf '%s\n' "$sel" | grep -Eq '^pve +ok' || { printf '%s\n' "$sel"; fail "selftest: Proxmox (simulator) not reachable from the agent's sandbox"; }
+    printf '%s\n' "$sel" | grep -Eq '^helper +ok' || { printf '%s\n' "$sel"; fail "selftest: the helper was not reachable through felhom-helper.socket"; }
+    note "ok: selftest in the agent's sandbox: $(printf '%s\n' "$sel" | grep -E '^helper ' | tr -s ' ')"
     local before after
     before=$(inside systemctl show -p MainPID --value felhom-agent.service)
     inside dpkg -i /root/felhom-agent.deb > "$vm/upgrade.log" 2>&1 || { cat "$vm/upgrade.log"; fail "reinstall/upgrade failed"; }
