@@ -288,6 +288,39 @@ async fn usb_mount_refuses_unknown_and_disallowed_filesystems() {
         !h.tool_calls().iter().any(|c| c[0] == "mount"),
         "nothing may be mounted"
     );
+    // The mount point must be a plain empty directory the helper owns.
+    h.add_fake_filesystem(UUID2, "ext4");
+    std::os::unix::fs::symlink("/etc", h.mount_root().join("link")).unwrap();
+    std::fs::create_dir(h.mount_root().join("full")).unwrap();
+    std::fs::write(h.mount_root().join("full/data"), "x").unwrap();
+    for (n, symlink) in [("link", true), ("full", false)] {
+        let err = client
+            .usb_mount(
+                ctx(30),
+                UsbMountRequest {
+                    uuid: uuid(UUID2),
+                    name: name(n),
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap_err();
+        if symlink {
+            assert!(
+                matches!(&err, HelperError::Rejected { reason, .. } if reason.contains("symbolic link")),
+                "{err}"
+            );
+        } else {
+            assert!(
+                matches!(&err, HelperError::Busy { what } if what.contains("non-empty")),
+                "{err}"
+            );
+        }
+    }
+    assert!(
+        !h.tool_calls().iter().any(|c| c[0] == "mount"),
+        "nothing may be mounted"
+    );
     // A failing mount(8) is a ToolFailed with its stderr, and leaves no record.
     h.add_fake_filesystem(UUID2, "btrfs");
     h.set_mount_fails(true);
