@@ -286,7 +286,10 @@ async fn one_request_at_a_time_per_connection() {
     let client = h.client().await.unwrap();
     let slow = client.smart_read(ctx(30), DiskName::new("sda").unwrap());
     let second = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Only once the first request is running (its fake smartctl wrote its pids).
+        while h.hang_pids().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         client.usb_list(ctx(30)).await
     };
     let (slow, second) = tokio::join!(slow, second);
