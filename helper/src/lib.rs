@@ -9,7 +9,6 @@
 //!   policy.
 //! - [`server`]: the tarpc service, the global operation lock, time caps, audit log, idle
 //!   exit.
-//! - [`transport`]: the protocol's framing and codec plus a deadline check before decoding.
 //! - [`exec`]: the only code that starts processes.
 //! - [`ops`]: the operations themselves.
 
@@ -19,7 +18,6 @@ pub mod exec;
 pub mod listener;
 pub mod ops;
 pub mod server;
-pub mod transport;
 
 use std::path::PathBuf;
 

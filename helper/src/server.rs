@@ -490,7 +490,7 @@ fn accept(shared: &Arc<Shared>, policy: &PeerPolicy, stream: tokio::net::UnixStr
     };
     tokio::spawn(async move {
         let _guard = guard;
-        let transport = crate::transport::server_transport(stream);
+        let transport = felhom_protocol::transport::server_transport(stream);
         BaseChannel::with_defaults(transport)
             .max_concurrent_requests(1)
             .execute(conn.serve())
@@ -536,7 +536,7 @@ mod tests {
     #[tokio::test]
     async fn the_longest_accepted_client_deadline_does_not_panic_the_timers() {
         let far = Instant::now()
-            + Duration::from_secs(crate::transport::MAX_DEADLINE_SECS)
+            + Duration::from_secs(felhom_protocol::transport::MAX_DEADLINE_SECS)
             + CLIENT_DEADLINE_MARGIN;
         let r = tokio::time::timeout_at(far, async { 7 }).await;
         assert_eq!(r.ok(), Some(7));

@@ -10,7 +10,7 @@ use std::pin::Pin;
 
 use bincode::Options;
 use bytes::{Bytes, BytesMut};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tarpc::tokio_serde::{Deserializer, Serializer};
 use tarpc::tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
 use tarpc::{ClientMessage, Response};
@@ -25,6 +25,42 @@ pub const MAX_REQUEST_FRAME: usize = 16 * 1024;
 /// well below this.
 pub const MAX_REPLY_FRAME: usize = 4 * 1024 * 1024;
 
+/// The longest client deadline the helper accepts: one year. tarpc turns the relative deadline
+/// it decodes into an `Instant` with `Instant::now() + deadline`, which panics on overflow, and
+/// keeps deadlines in a tokio-util `DelayQueue`, which panics beyond about 2.2 years. The server
+/// side refuses a frame whose deadline exceeds this before tarpc sees it, so no input reaches
+/// either panic. Every operation's own cap is far shorter anyway.
+pub const MAX_DEADLINE_SECS: u64 = 365 * 24 * 3600;
+
+/// The first fields of an encoded `tarpc::ClientMessage`: the variant index (0 is `Request`)
+/// and, for a request, the whole seconds of the context's deadline, which tarpc encodes first
+/// as a `Duration`.
+#[derive(Deserialize)]
+struct RequestPrefix {
+    variant: u32,
+    deadline_secs: u64,
+}
+
+/// Refuses a request frame whose deadline is beyond [`MAX_DEADLINE_SECS`]. Frames it cannot
+/// read (a `Cancel`, a truncated frame, garbage) are left to the real decoder, which refuses
+/// what is invalid.
+pub fn check_request_deadline(frame: &[u8]) -> std::io::Result<()> {
+    let prefix = bincode::DefaultOptions::new()
+        .with_limit(MAX_REQUEST_FRAME as u64)
+        .allow_trailing_bytes()
+        .deserialize::<RequestPrefix>(frame);
+    match prefix {
+        Ok(p) if p.variant == 0 && p.deadline_secs > MAX_DEADLINE_SECS => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "request deadline of {} s is beyond the {MAX_DEADLINE_SECS} s limit",
+                p.deadline_secs
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Bincode with separate byte limits for what a side decodes and what it encodes, so the
 /// helper can refuse large requests and still send large replies. Both directions use
 /// bincode's default encoding (varint, little endian, no trailing bytes); a limit does not
@@ -33,6 +69,7 @@ pub const MAX_REPLY_FRAME: usize = 4 * 1024 * 1024;
 pub struct WireCodec<Item, SinkItem> {
     decode_limit: u64,
     encode_limit: u64,
+    check_deadlines: bool,
     _types: PhantomData<fn(SinkItem) -> Item>,
 }
 
@@ -43,8 +80,17 @@ impl<Item, SinkItem> WireCodec<Item, SinkItem> {
         Self {
             decode_limit: decode_limit as u64,
             encode_limit: encode_limit as u64,
+            check_deadlines: false,
             _types: PhantomData,
         }
+    }
+
+    /// The same codec, but refusing request frames whose deadline is beyond
+    /// [`MAX_DEADLINE_SECS`] before decoding them (see [`check_request_deadline`]). The helper's
+    /// side uses this.
+    pub fn checking_deadlines(mut self) -> Self {
+        self.check_deadlines = true;
+        self
     }
 }
 
@@ -52,6 +98,9 @@ impl<Item: DeserializeOwned, SinkItem> Deserializer<Item> for WireCodec<Item, Si
     type Error = std::io::Error;
 
     fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<Item, Self::Error> {
+        if self.check_deadlines {
+            check_request_deadline(src)?;
+        }
         bincode::DefaultOptions::new()
             .with_limit(self.decode_limit)
             .deserialize(src)
@@ -128,10 +177,14 @@ pub type ServerTransport = WireTransport<ClientMessage<HelperRequest>, Response<
 pub type ClientTransport = WireTransport<Response<HelperResponse>, ClientMessage<HelperRequest>>;
 
 /// Wraps an accepted connection for the helper: request frames over [`MAX_REQUEST_FRAME`]
-/// end the connection; replies may be up to [`MAX_REPLY_FRAME`].
+/// or with a deadline beyond [`MAX_DEADLINE_SECS`] end the connection; replies may be up to
+/// [`MAX_REPLY_FRAME`].
 pub fn server_transport(stream: UnixStream) -> ServerTransport {
     let framed = Framed::new(stream, FrameCodec::new(MAX_REQUEST_FRAME, MAX_REPLY_FRAME));
-    tarpc::tokio_serde::Framed::new(framed, WireCodec::new(MAX_REQUEST_FRAME, MAX_REPLY_FRAME))
+    tarpc::tokio_serde::Framed::new(
+        framed,
+        WireCodec::new(MAX_REQUEST_FRAME, MAX_REPLY_FRAME).checking_deadlines(),
+    )
 }
 
 /// Wraps a connected stream for the agent: reply frames over [`MAX_REPLY_FRAME`] end the

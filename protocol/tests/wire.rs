@@ -367,3 +367,141 @@ async fn tarpc_client_and_server_work_over_the_transports() {
         .unwrap_err();
     assert!(err.to_string().contains("DEAD-BEEF"), "{err}");
 }
+
+mod deadlines {
+    use std::pin::Pin;
+
+    use bytes::BytesMut;
+    use felhom_protocol::transport::{
+        MAX_DEADLINE_SECS, MAX_REPLY_FRAME, MAX_REQUEST_FRAME, WireCodec, check_request_deadline,
+    };
+    use felhom_protocol::*;
+    use tarpc::tokio_serde::{Deserializer, Serializer};
+    use tarpc::{ClientMessage, Response};
+
+    type ServerCodec = WireCodec<ClientMessage<HelperRequest>, Response<HelperResponse>>;
+
+    fn server_codec() -> ServerCodec {
+        WireCodec::new(MAX_REQUEST_FRAME, MAX_REPLY_FRAME).checking_deadlines()
+    }
+
+    fn encode(msg: &ClientMessage<HelperRequest>) -> Vec<u8> {
+        let mut enc = WireCodec::<Response<HelperResponse>, ClientMessage<HelperRequest>>::new(
+            MAX_REPLY_FRAME,
+            MAX_REQUEST_FRAME,
+        );
+        Pin::new(&mut enc).serialize(msg).unwrap().to_vec()
+    }
+
+    fn request(message: HelperRequest, secs: u64) -> ClientMessage<HelperRequest> {
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        ClientMessage::Request(tarpc::Request {
+            context: ctx,
+            id: 1,
+            message,
+        })
+    }
+
+    fn decodes(frame: &[u8]) -> bool {
+        let mut codec = server_codec();
+        Pin::new(&mut codec)
+            .deserialize(&BytesMut::from(frame))
+            .is_ok()
+    }
+
+    /// A frame equal to a real request but with the deadline's seconds replaced by `secs`
+    /// (bincode varint: 253 announces a little-endian u64).
+    fn with_deadline(secs: u64) -> Vec<u8> {
+        let mut frame = vec![0u8, 253];
+        frame.extend(secs.to_le_bytes());
+        let real = encode(&request(HelperRequest::UsbList {}, 30));
+        // Skip the real frame's variant byte and its deadline seconds (30 fits one byte).
+        frame.extend(&real[2..]);
+        frame
+    }
+
+    #[test]
+    fn sane_deadlines_pass_and_absurd_ones_are_refused() {
+        assert!(decodes(&encode(&request(HelperRequest::UsbList {}, 3600))));
+        assert!(decodes(&with_deadline(MAX_DEADLINE_SECS)));
+        assert!(!decodes(&with_deadline(MAX_DEADLINE_SECS + 1)));
+        assert!(!decodes(&with_deadline(u64::MAX)));
+        assert!(check_request_deadline(&with_deadline(u64::MAX)).is_err());
+        // Cancel messages, truncated frames and garbage are the decoder's business.
+        assert!(check_request_deadline(&[1, 253]).is_ok());
+        assert!(check_request_deadline(&[]).is_ok());
+    }
+
+    fn encoded_requests() -> Vec<Vec<u8>> {
+        let golden = GoldenImageRequest {
+            vmid: Vmid::new(9000).unwrap(),
+            template: TemplateVolid::new("local:vztmpl/debian-12.tar.zst").unwrap(),
+            hostname: Hostname::new("golden").unwrap(),
+            storage: StorageId::new("local-lvm").unwrap(),
+            rootfs_gib: RootfsGib::DEFAULT,
+            memory_mib: MemoryMib::DEFAULT,
+            cores: Cores::DEFAULT,
+            bridge: Bridge::new("vmbr0").unwrap(),
+        };
+        let messages = vec![
+            HelperRequest::Hello { agent_protocol: 1 },
+            HelperRequest::GoldenImageCreate { req: golden },
+            HelperRequest::UsbMount {
+                req: UsbMountRequest {
+                    uuid: FsUuid::new("DEAD-BEEF").unwrap(),
+                    name: MountName::new("usb").unwrap(),
+                },
+            },
+            HelperRequest::UsbUnmount {
+                name: MountName::new("usb").unwrap(),
+            },
+            HelperRequest::SmartRead {
+                disk: DiskName::new("sda").unwrap(),
+            },
+            HelperRequest::SensorsRead {},
+        ];
+        let mut out: Vec<Vec<u8>> = messages
+            .into_iter()
+            .map(|m| encode(&request(m, 30)))
+            .collect();
+        out.push(encode(&ClientMessage::Cancel {
+            trace_context: Default::default(),
+            request_id: 1,
+        }));
+        out
+    }
+
+    /// Every truncation and many single-byte mutations of real request frames decode to an
+    /// error or a value, never a panic.
+    #[test]
+    fn no_mutated_or_truncated_request_panics_the_decoder() {
+        let hostile_bytes = [0u8, 1, 2, 0x7f, 0x80, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff];
+        let mut tried = 0usize;
+        for frame in encoded_requests() {
+            assert!(decodes(&frame), "the valid frame must decode");
+            for cut in 0..frame.len() {
+                let r = std::panic::catch_unwind(|| decodes(&frame[..cut]));
+                assert!(r.is_ok(), "truncation at {cut} of {frame:?} panicked");
+                tried += 1;
+            }
+            for pos in 0..frame.len() {
+                for b in hostile_bytes {
+                    let mut m = frame.clone();
+                    m[pos] = b;
+                    // The byte at `pos` replaced by a maximal 8-byte varint, the rest kept.
+                    let mut long = frame[..pos].to_vec();
+                    long.push(0xfd);
+                    long.extend([0xff; 8]);
+                    long.extend(&frame[pos + 1..]);
+                    for candidate in [m, long] {
+                        let r = std::panic::catch_unwind(|| decodes(&candidate));
+                        assert!(r.is_ok(), "mutation at {pos} to {b:#x} panicked");
+                        tried += 1;
+                    }
+                }
+            }
+        }
+        assert!(tried > 1000, "{tried}");
+    }
+}
