@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use felhom_tests::bins;
 use felhom_tests::fake_helper::{Call, FakeHelper, write_agent_config};
-use felhom_tests::pve_sim::{PveSim, SimOptions};
+use felhom_tests::pve_sim::{Fault, FaultKind, PveSim, SimOptions};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -137,6 +137,67 @@ async fn run_keeps_going_without_the_helper_and_says_so() {
             .as_str()
             .unwrap()
             .contains("does not exist")
+    );
+    let pid = Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("agent did not exit after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reports_a_proxmox_outage_and_recovers() {
+    tokio::task::block_in_place(bins::agent);
+    let sim = PveSim::start(SimOptions::default()).await.unwrap();
+    // Proxmox answers 503 to every attempt of the first cycle's version read (the client
+    // tries a read three times).
+    sim.state().inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/api2/json/version".into(),
+        kind: FaultKind::Status {
+            code: 503,
+            reason: "Service Unavailable".into(),
+        },
+        times: 3,
+    });
+    let helper = FakeHelper::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 1).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut child = tokio::process::Command::new(bins::agent())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("WATCHDOG_USEC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut statuses = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let start = Instant::now();
+    while !statuses.iter().any(|s: &String| s.contains(": ok:")) {
+        let left = PATIENCE.saturating_sub(start.elapsed());
+        let n = tokio::time::timeout(left, notify.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no recovery; statuses: {statuses:?}"))
+            .unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        statuses.extend(
+            msg.lines()
+                .filter(|l| l.starts_with("STATUS="))
+                .map(str::to_string),
+        );
+    }
+    assert!(
+        statuses[0].starts_with("STATUS=cycle 1: degraded (pve)"),
+        "{statuses:?}"
     );
     let pid = Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
     kill(pid, Signal::SIGTERM).unwrap();
