@@ -470,6 +470,34 @@ async fn proxmox_commands_go_through_the_api() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(state.container_running(100), Some(false));
 
+    let r = agent(&env, &["start", "100"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(state.container_running(100), Some(true));
+    let upid = state.task_upids().last().unwrap().clone();
+    let r = agent(&env, &["--json", "tasks", "wait", &upid]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["task"]["exitstatus"], "OK");
+    let r = agent(&env, &["tasks", "wait", "not-a-upid"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+
+    let r = agent(&env, &["--json", "storage"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["storage"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"local") && names.contains(&"local-lvm"),
+        "{names:?}"
+    );
+
+    let r = agent(&env, &["--json", "guest", "101"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["config"]["entries"]["hostname"], "db");
+
     // An API failure is exit 1 with Proxmox's message.
     let r = agent(&env, &["guest", "4242"]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
