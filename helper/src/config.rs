@@ -134,6 +134,17 @@ impl Tools {
         ]
     }
 
+    fn set(&mut self, tool: Tool, p: PathBuf) {
+        match tool {
+            Tool::Pct => self.pct = p,
+            Tool::Smartctl => self.smartctl = p,
+            Tool::Blkid => self.blkid = p,
+            Tool::Mount => self.mount = p,
+            Tool::Umount => self.umount = p,
+            Tool::Systemctl => self.systemctl = p,
+        }
+    }
+
     /// The configured path of `tool`.
     pub fn path(&self, tool: Tool) -> &Path {
         match tool {
@@ -206,8 +217,11 @@ impl Default for TimeCaps {
 /// The configuration after validation, with the agent's uid resolved.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
-    /// The file as written.
+    /// The file as written, except that `mount_root`, `unit_dir` (when present) and the
+    /// tools (when present) are canonical, trust-checked paths.
     pub config: Config,
+    /// The tool paths as written in the file (used as `argv[0]` and in messages).
+    pub configured_tools: Tools,
     /// The agent user's uid.
     pub agent_uid: u32,
     /// The allowed filesystem types.
@@ -234,10 +248,56 @@ pub fn load(path: &Path) -> Result<LoadedConfig, StartupError> {
         path: path.to_path_buf(),
         reason,
     };
-    check_trusted(path)?;
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let real = check_trusted(path)?;
+    let text = read_trusted_file(&real)?;
     let config: Config = parse(&text).map_err(err)?;
     validate(path, config)
+}
+
+/// Largest configuration file the helper reads.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Opens `path` (already trust-checked and canonical) without following a symlink, checks
+/// the opened file itself (regular, owner, mode) and reads it through the same descriptor.
+fn read_trusted_file(path: &Path) -> Result<String, StartupError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let insecure = |reason: String| StartupError::Insecure {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| insecure(format!("cannot open: {e}")))?;
+    let md = file
+        .metadata()
+        .map_err(|e| insecure(format!("cannot stat: {e}")))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !md.is_file() {
+        return Err(insecure("not a regular file".into()));
+    }
+    if md.uid() != euid && md.uid() != 0 {
+        return Err(insecure(format!(
+            "it is owned by uid {}, not by root or the helper's user ({euid})",
+            md.uid()
+        )));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(insecure(format!(
+            "it is writable by its group or by others (mode {:o}); chmod go-w it",
+            md.mode() & 0o7777
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| StartupError::Config {
+            path: path.to_path_buf(),
+            reason: format!("cannot read: {e}"),
+        })?;
+    Ok(text)
 }
 
 /// Parses the JSON text (no validation beyond the schema).
@@ -245,7 +305,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
     serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
 }
 
-fn validate(path: &Path, config: Config) -> Result<LoadedConfig, StartupError> {
+fn validate(path: &Path, mut config: Config) -> Result<LoadedConfig, StartupError> {
     let err = |reason: String| StartupError::Config {
         path: path.to_path_buf(),
         reason,
@@ -300,10 +360,35 @@ fn validate(path: &Path, config: Config) -> Result<LoadedConfig, StartupError> {
         }
     }
     let agent_uid = resolve_user(&config.agent_user).map_err(err)?;
+    // Where the helper mounts, writes units and records must be the helper's alone: mount(8)
+    // follows symlinks in its target, so a writable mount_root would let the agent race a
+    // `<name> -> /etc` link. mount_root is stored canonical (what mountinfo shows).
+    config.mount_root = prepare_mount_root(&config.mount_root)?;
+    if config.mount_root == Path::new("/") {
+        return Err(err("mount_root must not be /".into()));
+    }
+    if let Some(real) = check_trusted_or_ancestor(&config.unit_dir)? {
+        config.unit_dir = real;
+    }
+    if let Some(parent) = config.record_file.parent() {
+        check_trusted_or_ancestor(parent)?;
+    }
+    if std::fs::symlink_metadata(&config.record_file).is_ok() {
+        check_trusted(&config.record_file)?;
+    }
+    let configured_tools = config.tools.clone();
     let mut missing_tools = Vec::new();
-    for (tool, p) in config.tools.all() {
-        if p.exists() {
-            check_trusted(p)?;
+    for (tool, p) in configured_tools.all() {
+        if std::fs::symlink_metadata(p).is_ok() {
+            // Exec the path that was checked, not one whose links could change later.
+            let real = check_trusted(p)?;
+            if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+                return Err(StartupError::Insecure {
+                    path: p.to_path_buf(),
+                    reason: format!("{} is not a regular file", real.display()),
+                });
+            }
+            config.tools.set(tool, real);
         } else {
             tracing::warn!(
                 tool = tool.name(),
@@ -315,6 +400,7 @@ fn validate(path: &Path, config: Config) -> Result<LoadedConfig, StartupError> {
     }
     Ok(LoadedConfig {
         config,
+        configured_tools,
         agent_uid,
         allowed_filesystems: allowed,
         missing_tools,
@@ -356,21 +442,31 @@ pub fn resolve_user(name: &str) -> Result<u32, String> {
     }
 }
 
-/// Checks that `path` (after resolving symlinks) and every directory above it can be changed
-/// only by the helper's own user or root: owned by one of them and not group- or
-/// world-writable (a directory with the sticky bit, like `/tmp`, is allowed to be).
-pub fn check_trusted(path: &Path) -> Result<(), StartupError> {
+/// Checks that `path` can be changed only by the helper's own user or root, and returns its
+/// canonical form. The path is walked component by component WITHOUT following symlinks
+/// first: every directory on the way (including the directory holding each symlink) and
+/// every entry (symlinks included) must be owned by root or the helper's user, and no
+/// directory may be group- or world-writable unless it has the sticky bit (like `/tmp`).
+/// Symlink targets are walked the same way. The final file or directory must not be
+/// group- or world-writable at all.
+pub fn check_trusted(path: &Path) -> Result<PathBuf, StartupError> {
+    trusted_walk(path)
+}
+
+/// How many symlinks [`check_trusted`] follows before giving up (as the kernel does).
+const MAX_SYMLINKS: usize = 40;
+
+fn trusted_walk(path: &Path) -> Result<PathBuf, StartupError> {
+    use std::path::Component;
     let insecure = |p: &Path, reason: String| StartupError::Insecure {
         path: p.to_path_buf(),
         reason,
     };
-    let real =
-        std::fs::canonicalize(path).map_err(|e| insecure(path, format!("cannot resolve: {e}")))?;
+    if !path.is_absolute() {
+        return Err(insecure(path, "not an absolute path".into()));
+    }
     let euid = nix::unistd::geteuid().as_raw();
-    let mut current: Option<&Path> = Some(&real);
-    let mut first = true;
-    while let Some(p) = current {
-        let md = std::fs::metadata(p).map_err(|e| insecure(p, format!("cannot stat: {e}")))?;
+    let check_owner = |p: &Path, md: &std::fs::Metadata| {
         let owner = md.uid();
         if owner != euid && owner != 0 {
             return Err(insecure(
@@ -378,9 +474,12 @@ pub fn check_trusted(path: &Path) -> Result<(), StartupError> {
                 format!("it is owned by uid {owner}, not by root or the helper's user ({euid})"),
             ));
         }
+        Ok(())
+    };
+    let check_mode = |p: &Path, md: &std::fs::Metadata, last: bool| {
         let mode = md.mode();
         let sticky_dir = md.is_dir() && mode & 0o1000 != 0;
-        if mode & 0o022 != 0 && (first || !sticky_dir) {
+        if mode & 0o022 != 0 && (last || !sticky_dir) {
             return Err(insecure(
                 p,
                 format!(
@@ -389,10 +488,116 @@ pub fn check_trusted(path: &Path) -> Result<(), StartupError> {
                 ),
             ));
         }
-        first = false;
-        current = p.parent();
+        Ok(())
+    };
+    // The components still to walk, in reverse order (a stack).
+    let mut todo: Vec<std::ffi::OsString> = Vec::new();
+    let push_path = |todo: &mut Vec<std::ffi::OsString>, p: &Path| {
+        let parts: Vec<_> = p
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        todo.extend(parts.into_iter().rev());
+    };
+    push_path(&mut todo, path);
+    let root = PathBuf::from("/");
+    let md = std::fs::symlink_metadata(&root).map_err(|e| insecure(&root, e.to_string()))?;
+    check_owner(&root, &md)?;
+    check_mode(&root, &md, todo.is_empty())?;
+    let mut current = root;
+    let mut links = 0usize;
+    while let Some(part) = todo.pop() {
+        if part == ".." {
+            // `current` is already checked and canonical; its parent was checked on the way.
+            current.pop();
+            continue;
+        }
+        let next = current.join(&part);
+        let md = std::fs::symlink_metadata(&next)
+            .map_err(|e| insecure(&next, format!("cannot stat: {e}")))?;
+        check_owner(&next, &md)?;
+        if md.file_type().is_symlink() {
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(insecure(path, "too many levels of symbolic links".into()));
+            }
+            let target = std::fs::read_link(&next)
+                .map_err(|e| insecure(&next, format!("cannot read the link: {e}")))?;
+            if target.is_absolute() {
+                current = PathBuf::from("/");
+            }
+            push_path(&mut todo, &target);
+            continue;
+        }
+        let last = todo.is_empty();
+        if !last && !md.is_dir() {
+            return Err(insecure(&next, "not a directory".into()));
+        }
+        check_mode(&next, &md, last)?;
+        current = next;
     }
-    Ok(())
+    Ok(current)
+}
+
+/// Checks `path` if it exists, else the nearest existing directory above it (whatever the
+/// helper creates there later inherits that trust). Returns the canonical `path` when it
+/// exists.
+pub fn check_trusted_or_ancestor(path: &Path) -> Result<Option<PathBuf>, StartupError> {
+    let mut p = path;
+    loop {
+        match std::fs::symlink_metadata(p) {
+            Ok(_) => {
+                let real = check_trusted(p)?;
+                return Ok((p == path).then_some(real));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match p.parent() {
+                Some(parent) => p = parent,
+                None => return Ok(None),
+            },
+            Err(e) => {
+                return Err(StartupError::Insecure {
+                    path: p.to_path_buf(),
+                    reason: format!("cannot stat: {e}"),
+                });
+            }
+        }
+    }
+}
+
+/// Creates `mount_root` (0755) if missing, refuses a symlink there, checks its trust and
+/// returns its canonical path (what `/proc/self/mountinfo` shows).
+fn prepare_mount_root(p: &Path) -> Result<PathBuf, StartupError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let insecure = |reason: String| StartupError::Insecure {
+        path: p.to_path_buf(),
+        reason,
+    };
+    // The parents must be trusted before anything is created under them.
+    if let Some(parent) = p.parent() {
+        check_trusted_or_ancestor(parent)?;
+    }
+    match std::fs::symlink_metadata(p) {
+        Ok(md) if md.file_type().is_symlink() => {
+            return Err(insecure(
+                "mount_root is a symbolic link; give the real directory".into(),
+            ));
+        }
+        Ok(md) if !md.is_dir() => return Err(insecure("mount_root is not a directory".into())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(p)
+                .map_err(|e| insecure(format!("cannot create it: {e}")))?;
+        }
+        Err(e) => return Err(insecure(format!("cannot stat: {e}"))),
+    }
+    check_trusted(p)
 }
 
 #[cfg(test)]
@@ -450,7 +655,7 @@ mod tests {
     fn writable_config_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let uid = nix::unistd::geteuid().as_raw();
-        let p = write_cfg(dir.path(), &format!(r#"{{"agent_user":"{uid}"}}"#));
+        let p = write_cfg(dir.path(), &minimal(dir.path(), uid, ""));
         assert!(load(&p).is_ok());
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
         let e = load(&p).unwrap_err();
@@ -462,6 +667,118 @@ mod tests {
             load(&p).is_err(),
             "a world-writable parent directory must be refused"
         );
+    }
+
+    /// A config whose paths all live in `dir` (plus `extra` keys).
+    fn minimal(dir: &Path, uid: u32, extra: &str) -> String {
+        format!(
+            r#"{{"agent_user":"{uid}","mount_root":"{d}/mnt","unit_dir":"{d}/units",
+                "record_file":"{d}/state/mounts.fstab"{extra}}}"#,
+            d = dir.display()
+        )
+    }
+
+    #[test]
+    fn a_symlinked_tool_in_a_writable_directory_is_refused() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        // /tmp/x (0777) holding `pct -> /bin/true`: whoever writes x could swap the link.
+        let evil = dir.path().join("evil");
+        std::fs::create_dir(&evil).unwrap();
+        std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o777)).unwrap();
+        symlink("/bin/true", evil.join("pct")).unwrap();
+        let extra = format!(r#","tools":{{"pct":"{}"}}"#, evil.join("pct").display());
+        let p = write_cfg(dir.path(), &minimal(dir.path(), uid, &extra));
+        let e = load(&p).unwrap_err();
+        assert!(
+            matches!(&e, StartupError::Insecure { path, .. } if path == &evil),
+            "{e}"
+        );
+        // The same link in a trusted directory is fine, and the helper execs the checked
+        // target, not the link.
+        let good = dir.path().join("good");
+        std::fs::create_dir(&good).unwrap();
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("/bin/true", good.join("pct")).unwrap();
+        let extra = format!(r#","tools":{{"pct":"{}"}}"#, good.join("pct").display());
+        let p = write_cfg(dir.path(), &minimal(dir.path(), uid, &extra));
+        let c = load(&p).unwrap();
+        assert_eq!(c.config.tools.pct, std::fs::canonicalize("/bin/true").unwrap());
+        assert_eq!(c.configured_tools.pct, good.join("pct"));
+        // A link whose target lies in a writable directory is refused too.
+        std::fs::copy("/bin/true", evil.join("real")).unwrap();
+        std::fs::set_permissions(evil.join("real"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        symlink(evil.join("real"), good.join("smartctl")).unwrap();
+        let extra = format!(
+            r#","tools":{{"smartctl":"{}"}}"#,
+            good.join("smartctl").display()
+        );
+        let p = write_cfg(dir.path(), &minimal(dir.path(), uid, &extra));
+        assert!(matches!(load(&p), Err(StartupError::Insecure { .. })));
+    }
+
+    #[test]
+    fn a_symlinked_config_file_is_read_through_the_checked_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let real = write_cfg(dir.path(), &minimal(dir.path(), uid, ""));
+        let evil = dir.path().join("evil");
+        std::fs::create_dir(&evil).unwrap();
+        std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&real, evil.join("helper.json")).unwrap();
+        assert!(matches!(
+            load(&evil.join("helper.json")),
+            Err(StartupError::Insecure { .. })
+        ));
+    }
+
+    #[test]
+    fn mount_root_is_created_checked_and_canonical() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let d = dir.path().display();
+        // Missing, and written with a doubled slash: created 0755, stored canonical.
+        let text = format!(r#"{{"agent_user":"{uid}","mount_root":"{d}//new/mnt","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#);
+        let p = write_cfg(dir.path(), &text);
+        let c = load(&p).unwrap();
+        let want = std::fs::canonicalize(dir.path()).unwrap().join("new/mnt");
+        assert_eq!(c.config.mount_root, want);
+        assert_eq!(c.config.mount_root.to_str().unwrap().matches("//").count(), 0);
+        let mode = std::fs::metadata(&want).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        // A symlink as mount_root is refused.
+        std::os::unix::fs::symlink(&want, dir.path().join("link")).unwrap();
+        let text = format!(r#"{{"agent_user":"{uid}","mount_root":"{d}/link","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#);
+        let p = write_cfg(dir.path(), &text);
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        // A writable mount_root, parent, unit_dir or record directory is refused.
+        for (sub, key) in [
+            ("w1", "mount_root"),
+            ("w2", "unit_dir"),
+            ("w3", "record_file"),
+        ] {
+            let w = dir.path().join(sub);
+            std::fs::create_dir(&w).unwrap();
+            std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let target = if key == "record_file" {
+                w.join("m.fstab")
+            } else {
+                w.join("x")
+            };
+            let mut v = serde_json::json!({
+                "agent_user": uid.to_string(),
+                "mount_root": format!("{d}/new/mnt"),
+                "unit_dir": format!("{d}/units"),
+                "record_file": format!("{d}/state/m.fstab"),
+            });
+            v[key] = serde_json::Value::String(target.display().to_string());
+            let p = write_cfg(dir.path(), &v.to_string());
+            let e = load(&p).unwrap_err();
+            assert!(matches!(e, StartupError::Insecure { .. }), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -148,9 +148,23 @@ pub async fn run(
     deadline: Instant,
     max_output: usize,
 ) -> Result<ExecOutput, ExecError> {
+    run_as(tool, program, program, args, deadline, max_output).await
+}
+
+/// [`run`], executing `program` (the canonical, checked path) with `argv0` as its `argv[0]`
+/// (the path as configured, so multi-call binaries still see their name).
+pub async fn run_as(
+    tool: Tool,
+    program: &Path,
+    argv0: &Path,
+    args: &[String],
+    deadline: Instant,
+    max_output: usize,
+) -> Result<ExecOutput, ExecError> {
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
+    cmd.arg0(argv0)
+        .args(args)
         .env_clear()
         .env("PATH", SAFE_PATH)
         .env("LC_ALL", "C")

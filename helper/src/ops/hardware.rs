@@ -390,6 +390,7 @@ mod tests {
             ..Default::default()
         };
         let cfg = LoadedConfig {
+            configured_tools: config.tools.clone(),
             config,
             agent_uid: 0,
             allowed_filesystems: vec![],

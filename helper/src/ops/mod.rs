@@ -37,9 +37,10 @@ impl OpEnv<'_> {
                 ),
             });
         }
-        exec::run(
+        exec::run_as(
             tool,
             c.tools.path(tool),
+            self.cfg.configured_tools.path(tool),
             args,
             self.deadline,
             c.max_output_bytes,

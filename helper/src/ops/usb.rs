@@ -426,12 +426,18 @@ fn prepare_mount_point(
     mp: &Path,
     table: &[MountEntry],
 ) -> Result<(), HelperError> {
+    // mount_root was created, trust-checked and canonicalized at start-up; it must still be
+    // that directory (not a symlink put there since).
     let root = &cfg.config.mount_root;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(root)
-        .map_err(|e| io_error(&format!("creating {}", root.display()), &e))?;
+    match std::fs::symlink_metadata(root) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => {
+            return Err(HelperError::Internal {
+                message: format!("{} is no longer a directory", root.display()),
+            });
+        }
+        Err(e) => return Err(io_error(&format!("inspecting {}", root.display()), &e)),
+    }
     match std::fs::symlink_metadata(mp) {
         Ok(md) if md.file_type().is_symlink() => {
             return Err(HelperError::Rejected {
