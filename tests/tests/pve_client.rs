@@ -698,9 +698,89 @@ async fn wait_task_deadline() {
     let (sim, c) = default_sim().await;
     sim.state().set_task_duration(Duration::from_secs(30));
     let upid = c.start(vmid(101)).await.unwrap();
+    let timeout = Duration::from_millis(400);
+    let t0 = std::time::Instant::now();
     let err = c
-        .wait_task(&upid, WaitOptions::with_timeout(Duration::from_millis(400)))
+        .wait_task(&upid, WaitOptions::with_timeout(timeout))
         .await
         .unwrap_err();
+    let elapsed = t0.elapsed();
     assert!(matches!(err, PveError::Timeout { .. }), "{err:?}");
+    assert!(
+        elapsed >= timeout && elapsed < timeout + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
+}
+
+/// Status polls that hang (a stalled pveproxy) do not stretch the wait past its deadline:
+/// each poll is cut off at the deadline and the result is `Timeout`, not the poll's
+/// transport error after three full request timeouts.
+#[tokio::test]
+async fn wait_task_deadline_with_stalled_status_polls() {
+    let sim = PveSim::start(SimOptions {
+        task_duration: Duration::from_secs(30),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut s = settings(&sim, pinned(&sim));
+    s.request_timeout = Duration::from_secs(2);
+    let c = PveClient::new(&s).unwrap();
+    let upid = c.start(vmid(101)).await.unwrap();
+    sim.state().inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/tasks/".into(),
+        kind: FaultKind::Stall(Duration::from_secs(10)),
+        times: 100,
+    });
+    let timeout = Duration::from_secs(1);
+    let t0 = std::time::Instant::now();
+    let err = c
+        .wait_task(&upid, WaitOptions::with_timeout(timeout))
+        .await
+        .unwrap_err();
+    let elapsed = t0.elapsed();
+    assert!(matches!(err, PveError::Timeout { .. }), "{err:?}");
+    assert!(
+        elapsed >= timeout && elapsed < timeout + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
+    assert!(sim.state().count_requests("GET", "/tasks/") >= 1);
+}
+
+/// The log read after a failed task is bounded by the same deadline: the task's own error
+/// comes back (without the log tail) instead of waiting for the stalled log.
+#[tokio::test]
+async fn wait_task_deadline_bounds_the_log_read() {
+    let sim = PveSim::start(SimOptions {
+        task_duration: Duration::from_millis(100),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut s = settings(&sim, pinned(&sim));
+    s.request_timeout = Duration::from_secs(2);
+    let c = PveClient::new(&s).unwrap();
+    sim.state()
+        .set_next_task_outcome(TaskOutcome::Error("CT is locked (backup)".into()));
+    let upid = c.start(vmid(101)).await.unwrap();
+    sim.state().inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/log".into(),
+        kind: FaultKind::Stall(Duration::from_secs(10)),
+        times: 100,
+    });
+    let timeout = Duration::from_millis(1500);
+    let t0 = std::time::Instant::now();
+    let err = c
+        .wait_task(&upid, WaitOptions::with_timeout(timeout))
+        .await
+        .unwrap_err();
+    let elapsed = t0.elapsed();
+    let PveError::Task(f) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(f.exitstatus, "CT is locked (backup)");
+    assert!(f.log_tail.is_empty(), "{:?}", f.log_tail);
+    assert!(elapsed < timeout + Duration::from_secs(1), "{elapsed:?}");
 }

@@ -88,6 +88,13 @@ pub struct TaskSuccess {
     pub warnings: Vec<String>,
 }
 
+/// `start + timeout`, or a far-away instant when that does not fit (`Duration::MAX`).
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 fn is_warnings(exitstatus: &str) -> bool {
     exitstatus
         .strip_prefix("WARNINGS: ")
@@ -96,26 +103,36 @@ fn is_warnings(exitstatus: &str) -> bool {
 
 impl PveClient {
     /// Polls the task until it stops, then interprets its exit status. See the module docs.
+    ///
+    /// The whole wait, including every status poll (with the HTTP layer's read retries) and
+    /// the final log read, ends at `opts.timeout`: a poll still running at the deadline is
+    /// abandoned and the result is [`PveError::Timeout`].
     pub async fn wait_task(&self, upid: &Upid, opts: WaitOptions) -> Result<TaskSuccess, PveError> {
         let started = Instant::now();
-        let deadline = started + opts.timeout;
+        let deadline = deadline_after(started, opts.timeout);
+        let timed_out = || PveError::Timeout {
+            what: format!("task {upid}"),
+            waited: started.elapsed(),
+        };
         let mut interval = opts.initial_interval;
         let mut polls: u32 = 0;
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Err(PveError::Timeout {
-                    what: format!("task {upid}"),
-                    waited: started.elapsed(),
-                });
+                return Err(timed_out());
             }
             tokio::time::sleep(interval.min(deadline - now)).await;
             polls += 1;
-            match self.task_status(upid).await {
+            let polled = tokio::time::timeout_at(deadline.into(), self.task_status(upid)).await;
+            let Ok(polled) = polled else {
+                tracing::debug!(upid = %upid, polls, "deadline passed during a status poll");
+                return Err(timed_out());
+            };
+            match polled {
                 Ok(st) if st.status == TaskState::Stopped => {
                     let exitstatus = st.exitstatus.unwrap_or_else(|| "unexpected status".into());
                     tracing::debug!(upid = %upid, polls, %exitstatus, "task stopped");
-                    return self.finish(upid, exitstatus, &opts).await;
+                    return self.finish(upid, exitstatus, &opts, deadline).await;
                 }
                 Ok(_) => {}
                 Err(e) if e.is_no_such_task() && started.elapsed() < opts.not_found_grace => {
@@ -132,6 +149,7 @@ impl PveClient {
         upid: &Upid,
         exitstatus: String,
         opts: &WaitOptions,
+        deadline: Instant,
     ) -> Result<TaskSuccess, PveError> {
         if exitstatus == "OK" {
             return Ok(TaskSuccess {
@@ -141,15 +159,20 @@ impl PveClient {
             });
         }
         if is_warnings(&exitstatus) {
-            let warnings = match self.task_log(upid, 0, 0).await {
-                Ok(log) => log
+            let log = tokio::time::timeout_at(deadline.into(), self.task_log(upid, 0, 0)).await;
+            let warnings = match log {
+                Ok(Ok(log)) => log
                     .lines
                     .into_iter()
                     .map(|l| l.t)
                     .filter(|t| t.contains("WARN:") || t.starts_with("WARN"))
                     .collect(),
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(upid = %upid, error = %e, "cannot read warnings from task log");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(upid = %upid, "deadline passed while reading the task warnings");
                     Vec::new()
                 }
             };
@@ -162,7 +185,13 @@ impl PveClient {
                 warnings,
             });
         }
-        let log_tail = self.log_tail(upid, opts.log_tail_lines).await;
+        let log_tail =
+            tokio::time::timeout_at(deadline.into(), self.log_tail(upid, opts.log_tail_lines))
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!(upid = %upid, "deadline passed while reading the task log");
+                    Vec::new()
+                });
         let privilege = std::iter::once(exitstatus.as_str())
             .chain(log_tail.iter().map(String::as_str))
             .find_map(|l| parse_permission_check(l).1);
