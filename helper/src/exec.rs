@@ -61,25 +61,40 @@ impl ExecOutput {
 
     /// Converts to the protocol's bounded output type, with a visible truncation marker.
     pub fn to_tool_output(&self) -> felhom_protocol::ToolOutput {
-        let mark = |bytes: &[u8], cut: bool| {
-            let mut s = String::from_utf8_lossy(bytes).into_owned();
-            if cut {
-                s.push_str(TRUNCATION_MARKER);
-            }
-            s
-        };
+        let (stdout, stdout_truncated) = bounded_text(&self.stdout, self.stdout_truncated);
+        let (stderr, stderr_truncated) = bounded_text(&self.stderr, self.stderr_truncated);
         felhom_protocol::ToolOutput {
             exit_code: self.exit_code,
-            stdout: mark(&self.stdout, self.stdout_truncated),
-            stdout_truncated: self.stdout_truncated,
-            stderr: mark(&self.stderr, self.stderr_truncated),
-            stderr_truncated: self.stderr_truncated,
+            stdout,
+            stdout_truncated,
+            stderr,
+            stderr_truncated,
         }
     }
 }
 
 /// Appended to captured text that was cut at the bound.
 pub const TRUNCATION_MARKER: &str = "\n[... output truncated by felhom-helper ...]\n";
+
+/// `bytes` as lossy UTF-8 of at most `bytes.len()` bytes (each invalid byte becomes a
+/// three-byte U+FFFD, which could triple the size and overflow the reply frame), cut at a
+/// character boundary, with the truncation marker when cut here or before.
+fn bounded_text(bytes: &[u8], cut: bool) -> (String, bool) {
+    let mut s = String::from_utf8_lossy(bytes).into_owned();
+    let mut cut = cut;
+    if s.len() > bytes.len() {
+        let mut end = bytes.len();
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        cut = true;
+    }
+    if cut {
+        s.push_str(TRUNCATION_MARKER);
+    }
+    (s, cut)
+}
 
 /// The last `max` bytes of `bytes` as trimmed lossy UTF-8.
 pub fn tail_text(bytes: &[u8], max: usize) -> String {
@@ -326,13 +341,80 @@ mod tests {
         assert!(t.stdout.ends_with(TRUNCATION_MARKER));
     }
 
+    #[test]
+    fn invalid_utf8_output_stays_within_the_bound() {
+        let out = ExecOutput {
+            exit_code: Some(0),
+            stdout: vec![0xff; 1000],
+            stdout_truncated: false,
+            stderr: b"ok \xe2\x82".to_vec(),
+            stderr_truncated: false,
+        };
+        let t = out.to_tool_output();
+        assert!(t.stdout.len() <= 1000 + TRUNCATION_MARKER.len(), "{}", t.stdout.len());
+        assert!(t.stdout_truncated);
+        assert!(t.stdout.ends_with(TRUNCATION_MARKER));
+        // "ok " plus one U+FFFD (3 bytes) is 6 bytes: within the 5-byte bound it is cut.
+        assert!(t.stderr.starts_with("ok "));
+        assert!(t.stderr_truncated);
+        let fine = ExecOutput {
+            stdout: "héllo".as_bytes().to_vec(),
+            ..out
+        };
+        let t = fine.to_tool_output();
+        assert_eq!(t.stdout, "héllo");
+        assert!(!t.stdout_truncated);
+    }
+
+    /// Puts a pipe on this process's fd 0 while alive, so a child that inherited our stdin
+    /// would not see /dev/null (the test runner's own stdin may well be /dev/null).
+    struct PipeOnStdin {
+        saved: std::os::fd::OwnedFd,
+        _write: std::os::fd::OwnedFd,
+    }
+
+    impl PipeOnStdin {
+        fn new() -> Self {
+            use std::os::fd::{AsRawFd, FromRawFd};
+            let (read, write) = nix::unistd::pipe().unwrap();
+            // SAFETY: dup of fd 0 returns a new descriptor we own.
+            let saved = unsafe { libc::dup(0) };
+            assert!(saved >= 0);
+            // SAFETY: `saved` is a fresh descriptor nobody else owns.
+            let saved = unsafe { std::os::fd::OwnedFd::from_raw_fd(saved) };
+            // SAFETY: dup2 onto fd 0; the pipe's read end stays owned by `read` (dropped).
+            assert!(unsafe { libc::dup2(read.as_raw_fd(), 0) } == 0);
+            Self {
+                saved,
+                _write: write,
+            }
+        }
+    }
+
+    impl Drop for PipeOnStdin {
+        fn drop(&mut self) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: restores the saved descriptor onto fd 0.
+            unsafe { libc::dup2(self.saved.as_raw_fd(), 0) };
+        }
+    }
+
     #[tokio::test]
     async fn stdin_is_null() {
-        let out = run(Tool::Blkid, Path::new("/bin/cat"), &[], soon(10), 100)
-            .await
-            .unwrap();
+        let _pipe = PipeOnStdin::new();
+        let mine = std::fs::read_link("/proc/self/fd/0").unwrap();
+        assert!(mine.to_string_lossy().starts_with("pipe:"), "{mine:?}");
+        let out = run(
+            Tool::Blkid,
+            Path::new("/bin/sh"),
+            &sh("readlink /proc/self/fd/0"),
+            soon(10),
+            100,
+        )
+        .await
+        .unwrap();
         assert!(out.success());
-        assert!(out.stdout.is_empty());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "/dev/null");
     }
 
     #[tokio::test]
