@@ -324,7 +324,15 @@ async fn tour(sb: &Sandbox) -> Vec<StepResult> {
 
 async fn run() -> anyhow::Result<bool> {
     let sb = setup().await?;
-    let results = tour(&sb).await;
+    // Ctrl-C ends the tour; the sandbox is still dropped, so nothing is left behind.
+    let results = tokio::select! {
+        r = tour(&sb) => r,
+        _ = tokio::signal::ctrl_c() => {
+            println!("\ninterrupted; cleaning up");
+            drop(sb);
+            return Ok(false);
+        }
+    };
     let failed: Vec<&str> = results
         .iter()
         .filter(|r| !r.ok)
