@@ -784,3 +784,57 @@ async fn wait_task_deadline_bounds_the_log_read() {
     assert!(f.log_tail.is_empty(), "{:?}", f.log_tail);
     assert!(elapsed < timeout + Duration::from_secs(1), "{elapsed:?}");
 }
+
+/// A proxy hiccup on the status endpoint that outlasts the HTTP layer's three read attempts
+/// does not end the wait while the task keeps running.
+#[tokio::test]
+async fn wait_task_keeps_polling_through_transient_errors() {
+    let (sim, c) = default_sim().await;
+    sim.state().set_task_duration(Duration::from_secs(2));
+    let upid = c.start(vmid(101)).await.unwrap();
+    sim.state().inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/tasks/".into(),
+        kind: FaultKind::Status {
+            code: 596,
+            reason: "Connection timed out".into(),
+        },
+        times: 7,
+    });
+    let ok = c.wait_task(&upid, wait()).await.unwrap();
+    assert_eq!(ok.exitstatus, "OK");
+    assert!(sim.state().count_requests("GET", "/tasks/") >= 8);
+    assert_eq!(sim.state().container_running(101), Some(true));
+}
+
+/// Continuous failure is tolerated only for `error_grace`; then the last error surfaces
+/// (long before the overall deadline).
+#[tokio::test]
+async fn wait_task_gives_up_after_continuous_failure() {
+    let (sim, c) = default_sim().await;
+    sim.state().set_task_duration(Duration::from_secs(30));
+    let upid = c.start(vmid(101)).await.unwrap();
+    sim.state().inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/tasks/".into(),
+        kind: FaultKind::Status {
+            code: 503,
+            reason: "Service Unavailable".into(),
+        },
+        times: 1000,
+    });
+    let opts = WaitOptions {
+        error_grace: Duration::from_secs(1),
+        ..wait()
+    };
+    let t0 = std::time::Instant::now();
+    let err = c.wait_task(&upid, opts).await.unwrap_err();
+    let elapsed = t0.elapsed();
+    assert!(matches!(err, PveError::Api { status: 503, .. }), "{err:?}");
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    // More than one poll (each with the HTTP layer's three attempts) was tried.
+    assert!(sim.state().count_requests("GET", "/tasks/") >= 6);
+}

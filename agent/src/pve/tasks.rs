@@ -5,7 +5,10 @@
 //! is 1.5× the previous one, capped at [`WaitOptions::max_interval`] (1 s). Short tasks
 //! (snapshot, start) are therefore noticed within tens of milliseconds, and a long task
 //! (backup, restore) costs at most one request per second — the rate of fixed-interval
-//! clients. The whole wait runs under [`WaitOptions::timeout`].
+//! clients. The whole wait — every poll and the final log read included — runs under
+//! [`WaitOptions::timeout`]. A poll that fails with a retryable error (connect error, 5xx,
+//! 595/596 from the proxy) does not end the wait: the task keeps running on the node, so
+//! polling continues until the failures have lasted [`WaitOptions::error_grace`] (30 s).
 //!
 //! Exit status rules (pve-common `PVE::Tools::upid_status_is_error`): `OK` is success,
 //! `WARNINGS: N` is success with the log's `WARN:` lines, anything else is
@@ -34,6 +37,12 @@ pub struct WaitOptions {
     pub not_found_grace: Duration,
     /// How many log lines a failed task's error carries.
     pub log_tail_lines: u64,
+    /// How long status polls may keep failing with retryable errors (connect errors, 5xx,
+    /// 595/596 from the proxy — each poll already retried by the HTTP layer) before the wait
+    /// gives up with the last error. The task keeps running on the node meanwhile, so a
+    /// short outage of pveproxy must not end the wait. Measured from the start of the first
+    /// failed poll of an unbroken run of failures; the overall deadline still applies.
+    pub error_grace: Duration,
 }
 
 impl Default for WaitOptions {
@@ -45,6 +54,7 @@ impl Default for WaitOptions {
             backoff: 1.5,
             not_found_grace: Duration::from_secs(5),
             log_tail_lines: 20,
+            error_grace: Duration::from_secs(30),
         }
     }
 }
@@ -116,6 +126,8 @@ impl PveClient {
         };
         let mut interval = opts.initial_interval;
         let mut polls: u32 = 0;
+        // Start of the first poll in the current unbroken run of failed polls.
+        let mut failing_since: Option<Instant> = None;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -123,6 +135,7 @@ impl PveClient {
             }
             tokio::time::sleep(interval.min(deadline - now)).await;
             polls += 1;
+            let poll_started = Instant::now();
             let polled = tokio::time::timeout_at(deadline.into(), self.task_status(upid)).await;
             let Ok(polled) = polled else {
                 tracing::debug!(upid = %upid, polls, "deadline passed during a status poll");
@@ -134,9 +147,22 @@ impl PveClient {
                     tracing::debug!(upid = %upid, polls, %exitstatus, "task stopped");
                     return self.finish(upid, exitstatus, &opts, deadline).await;
                 }
-                Ok(_) => {}
+                Ok(_) => failing_since = None,
                 Err(e) if e.is_no_such_task() && started.elapsed() < opts.not_found_grace => {
                     tracing::debug!(upid = %upid, "task not visible yet, retrying");
+                }
+                Err(e) if e.is_retryable_read() => {
+                    let since = *failing_since.get_or_insert(poll_started);
+                    if since.elapsed() >= opts.error_grace {
+                        tracing::warn!(
+                            upid = %upid,
+                            error = %e,
+                            failing_for_ms = since.elapsed().as_millis() as u64,
+                            "task status still unreadable, giving up"
+                        );
+                        return Err(e);
+                    }
+                    tracing::warn!(upid = %upid, error = %e, "cannot read task status, will retry");
                 }
                 Err(e) => return Err(e),
             }
