@@ -838,3 +838,23 @@ async fn wait_task_gives_up_after_continuous_failure() {
     // More than one poll (each with the HTTP layer's three attempts) was tried.
     assert!(sim.state().count_requests("GET", "/tasks/") >= 6);
 }
+
+/// The transport itself refuses plain HTTP (the token would travel in clear text), whoever
+/// built the settings.
+#[tokio::test]
+async fn plain_http_api_url_is_refused() {
+    let sim = PveSim::start(SimOptions::default()).await.unwrap();
+    let mut s = settings(&sim, pinned(&sim));
+    for url in [
+        format!("http://{}", sim.addr()),
+        format!("ftp://{}", sim.addr()),
+    ] {
+        s.api_url = url.parse().unwrap();
+        let err = PveClient::new(&s).unwrap_err();
+        match &err {
+            PveError::InvalidArgument(m) => assert!(m.contains("https"), "{m}"),
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+    assert!(sim.state().requests().is_empty());
+}

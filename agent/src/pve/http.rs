@@ -68,6 +68,15 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 impl Http {
     pub(crate) fn new(settings: &ApiSettings) -> Result<Http, PveError> {
+        // Only https: the token header must never travel in clear text. Checked here, not
+        // only in the config loader, because `ApiSettings` can be built directly.
+        let mut base = settings.api_url.clone();
+        if base.scheme() != "https" || base.cannot_be_a_base() || base.host_str().is_none() {
+            return Err(PveError::InvalidArgument(format!(
+                "api_url must be https://HOST:PORT, got {}",
+                settings.api_url
+            )));
+        }
         if settings.tls == TlsMode::Insecure {
             tracing::warn!(
                 api_url = %settings.api_url,
@@ -83,13 +92,6 @@ impl Http {
             .user_agent(concat!("felhom-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PveError::TlsSetup(format!("HTTP client setup: {}", chain(&e))))?;
-        let mut base = settings.api_url.clone();
-        if !matches!(base.scheme(), "https" | "http") || base.cannot_be_a_base() {
-            return Err(PveError::InvalidArgument(format!(
-                "api_url must be https://HOST:PORT, got {}",
-                settings.api_url
-            )));
-        }
         base.set_query(None);
         base.set_fragment(None);
         {
