@@ -229,7 +229,12 @@ impl Http {
         e: &reqwest::Error,
         idempotent: bool,
     ) -> PveError {
-        if let (Some(report), TlsMode::Pinned(expected)) = (&self.pin, &self.tls) {
+        // The pin report is shared by every connection of this client; a recorded mismatch
+        // explains only a failure to connect (the handshake), never a request that failed
+        // after it was sent (that must stay OutcomeUnknown).
+        if let (true, Some(report), TlsMode::Pinned(expected)) =
+            (e.is_connect(), &self.pin, &self.tls)
+        {
             if let Some(presented) = report.take_mismatch() {
                 return PveError::Tls {
                     presented_fingerprint: presented.to_string(),
@@ -252,6 +257,76 @@ impl Http {
             method: method.to_string(),
             path: path.to_string(),
             message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pve::{Fingerprint, NodeName, TokenId};
+    use crate::secret::Secret;
+    use tokio::io::AsyncReadExt;
+
+    fn pinned_http() -> Http {
+        Http::new(&ApiSettings {
+            api_url: "https://127.0.0.1:8006".parse().unwrap(),
+            node: NodeName::new("pve").unwrap(),
+            token_id: TokenId::new("felhom@pve!agent").unwrap(),
+            token_secret: Secret::new("0b4cf2e1-aaaa-bbbb-cccc-123456789abc").unwrap(),
+            tls: TlsMode::Pinned(Fingerprint::of_der(b"expected")),
+            request_timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    /// The pin report is shared by all connections of a client: a mismatch recorded by one
+    /// handshake must not turn another request's post-send failure (outcome unknown) into a
+    /// TLS error; it explains connect errors only.
+    #[tokio::test]
+    async fn pin_report_explains_only_connect_errors() {
+        let http = pinned_http();
+        let report = http.pin.clone().unwrap();
+        let presented = Fingerprint::of_der(b"presented");
+        report.record(presented);
+
+        // A server that reads the request and hangs up without answering.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+            }
+        });
+        let e = http
+            .client
+            .post(format!("http://{addr}/x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(!e.is_connect(), "{e:?}");
+        let err = http.transport_error(&Method::POST, "/x", &e, false);
+        assert!(matches!(err, PveError::OutcomeUnknown { .. }), "{err:?}");
+
+        // The recorded mismatch is still there for a connect error.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = http
+            .client
+            .get(format!("http://{closed}/x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(e.is_connect(), "{e:?}");
+        match http.transport_error(&Method::GET, "/x", &e, true) {
+            PveError::Tls {
+                presented_fingerprint,
+                ..
+            } => assert_eq!(presented_fingerprint, presented.to_string()),
+            other => panic!("{other:?}"),
         }
     }
 }

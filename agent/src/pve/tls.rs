@@ -122,7 +122,7 @@ impl PinReport {
         self.last_mismatch.lock().ok().and_then(|mut g| g.take())
     }
 
-    fn record(&self, fp: Fingerprint) {
+    pub(crate) fn record(&self, fp: Fingerprint) {
         if let Ok(mut g) = self.last_mismatch.lock() {
             *g = Some(fp);
         }
