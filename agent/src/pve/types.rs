@@ -542,8 +542,8 @@ fn arg_err(what: &'static str, reason: impl Into<String>) -> ArgumentError {
     }
 }
 
-/// A snapshot name per PVE rules: `[A-Za-z][A-Za-z0-9_-]*`, at most 40 characters, not
-/// `current` or `vzdump`.
+/// A snapshot name per PVE rules (`pve-configid`: `[a-z][a-z0-9_-]+`, case-insensitive, so
+/// at least two characters), at most 40 characters, not `current` or `vzdump`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(into = "String")]
 pub struct SnapshotName(String);
@@ -565,6 +565,9 @@ impl SnapshotName {
                 what,
                 "only letters, digits, '_' and '-' are allowed",
             ));
+        }
+        if name.len() < 2 {
+            return Err(arg_err(what, "at least 2 characters"));
         }
         if name.len() > 40 {
             return Err(arg_err(what, "at most 40 characters"));
@@ -1011,11 +1014,12 @@ mod tests {
 
     #[test]
     fn snapshot_names() {
-        for ok in ["a", "before-upgrade", "S_1", &"x".repeat(40)] {
+        for ok in ["ab", "a1", "before-upgrade", "S_1", &"x".repeat(40)] {
             assert!(SnapshotName::new(ok).is_ok(), "{ok}");
         }
         for bad in [
             "",
+            "a",
             "1abc",
             "-a",
             "a b",
