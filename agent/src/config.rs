@@ -5,7 +5,7 @@
 //!
 //! | key | env | meaning |
 //! |---|---|---|
-//! | `api_url` | `FELHOM_API_URL` | `https://127.0.0.1:8006` (the client appends `/api2/json`) |
+//! | `api_url` | `FELHOM_API_URL` | `https://127.0.0.1:8006` (the client appends `/api2/json`); without a port, 8006 (pveproxy's port, not 443) |
 //! | `node` | `FELHOM_NODE` | PVE node name |
 //! | `token_id` | `FELHOM_TOKEN_ID` | `USER@REALM!TOKENID` |
 //! | `token_secret_file` | `FELHOM_TOKEN_SECRET_FILE` | file holding the secret; default `$CREDENTIALS_DIRECTORY/pve-token` |
@@ -220,8 +220,26 @@ fn parse_secs(max: u64) -> impl Fn(&str) -> Result<Duration, String> {
     }
 }
 
+/// The port pveproxy listens on; used when `api_url` names none.
+pub const DEFAULT_API_PORT: u16 = 8006;
+
+/// Whether the authority of `s` (`scheme://[userinfo@]host[:port]…`) spells out a port.
+/// Needed because `url` drops a port equal to the scheme default (`https://h:443` has
+/// `port() == None`, like `https://h`).
+fn has_explicit_port(s: &str) -> bool {
+    let rest = s.split_once("://").map_or(s, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, r)| r),
+        None => host_port.split_once(':').map_or("", |(_, p)| p),
+    };
+    let port = after_host.strip_prefix(':').unwrap_or(after_host);
+    !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn parse_url(s: &str) -> Result<url::Url, String> {
-    let u = url::Url::parse(s).map_err(|e| format!("{e} in {s:?}"))?;
+    let mut u = url::Url::parse(s).map_err(|e| format!("{e} in {s:?}"))?;
     if u.scheme() != "https" {
         return Err(format!("must be https://HOST:PORT, got {s:?}"));
     }
@@ -232,6 +250,11 @@ fn parse_url(s: &str) -> Result<url::Url, String> {
         return Err(format!(
             "give only https://HOST:PORT (the client appends /api2/json), got {s:?}"
         ));
+    }
+    if !has_explicit_port(s) {
+        // pveproxy listens on 8006, not on the https default 443.
+        u.set_port(Some(DEFAULT_API_PORT))
+            .map_err(|()| format!("cannot set port {DEFAULT_API_PORT} on {s:?}"))?;
     }
     Ok(u)
 }
@@ -487,6 +510,36 @@ mod tests {
         let err = AgentConfig::load_with_env(Some(&dir.path().join("nope.json")), &env_of(&[]))
             .unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn api_url_without_port_uses_8006() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: &[(&str, &str)] = &[
+            ("https://pve.example", "https://pve.example:8006/"),
+            ("https://pve.example/", "https://pve.example:8006/"),
+            ("HTTPS://PVE.example", "https://pve.example:8006/"),
+            ("https://10.0.0.1", "https://10.0.0.1:8006/"),
+            ("https://[fd00::1]", "https://[fd00::1]:8006/"),
+            ("https://[fd00::1]:8443", "https://[fd00::1]:8443/"),
+            ("https://pve.example:8006", "https://pve.example:8006/"),
+            // An explicit 443 is kept (url normalises it away, so it is read from the text).
+            ("https://pve.example:443", "https://pve.example/"),
+            ("https://pve.example:443/", "https://pve.example/"),
+        ];
+        for (given, want) in cases {
+            let p = write(
+                dir.path(),
+                &format!(
+                    r#"{{"api_url":"{given}","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/x"}}"#
+                ),
+            );
+            let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+            assert_eq!(c.api_url.as_str(), *want, "{given}");
+            let c = AgentConfig::load_with_env(Some(&p), &env_of(&[("FELHOM_API_URL", given)]))
+                .unwrap();
+            assert_eq!(c.api_url.as_str(), *want, "env {given}");
+        }
     }
 
     #[test]

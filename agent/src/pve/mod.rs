@@ -128,7 +128,8 @@ impl FromStr for TokenId {
 /// Everything the client needs to connect. `Debug` shows the secret as `[redacted]`.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    /// `https://HOST:8006` (the client appends `/api2/json`).
+    /// `https://HOST:8006` (the client appends `/api2/json`). Must be https. The port is
+    /// used as given — a URL without one means 443 here; the config loader fills in 8006.
     pub api_url: url::Url,
     /// The node this agent runs on.
     pub node: NodeName,
