@@ -482,10 +482,6 @@ mod tests {
             (&format!(r#"{{{base},"interval_secs":0}}"#), "interval_secs"),
             (&format!(r#"{{{base},"bogus":1}}"#), "bogus"),
             (
-                &format!(r#"{{{base},"tls_insecure":true,"tls_ca_file":"/ca.pem"}}"#),
-                "tls_ca_file",
-            ),
-            (
                 &format!(r#"{{{base},"helper_socket":"rel/path"}}"#),
                 "helper_socket",
             ),
@@ -540,6 +536,35 @@ mod tests {
                 .unwrap();
             assert_eq!(c.api_url.as_str(), *want, "env {given}");
         }
+    }
+
+    #[test]
+    fn tls_conflict_names_exactly_the_conflicting_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/x""#;
+        let p = write(
+            dir.path(),
+            &format!(r#"{{{base},"tls_insecure":true,"tls_ca_file":"/ca.pem"}}"#),
+        );
+        let err = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::TlsConflict(keys) if keys == "tls_ca_file and tls_insecure"),
+            "{err:?}"
+        );
+        // Two TLS variables in the environment conflict the same way.
+        let p = write(dir.path(), &format!("{{{base}}}"));
+        let err = AgentConfig::load_with_env(
+            Some(&p),
+            &env_of(&[
+                ("FELHOM_TLS_FINGERPRINT", FP),
+                ("FELHOM_TLS_INSECURE", "true"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::TlsConflict(keys) if keys == "tls_fingerprint and tls_insecure"),
+            "{err:?}"
+        );
     }
 
     #[test]
