@@ -17,9 +17,11 @@
 //! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval, default 300 |
 //! | `request_timeout_secs` | `FELHOM_REQUEST_TIMEOUT_SECS` | per HTTP request, default 30 |
 //!
-//! At most one of the three TLS keys may be set; none means the system trust store. The
-//! secret itself is never taken from the environment or the command line — only from a file
-//! (or systemd's `LoadCredential=pve-token:…`).
+//! At most one of the three TLS keys may be set; none means the system trust store. If any
+//! `FELHOM_TLS_*` variable is set (non-empty), the file's three TLS keys are ignored, so the
+//! environment replaces the file's TLS mode as a whole. The secret itself is never taken from
+//! the environment or the command line — only from a file (or systemd's
+//! `LoadCredential=pve-token:…`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,9 @@ pub const KEYS: &[&str] = &[
     "interval_secs",
     "request_timeout_secs",
 ];
+
+/// The keys that together choose the TLS mode (at most one may be set).
+const TLS_KEYS: &[&str] = &["tls_fingerprint", "tls_ca_file", "tls_insecure"];
 
 /// The environment variable overriding `key`.
 pub fn env_name(key: &str) -> String {
@@ -342,9 +347,21 @@ impl AgentConfig {
             },
         };
 
-        let fingerprint = l.parsed("tls_fingerprint", |s| s.parse::<Fingerprint>())?;
-        let ca_file = l.parsed("tls_ca_file", abs_path)?;
-        let insecure = l.parsed("tls_insecure", parse_bool)?.unwrap_or(false);
+        // The TLS mode is one choice made by three keys: if the environment sets any of them,
+        // the file's three are ignored (env wins) rather than combined into a conflict.
+        let env_tls = TLS_KEYS
+            .iter()
+            .any(|k| env(&env_name(k)).is_some_and(|v| !v.is_empty()));
+        let tls_lookup = Lookup {
+            file: if env_tls { Map::new() } else { l.file.clone() },
+            path: l.path.clone(),
+            env,
+        };
+        let fingerprint = tls_lookup.parsed("tls_fingerprint", |s| s.parse::<Fingerprint>())?;
+        let ca_file = tls_lookup.parsed("tls_ca_file", abs_path)?;
+        let insecure = tls_lookup
+            .parsed("tls_insecure", parse_bool)?
+            .unwrap_or(false);
         let mut set = Vec::new();
         if fingerprint.is_some() {
             set.push("tls_fingerprint");
@@ -565,6 +582,43 @@ mod tests {
             matches!(&err, ConfigError::TlsConflict(keys) if keys == "tls_fingerprint and tls_insecure"),
             "{err:?}"
         );
+    }
+
+    /// Any `FELHOM_TLS_*` variable replaces the file's whole TLS choice (env wins), instead
+    /// of being combined with it into a conflict.
+    #[test]
+    fn env_tls_replaces_the_files_tls_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/x""#;
+        let p = write(
+            dir.path(),
+            &format!(r#"{{{base},"tls_fingerprint":"{FP}"}}"#),
+        );
+        let c = AgentConfig::load_with_env(
+            Some(&p),
+            &env_of(&[("FELHOM_TLS_CA_FILE", "/etc/pve/pve-root-ca.pem")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            TlsMode::CaFile(PathBuf::from("/etc/pve/pve-root-ca.pem"))
+        );
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[("FELHOM_TLS_INSECURE", "true")]))
+            .unwrap();
+        assert_eq!(c.tls, TlsMode::Insecure);
+        // `FELHOM_TLS_INSECURE=false` alone resets to the system trust store.
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[("FELHOM_TLS_INSECURE", "false")]))
+            .unwrap();
+        assert_eq!(c.tls, TlsMode::SystemRoots);
+        // File insecure, env pin: the pin.
+        let p = write(dir.path(), &format!(r#"{{{base},"tls_insecure":true}}"#));
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[("FELHOM_TLS_FINGERPRINT", FP)]))
+            .unwrap();
+        assert!(matches!(c.tls, TlsMode::Pinned(_)), "{:?}", c.tls);
+        // An empty variable counts as unset: the file's mode stays.
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[("FELHOM_TLS_FINGERPRINT", "")]))
+            .unwrap();
+        assert_eq!(c.tls, TlsMode::Insecure);
     }
 
     #[test]
