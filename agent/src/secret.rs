@@ -33,7 +33,9 @@ pub enum SecretError {
         path: String,
     },
     /// The secret contains a character that cannot appear in an HTTP header or a token.
-    #[error("secret file {path} holds characters that are not allowed in a token secret")]
+    #[error(
+        "secret file {path} holds characters that are not allowed in a token secret (whitespace inside the value, '=', '%' or non-ASCII); a Proxmox API token secret is a UUID like xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+    )]
     Invalid {
         /// The file that was read.
         path: String,
@@ -41,10 +43,16 @@ pub enum SecretError {
 }
 
 impl Secret {
-    /// Wraps a secret value. It must be non-empty printable ASCII without whitespace.
+    /// Wraps a secret value. It must be non-empty printable ASCII without whitespace, `=`
+    /// or `%`: Proxmox splits `PVEAPIToken=USER@REALM!TOKENID=SECRET` at the last `=`, so
+    /// a secret containing one can never authenticate, and real secrets are UUIDs anyway.
     pub fn new(value: impl Into<String>) -> Option<Secret> {
         let value = value.into();
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        if value.is_empty()
+            || !value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'=' && b != b'%')
+        {
             return None;
         }
         Some(Secret(value))
@@ -95,6 +103,25 @@ mod tests {
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{s}"), "[redacted]");
         assert_eq!(s.expose(), "0b4cf2e1-aaaa-bbbb-cccc-123456789abc");
+    }
+
+    /// PVE splits `PVEAPIToken=ID=SECRET` at the last `=`, and `%`/whitespace do not survive
+    /// the header; real secrets are UUIDs. Such values are refused up front.
+    #[test]
+    fn secrets_that_would_break_the_token_header_are_refused() {
+        for bad in [
+            "abc=def", "=abc", "abc=", "ab%3Dc", "%", "a b", "a\tb", "ä-1",
+        ] {
+            assert!(Secret::new(bad).is_none(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tok");
+        std::fs::write(&p, "0b4cf2e1=aaaa%bbbb\n").unwrap();
+        let err = Secret::from_file(&p).unwrap_err();
+        assert!(matches!(err, SecretError::Invalid { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(!text.contains("0b4cf2e1"), "{text}");
+        assert!(text.contains('=') && text.contains('%'), "{text}");
     }
 
     #[test]
