@@ -106,7 +106,7 @@ async fn secret_never_appears_in_logs_errors_or_debug() {
     c.wait_task(&upid, WaitOptions::default()).await.unwrap();
     sim.state()
         .set_next_task_outcome(TaskOutcome::Warnings(vec!["careful".into()]));
-    if let BackupStarted::Task(upid) = c
+    let started = c
         .vzdump(&BackupRequest {
             vmid: v100,
             mode: BackupMode::Snapshot,
@@ -114,10 +114,12 @@ async fn secret_never_appears_in_logs_errors_or_debug() {
             notes_template: None,
         })
         .await
-        .unwrap()
-    {
-        c.wait_task(&upid, WaitOptions::default()).await.unwrap();
-    }
+        .unwrap();
+    let BackupStarted::Task(upid) = started else {
+        panic!("vzdump of CT 100 must start a task, got {started:?}")
+    };
+    let ok = c.wait_task(&upid, WaitOptions::default()).await.unwrap();
+    assert_eq!(ok.warnings, vec!["WARN: careful".to_string()]);
 
     // Error paths: task error, 403, 596, retries, 401.
     sim.state()
