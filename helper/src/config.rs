@@ -704,7 +704,10 @@ mod tests {
         let extra = format!(r#","tools":{{"pct":"{}"}}"#, good.join("pct").display());
         let p = write_cfg(dir.path(), &minimal(dir.path(), uid, &extra));
         let c = load(&p).unwrap();
-        assert_eq!(c.config.tools.pct, std::fs::canonicalize("/bin/true").unwrap());
+        assert_eq!(
+            c.config.tools.pct,
+            std::fs::canonicalize("/bin/true").unwrap()
+        );
         assert_eq!(c.configured_tools.pct, good.join("pct"));
         // A link whose target lies in a writable directory is refused too.
         std::fs::copy("/bin/true", evil.join("real")).unwrap();
@@ -740,17 +743,24 @@ mod tests {
         let uid = nix::unistd::geteuid().as_raw();
         let d = dir.path().display();
         // Missing, and written with a doubled slash: created 0755, stored canonical.
-        let text = format!(r#"{{"agent_user":"{uid}","mount_root":"{d}//new/mnt","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#);
+        let text = format!(
+            r#"{{"agent_user":"{uid}","mount_root":"{d}//new/mnt","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#
+        );
         let p = write_cfg(dir.path(), &text);
         let c = load(&p).unwrap();
         let want = std::fs::canonicalize(dir.path()).unwrap().join("new/mnt");
         assert_eq!(c.config.mount_root, want);
-        assert_eq!(c.config.mount_root.to_str().unwrap().matches("//").count(), 0);
+        assert_eq!(
+            c.config.mount_root.to_str().unwrap().matches("//").count(),
+            0
+        );
         let mode = std::fs::metadata(&want).unwrap().mode() & 0o7777;
         assert_eq!(mode, 0o755);
         // A symlink as mount_root is refused.
         std::os::unix::fs::symlink(&want, dir.path().join("link")).unwrap();
-        let text = format!(r#"{{"agent_user":"{uid}","mount_root":"{d}/link","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#);
+        let text = format!(
+            r#"{{"agent_user":"{uid}","mount_root":"{d}/link","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#
+        );
         let p = write_cfg(dir.path(), &text);
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
