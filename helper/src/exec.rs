@@ -26,7 +26,7 @@ pub const TERM_GRACE: Duration = Duration::from_secs(2);
 
 /// How long output pipes may stay open after the tool's group was killed (a descendant that
 /// left the group could hold them).
-const PIPE_DRAIN: Duration = Duration::from_secs(2);
+pub(crate) const PIPE_DRAIN: Duration = Duration::from_secs(2);
 
 /// What a finished tool left.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,7 +351,11 @@ mod tests {
             stderr_truncated: false,
         };
         let t = out.to_tool_output();
-        assert!(t.stdout.len() <= 1000 + TRUNCATION_MARKER.len(), "{}", t.stdout.len());
+        assert!(
+            t.stdout.len() <= 1000 + TRUNCATION_MARKER.len(),
+            "{}",
+            t.stdout.len()
+        );
         assert!(t.stdout_truncated);
         assert!(t.stdout.ends_with(TRUNCATION_MARKER));
         // "ok " plus one U+FFFD (3 bytes) is 6 bytes: within the 5-byte bound it is cut.

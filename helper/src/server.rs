@@ -12,12 +12,12 @@ use felhom_protocol::{
 use futures::StreamExt;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
-use tokio::sync::{Mutex, MutexGuard, watch};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use tokio::time::Instant;
 
 use crate::config::{BackendChoice, LoadedConfig, Tool};
 use crate::error::StartupError;
-use crate::exec::TERM_GRACE;
+use crate::exec::{PIPE_DRAIN, TERM_GRACE};
 use crate::listener::{ListenSocket, Peer, PeerPolicy, peer_of};
 use crate::ops::{OpEnv, golden_image, hardware, usb};
 
@@ -25,8 +25,17 @@ use crate::ops::{OpEnv, golden_image, hardware, usb};
 pub const HELPER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How much earlier than the client's deadline the helper stops a tool, so the client gets a
-/// `TimedOut` reply rather than a dropped request.
-const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+/// `TimedOut` reply rather than a dropped request: the tool's TERM grace, the output pipes'
+/// drain time, and half a second for the reply.
+const CLIENT_DEADLINE_MARGIN: Duration =
+    Duration::from_millis(TERM_GRACE.as_millis() as u64 + PIPE_DRAIN.as_millis() as u64 + 500);
+
+/// The same margin for operations that only read sysfs (no tool, nothing to TERM).
+const CLIENT_DEADLINE_MARGIN_NO_TOOL: Duration = Duration::from_millis(500);
+
+/// If less than this remains of the client's deadline once the lock is held, the operation
+/// is refused as timed out without starting anything.
+const MIN_REMAINING: Duration = Duration::from_secs(1);
 
 /// Extra time, beyond the deadline and the TERM grace, before a stuck operation is dropped.
 const BACKSTOP: Duration = Duration::from_secs(3);
@@ -91,8 +100,8 @@ impl Activity {
 /// State shared by all connections.
 #[derive(Debug)]
 pub struct Shared {
-    cfg: LoadedConfig,
-    op_lock: Mutex<()>,
+    cfg: Arc<LoadedConfig>,
+    op_lock: Arc<Mutex<()>>,
     activity: Arc<Activity>,
 }
 
@@ -100,8 +109,8 @@ impl Shared {
     /// Shared state for `cfg`.
     pub fn new(cfg: LoadedConfig) -> Arc<Self> {
         Arc::new(Self {
-            cfg,
-            op_lock: Mutex::new(()),
+            cfg: Arc::new(cfg),
+            op_lock: Arc::new(Mutex::new(())),
             activity: Activity::new(),
         })
     }
@@ -124,6 +133,12 @@ struct Audit {
 }
 
 impl Audit {
+    fn fail<T>(self, e: HelperError) -> Result<T, HelperError> {
+        let result = Err(e);
+        self.finish(&result);
+        result
+    }
+
     fn finish<T>(mut self, result: &Result<T, HelperError>) {
         self.done = true;
         let ms = self.started.elapsed().as_millis() as u64;
@@ -170,8 +185,8 @@ impl Drop for Audit {
 }
 
 /// A running privileged operation: holds the global lock and knows its deadline.
-struct Running<'a> {
-    _permit: MutexGuard<'a, ()>,
+struct Running {
+    _permit: OwnedMutexGuard<()>,
     deadline: Instant,
     cap: Duration,
     op: &'static str,
@@ -189,44 +204,87 @@ impl Connection {
     }
 
     /// Waits for the global lock (within the client's deadline), then computes the
-    /// operation's deadline: the server cap, shortened by the client's deadline.
+    /// operation's deadline: the server cap, shortened by the client's deadline minus a
+    /// margin that leaves room to stop a tool and reply. If too little of the client's time
+    /// remains, the operation is refused as timed out without starting anything.
     async fn start(
         &self,
         ctx: &Context,
         op: &'static str,
         cap_secs: u64,
-    ) -> Result<Running<'_>, HelperError> {
+        runs_tools: bool,
+    ) -> Result<Running, HelperError> {
         let client_deadline = Instant::from_std(ctx.deadline);
-        let permit = tokio::time::timeout_at(client_deadline, self.shared.op_lock.lock())
+        let lock = Arc::clone(&self.shared.op_lock).lock_owned();
+        let permit = tokio::time::timeout_at(client_deadline, lock)
             .await
             .map_err(|_| HelperError::Busy {
                 what: "another privileged operation is still running".into(),
             })?;
         let cap = Duration::from_secs(cap_secs);
+        let margin = if runs_tools {
+            CLIENT_DEADLINE_MARGIN
+        } else {
+            CLIENT_DEADLINE_MARGIN_NO_TOOL
+        };
         let now = Instant::now();
-        let by_client = client_deadline
-            .checked_sub(CLIENT_DEADLINE_MARGIN)
-            .unwrap_or(now)
-            .max(now);
+        let by_server = now + cap;
+        let deadline = match client_deadline.checked_sub(margin) {
+            Some(by_client) if by_client >= by_server => by_server,
+            Some(by_client) if by_client >= now + MIN_REMAINING => by_client,
+            _ => {
+                return Err(HelperError::TimedOut {
+                    operation: op.to_string(),
+                    after_secs: 0,
+                });
+            }
+        };
         Ok(Running {
             _permit: permit,
-            deadline: (now + cap).min(by_client),
+            deadline,
             cap,
             op,
         })
     }
 
-    fn env<'a>(&'a self, r: &Running<'_>) -> OpEnv<'a> {
-        OpEnv {
-            cfg: &self.shared.cfg,
-            deadline: r.deadline,
-            operation: r.op,
-        }
+    fn env<'a>(&'a self, r: &Running) -> OpEnv<'a> {
+        env_of(&self.shared, r)
+    }
+
+    /// Runs a state-changing operation in its own task, so that a client that cancels,
+    /// disconnects or runs out of time cannot abort it between a tool and the bookkeeping
+    /// that must follow (a mount and its record, a unit and `enable --now`). The task holds
+    /// the operation lock and keeps the helper from idling out; it is bounded by the
+    /// operation's deadline (and the backstop), not by the request.
+    async fn detached<T, F>(&self, r: Running, audit: Audit, f: F) -> Result<T, HelperError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                OpEnv<'a>,
+            ) -> std::pin::Pin<
+                Box<dyn Future<Output = Result<T, HelperError>> + Send + 'a>,
+            > + Send
+            + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let busy = shared.activity.enter();
+        let task = tokio::spawn(async move {
+            let result = Self::bounded(&r, f(env_of(&shared, &r))).await;
+            audit.finish(&result);
+            drop(r);
+            drop(busy);
+            result
+        });
+        task.await.unwrap_or_else(|e| {
+            Err(HelperError::Internal {
+                message: format!("operation task failed: {e}"),
+            })
+        })
     }
 
     /// Runs `fut` with a backstop after the operation's deadline.
     async fn bounded<T>(
-        r: &Running<'_>,
+        r: &Running,
         fut: impl Future<Output = Result<T, HelperError>>,
     ) -> Result<T, HelperError> {
         tokio::time::timeout_at(r.deadline + TERM_GRACE + BACKSTOP, fut)
@@ -241,7 +299,7 @@ impl Connection {
 
     /// Runs blocking filesystem work (sysfs) on the blocking pool, bounded by the deadline.
     async fn blocking<T: Send + 'static>(
-        r: &Running<'_>,
+        r: &Running,
         f: impl FnOnce() -> Result<T, HelperError> + Send + 'static,
     ) -> Result<T, HelperError> {
         let task = tokio::task::spawn_blocking(f);
@@ -281,6 +339,14 @@ impl Connection {
     }
 }
 
+fn env_of<'a>(shared: &'a Shared, r: &Running) -> OpEnv<'a> {
+    OpEnv {
+        cfg: &shared.cfg,
+        deadline: r.deadline,
+        operation: r.op,
+    }
+}
+
 impl Helper for Connection {
     async fn hello(self, _: Context, agent_protocol: u32) -> Result<HelloReply, HelperError> {
         tracing::info!(
@@ -310,42 +376,43 @@ impl Helper for Connection {
     ) -> Result<GoldenImageReply, HelperError> {
         const OP: &str = "golden_image_create";
         let audit = self.audit(OP, format!("{req:?}"));
-        let result = async {
-            let cap = self.shared.cfg.config.time_caps.golden_image;
-            let r = self.start(&ctx, OP, cap).await?;
-            Self::bounded(&r, golden_image::create(self.env(&r), &req)).await
-        }
-        .await;
-        audit.finish(&result);
-        result
+        let cap = self.shared.cfg.config.time_caps.golden_image;
+        let r = match self.start(&ctx, OP, cap, true).await {
+            Ok(r) => r,
+            Err(e) => return audit.fail(e),
+        };
+        self.detached(r, audit, move |env| {
+            Box::pin(async move { golden_image::create(env, &req).await })
+        })
+        .await
     }
 
     async fn usb_mount(self, ctx: Context, req: UsbMountRequest) -> Result<MountInfo, HelperError> {
         const OP: &str = "usb_mount";
         let audit = self.audit(OP, format!("{req:?}"));
-        let result = async {
-            let r = self
-                .start(&ctx, OP, self.shared.cfg.config.time_caps.mount)
-                .await?;
-            Self::bounded(&r, usb::mount(self.env(&r), &req)).await
-        }
-        .await;
-        audit.finish(&result);
-        result
+        let cap = self.shared.cfg.config.time_caps.mount;
+        let r = match self.start(&ctx, OP, cap, true).await {
+            Ok(r) => r,
+            Err(e) => return audit.fail(e),
+        };
+        self.detached(r, audit, move |env| {
+            Box::pin(async move { usb::mount(env, &req).await })
+        })
+        .await
     }
 
     async fn usb_unmount(self, ctx: Context, name: MountName) -> Result<UnmountReply, HelperError> {
         const OP: &str = "usb_unmount";
         let audit = self.audit(OP, format!("{name:?}"));
-        let result = async {
-            let r = self
-                .start(&ctx, OP, self.shared.cfg.config.time_caps.mount)
-                .await?;
-            Self::bounded(&r, usb::unmount(self.env(&r), &name)).await
-        }
-        .await;
-        audit.finish(&result);
-        result
+        let cap = self.shared.cfg.config.time_caps.mount;
+        let r = match self.start(&ctx, OP, cap, true).await {
+            Ok(r) => r,
+            Err(e) => return audit.fail(e),
+        };
+        self.detached(r, audit, move |env| {
+            Box::pin(async move { usb::unmount(env, &name).await })
+        })
+        .await
     }
 
     async fn usb_list(self, ctx: Context) -> Result<Vec<MountInfo>, HelperError> {
@@ -353,7 +420,7 @@ impl Helper for Connection {
         let audit = self.audit(OP, String::new());
         let result = async {
             let r = self
-                .start(&ctx, OP, self.shared.cfg.config.time_caps.mount)
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.mount, false)
                 .await?;
             let shared = Arc::clone(&self.shared);
             Self::blocking(&r, move || usb::list(&shared.cfg)).await
@@ -368,7 +435,7 @@ impl Helper for Connection {
         let audit = self.audit(OP, String::new());
         let result = async {
             let r = self
-                .start(&ctx, OP, self.shared.cfg.config.time_caps.smart)
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.smart, false)
                 .await?;
             let shared = Arc::clone(&self.shared);
             Self::blocking(&r, move || hardware::scan(&shared.cfg)).await
@@ -383,7 +450,7 @@ impl Helper for Connection {
         let audit = self.audit(OP, format!("{disk:?}"));
         let result = async {
             let r = self
-                .start(&ctx, OP, self.shared.cfg.config.time_caps.smart)
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.smart, true)
                 .await?;
             Self::bounded(&r, hardware::smart_read(self.env(&r), &disk)).await
         }
@@ -397,7 +464,7 @@ impl Helper for Connection {
         let audit = self.audit(OP, String::new());
         let result = async {
             let r = self
-                .start(&ctx, OP, self.shared.cfg.config.time_caps.sensors)
+                .start(&ctx, OP, self.shared.cfg.config.time_caps.sensors, false)
                 .await?;
             let root = self.shared.cfg.config.sysfs_hwmon.clone();
             Self::blocking(&r, move || hardware::sensors(&root)).await
@@ -428,6 +495,10 @@ pub async fn serve(cfg: LoadedConfig, socket: ListenSocket) -> Result<(), Startu
         backend = ?shared.cfg.config.mount_backend,
         "felhom-helper {HELPER_VERSION} serving"
     );
+    // Created once: refused peers and accept errors must not re-arm it; real activity
+    // (an accepted connection, a request) does, through the activity counter.
+    let idle_exit = shared.activity.idle_for(idle);
+    tokio::pin!(idle_exit);
     let result = loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -439,7 +510,7 @@ pub async fn serve(cfg: LoadedConfig, socket: ListenSocket) -> Result<(), Startu
                     }
                 }
             }
-            _ = shared.activity.idle_for(idle) => {
+            _ = &mut idle_exit => {
                 tracing::info!("idle for {} s with nothing in flight; exiting", idle.as_secs());
                 break Ok(());
             }

@@ -6,6 +6,8 @@ pub mod golden_image;
 pub mod hardware;
 pub mod usb;
 
+use std::sync::Arc;
+
 use felhom_protocol::HelperError;
 use tokio::time::Instant;
 
@@ -16,7 +18,7 @@ use crate::exec::{self, ExecError, ExecOutput};
 #[derive(Debug, Clone, Copy)]
 pub struct OpEnv<'a> {
     /// The loaded configuration.
-    pub cfg: &'a LoadedConfig,
+    pub cfg: &'a Arc<LoadedConfig>,
     /// When the operation must be finished (server cap, shortened by the client's deadline).
     pub deadline: Instant,
     /// The operation's name, for errors.
@@ -56,6 +58,30 @@ impl OpEnv<'_> {
             Ok(out)
         } else {
             Err(tool_failed(tool, &out))
+        }
+    }
+
+    /// Runs blocking filesystem work (directory scans, record files) on the blocking pool,
+    /// bounded by the deadline, so a slow or hostile file cannot stall the runtime while the
+    /// operation lock is held.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LoadedConfig) -> Result<T, HelperError> + Send + 'static,
+    ) -> Result<T, HelperError> {
+        let cfg = Arc::clone(self.cfg);
+        let task = tokio::task::spawn_blocking(move || f(&cfg));
+        // A little past the deadline: the scans after a successful mount must not turn it
+        // into an error; the server's backstop still bounds the whole operation.
+        let until = self.deadline + crate::exec::TERM_GRACE;
+        match tokio::time::timeout_at(until, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(HelperError::Internal {
+                message: format!("{} failed: {e}", self.operation),
+            }),
+            Err(_) => Err(HelperError::TimedOut {
+                operation: self.operation.to_string(),
+                after_secs: 0,
+            }),
         }
     }
 

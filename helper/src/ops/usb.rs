@@ -240,12 +240,19 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         .collect()
 }
 
+/// Reads at most [`MAX_RECORD_BYTES`] of a regular file: a symlink is not followed and a
+/// FIFO or device is neither waited on (`O_NONBLOCK`) nor read.
 fn read_bounded(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut s = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_RECORD_BYTES)
-        .read_to_string(&mut s)?;
+    f.take(MAX_RECORD_BYTES).read_to_string(&mut s)?;
     Ok(s)
 }
 
@@ -280,6 +287,11 @@ pub fn managed(cfg: &LoadedConfig) -> Result<Vec<Managed>, HelperError> {
             for entry in dir.flatten() {
                 let file_name = entry.file_name().to_string_lossy().into_owned();
                 if !file_name.ends_with(".mount") {
+                    continue;
+                }
+                // Only regular files (the helper writes nothing else); never a symlink,
+                // FIFO or device.
+                if !entry.file_type().is_ok_and(|t| t.is_file()) {
                     continue;
                 }
                 let Ok(text) = read_bounded(&entry.path()) else {
@@ -552,7 +564,7 @@ fn rewrite_records(
 pub async fn mount(env: OpEnv<'_>, req: &UsbMountRequest) -> Result<MountInfo, HelperError> {
     let cfg = env.cfg;
     let c = &cfg.config;
-    let existing = managed(cfg)?;
+    let existing = env.blocking(managed).await?;
     if let Some(m) = existing
         .iter()
         .find(|m| m.uuid == req.uuid && m.name != req.name)
@@ -576,7 +588,7 @@ pub async fn mount(env: OpEnv<'_>, req: &UsbMountRequest) -> Result<MountInfo, H
                 ),
             });
         }
-        let table = mounts(cfg)?;
+        let table = env.blocking(mounts).await?;
         if mounted_at(&table, &m.mount_point).is_some() {
             // Same UUID, same name, already mounted: nothing to do.
             return Ok(info(cfg, m, &table));
@@ -584,7 +596,7 @@ pub async fn mount(env: OpEnv<'_>, req: &UsbMountRequest) -> Result<MountInfo, H
     }
     let (dev, fstype) = resolve(&env, &req.uuid).await?;
     let mp = mount_point(cfg, &req.name);
-    let table = mounts(cfg)?;
+    let table = env.blocking(mounts).await?;
     prepare_mount_point(cfg, &mp, &table)?;
     let record = Managed {
         name: req.name.clone(),
@@ -649,7 +661,7 @@ pub async fn mount(env: OpEnv<'_>, req: &UsbMountRequest) -> Result<MountInfo, H
             }
         }
     };
-    let table = mounts(cfg)?;
+    let table = env.blocking(mounts).await?;
     Ok(info(cfg, &record, &table))
 }
 
@@ -657,13 +669,15 @@ pub async fn mount(env: OpEnv<'_>, req: &UsbMountRequest) -> Result<MountInfo, H
 pub async fn unmount(env: OpEnv<'_>, name: &MountName) -> Result<UnmountReply, HelperError> {
     let cfg = env.cfg;
     let c = &cfg.config;
-    let m = managed(cfg)?
+    let m = env
+        .blocking(managed)
+        .await?
         .into_iter()
         .find(|m| &m.name == name)
         .ok_or_else(|| HelperError::NotFound {
             what: format!("no managed mount named {:?}", name.as_str()),
         })?;
-    let was_mounted = mounted_at(&mounts(cfg)?, &m.mount_point).is_some();
+    let was_mounted = mounted_at(&env.blocking(mounts).await?, &m.mount_point).is_some();
     match c.mount_backend {
         BackendChoice::Direct => {
             if was_mounted {
@@ -692,7 +706,7 @@ pub async fn unmount(env: OpEnv<'_>, name: &MountName) -> Result<UnmountReply, H
                 .await?;
         }
     }
-    if mounted_at(&mounts(cfg)?, &m.mount_point).is_none() {
+    if mounted_at(&env.blocking(mounts).await?, &m.mount_point).is_none() {
         // Leave no empty directory behind; a non-empty one stays (rmdir refuses).
         let _ = std::fs::remove_dir(&m.mount_point);
     }
@@ -854,6 +868,47 @@ mod tests {
         ] {
             assert!(check_device_path(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn managed_skips_fifos_and_symlinks_in_the_unit_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let units = dir.path().join("units");
+        std::fs::create_dir(&units).unwrap();
+        let config = crate::config::Config {
+            mount_root: "/mnt/felhom".into(),
+            unit_dir: units.clone(),
+            ..Default::default()
+        };
+        let cfg = LoadedConfig {
+            configured_tools: config.tools.clone(),
+            config,
+            agent_uid: 0,
+            allowed_filesystems: vec![],
+            missing_tools: vec![],
+        };
+        let name = MountName::new("usb-1").unwrap();
+        let uuid = FsUuid::new("ada110f6-bd6d-49db-955d-342c27627b61").unwrap();
+        let mp = mount_point(&cfg, &name);
+        let text = unit_file(&name, &uuid, FsType::Ext4, &mp);
+        // A valid-looking unit reached through a symlink: not the helper's, ignored.
+        std::fs::write(dir.path().join("elsewhere"), &text).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), units.join(unit_name(&mp)))
+            .unwrap();
+        // A FIFO named like a unit: opening it for reading would block forever.
+        nix::unistd::mkfifo(
+            &units.join("mnt-felhom-fifo.mount"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(managed(&cfg).map(|v| v.len()));
+        });
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("managed() blocked on a FIFO in the unit directory");
+        assert_eq!(found.unwrap(), 0);
     }
 
     #[test]
