@@ -18,3 +18,8 @@ maybe_hang() {
     exit 1
   fi
 }
+maybe_delay() {
+  if [ -e "$state/delay-$1" ]; then
+    sleep "$(cat "$state/delay-$1")"
+  fi
+}

@@ -391,6 +391,20 @@ impl HelperHarness {
         }
     }
 
+    /// Makes a fake tool (mount) sleep `secs` seconds before doing its work; `None` turns it
+    /// off.
+    pub fn set_delay(&self, tool: &str, secs: Option<u32>) {
+        let p = self.dir().join("state").join(format!("delay-{tool}"));
+        match secs {
+            Some(s) => {
+                let _ = std::fs::write(p, s.to_string());
+            }
+            None => {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
     /// Makes the fake mount (and systemctl enable) fail.
     pub fn set_mount_fails(&self, fail: bool) {
         let p = self.dir().join("state/fail-mount");

@@ -584,3 +584,50 @@ async fn development_mode_serves_the_same_service() {
     assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
     assert!(h.log().contains("development socket"), "{}", h.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_direct_mount_still_finishes_and_is_recorded() {
+    let h = start(MountBackendChoice::Direct);
+    let u = "0b7c4e2a-1f3d-4a5b-9c8d-7e6f5a4b3c2d";
+    h.add_fake_filesystem(u, "ext4");
+    // mount(8) takes 2 s; the client gives up after 0.7 s (it cancels the request).
+    h.set_delay("mount", Some(2));
+    let client = h.client().await.unwrap();
+    let call = client.usb_mount(
+        ctx(30),
+        UsbMountRequest {
+            uuid: uuid(u),
+            name: name("late"),
+        },
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), call)
+            .await
+            .is_err(),
+        "the mount should still be running"
+    );
+    // The operation was not aborted between mount(8) and its record: both happen.
+    let mp = h.mount_root().join("late");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let record = std::fs::read_to_string(h.record_file()).unwrap_or_default();
+        let table = std::fs::read_to_string(h.mountinfo_path()).unwrap();
+        if record.contains(u) && table.contains(&*mp.to_string_lossy()) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "cancelled mount left mounted={} recorded={}:\n{}",
+            table.contains(&*mp.to_string_lossy()),
+            record.contains(u),
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.set_delay("mount", None);
+    let list = client.usb_list(ctx(10)).await.unwrap().unwrap();
+    assert!(
+        list.iter().any(|m| m.name.as_str() == "late" && m.mounted),
+        "{list:?}"
+    );
+}

@@ -141,6 +141,80 @@ async fn garbage_and_oversized_frames_do_not_kill_the_helper() {
     assert!(h.try_wait().is_none(), "the helper died:\n{}", h.log());
 }
 
+/// Encodes a real request frame (length prefix included).
+async fn encode_request(message: HelperRequest) -> Vec<u8> {
+    use futures::SinkExt;
+    let (a, b) = tokio::net::UnixStream::pair().unwrap();
+    let mut tx = transport::client_transport(a);
+    tx.send(tarpc::ClientMessage::Request(tarpc::Request {
+        context: ctx(30),
+        id: 1,
+        message,
+    }))
+    .await
+    .unwrap();
+    drop(tx);
+    tokio_util_read_all(b).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_request_with_an_invalid_field_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
+    // A well-framed usb_unmount whose MountName is patched from "aaaa" to "../x", and a
+    // golden image request whose vmid (one-byte varint 100) is patched to 5.
+    let mut unmount = encode_request(HelperRequest::UsbUnmount {
+        name: MountName::new("aaaa").unwrap(),
+    })
+    .await;
+    let at = unmount
+        .windows(4)
+        .position(|w| w == b"aaaa")
+        .expect("the name is in the frame");
+    unmount[at..at + 4].copy_from_slice(b"../x");
+    let req = GoldenImageRequest {
+        vmid: Vmid::new(100).unwrap(),
+        template: TemplateVolid::new("local:vztmpl/x.tar.gz").unwrap(),
+        hostname: Hostname::new("g").unwrap(),
+        storage: StorageId::new("local").unwrap(),
+        rootfs_gib: RootfsGib::DEFAULT,
+        memory_mib: MemoryMib::DEFAULT,
+        cores: Cores::DEFAULT,
+        bridge: Bridge::new("vmbr0").unwrap(),
+    };
+    let mut golden = encode_request(HelperRequest::GoldenImageCreate { req }).await;
+    let tpl = golden
+        .windows(5)
+        .position(|w| w == b"local")
+        .expect("the template is in the frame");
+    // The vmid precedes the template's length prefix (one byte) as a one-byte varint.
+    assert_eq!(golden[tpl - 2], 100, "{golden:?}");
+    golden[tpl - 2] = 5;
+    for frame in [unmount, golden] {
+        let mut s = tokio::net::UnixStream::connect(h.socket_path())
+            .await
+            .unwrap();
+        s.write_all(&frame).await.unwrap();
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
+        // Refused: the connection is closed without a successful reply (an error reply
+        // would also do, but nothing may run).
+        assert!(read.is_ok(), "the helper neither answered nor closed");
+    }
+    assert!(
+        h.tool_calls().is_empty(),
+        "an invalid request ran a tool: {:?}",
+        h.tool_calls()
+    );
+    let log = h.log();
+    assert!(
+        !log.contains("op=\"usb_unmount\"") && !log.contains("op=\"golden_image_create\""),
+        "{log}"
+    );
+    hello_works(&h).await;
+    assert!(h.try_wait().is_none(), "the helper died:\n{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_client_deadline_does_not_kill_the_helper() {
     use futures::SinkExt;
@@ -235,13 +309,9 @@ async fn a_hanging_tool_is_killed_at_the_server_cap() {
     assert!(h.log().contains("timed out"), "{}", h.log());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_deadline_shortens_the_cap_and_leaves_no_process() {
-    let h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
-    h.set_hang("pct", true);
-    let client = h.client().await.unwrap();
-    let req = GoldenImageRequest {
-        vmid: Vmid::new(9001).unwrap(),
+fn golden_req(vmid: u32) -> GoldenImageRequest {
+    GoldenImageRequest {
+        vmid: Vmid::new(vmid).unwrap(),
         template: TemplateVolid::new("local:vztmpl/x.tar.gz").unwrap(),
         hostname: Hostname::new("g").unwrap(),
         storage: StorageId::new("local").unwrap(),
@@ -249,26 +319,70 @@ async fn a_client_deadline_shortens_the_cap_and_leaves_no_process() {
         memory_mib: MemoryMib::DEFAULT,
         cores: Cores::DEFAULT,
         bridge: Bridge::new("vmbr0").unwrap(),
-    };
-    // Cap is 60 s; the client gives 3 s.
-    let res = client.golden_image_create(ctx(3), req.clone()).await;
-    match res {
-        Ok(Err(HelperError::TimedOut { .. })) | Err(_) => {}
-        other => panic!("expected a timeout, got {other:?}"),
     }
+}
+
+fn pct_calls(h: &HelperHarness) -> usize {
+    h.tool_calls().iter().filter(|c| c[0] == "pct").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_deadline_shortens_the_cap_and_leaves_no_process() {
+    let h = HelperHarness::start(HelperHarnessOptions {
+        time_caps: TimeCaps {
+            golden_image: 7,
+            ..TimeCaps::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    h.set_hang("pct", true);
+    let client = h.client().await.unwrap();
+    // Cap is 7 s; the client gives 6 s, so the tool gets 6 s minus the helper's margin
+    // (TERM grace, pipe drain, reply time: 1.5 s left) and the client sees a TimedOut reply
+    // well before its own deadline.
+    let started = Instant::now();
+    let res = client.golden_image_create(ctx(6), golden_req(9001)).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(&res, Ok(Err(HelperError::TimedOut { operation, .. })) if operation == "golden_image_create"),
+        "{res:?}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     wait_gone(&h.hang_pids());
 
-    // A cancelled request (the client drops the call) leaves nothing either.
+    // Too little of the client's time left to run and stop a tool: refused without
+    // starting pct at all.
+    let before = pct_calls(&h);
+    let started = Instant::now();
+    let res = client.golden_image_create(ctx(2), golden_req(9001)).await;
+    assert!(
+        matches!(&res, Ok(Err(HelperError::TimedOut { .. }))),
+        "{res:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(pct_calls(&h), before, "pct must not be started");
+
+    // A cancelled request (the client drops the call) does not abort the operation half-way:
+    // it runs on to its own deadline (the 7 s cap), then leaves nothing either.
     std::fs::remove_file(h.dir().join("state/hang-pids")).unwrap();
-    let call = client.golden_image_create(ctx(60), req);
-    let _ = tokio::time::timeout(Duration::from_secs(2), call).await;
+    let call = client.golden_image_create(ctx(60), golden_req(9001));
+    let _ = tokio::time::timeout(Duration::from_millis(1500), call).await;
     let until = Instant::now() + Duration::from_secs(10);
     while h.hang_pids().len() < 2 {
         assert!(Instant::now() < until, "the hanging pct never started");
         std::thread::sleep(Duration::from_millis(50));
     }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        h.hang_pids().iter().all(|p| !gone(*p)),
+        "the operation was aborted by the client's cancellation"
+    );
     wait_gone(&h.hang_pids());
     hello_works(&h).await;
+    // The audit log records the detached operation's real outcome, not a cancellation.
+    let log = h.log();
+    assert!(!log.contains("cancelled (client"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,16 +404,72 @@ async fn one_request_at_a_time_per_connection() {
         while h.hang_pids().len() < 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        client.usb_list(ctx(30)).await
+        let started = Instant::now();
+        let r = client.usb_list(ctx(30)).await;
+        (r, started.elapsed())
     };
-    let (slow, second) = tokio::join!(slow, second);
+    let (slow, (second, second_took)) = tokio::join!(slow, second);
     assert!(
         matches!(slow, Ok(Err(HelperError::TimedOut { .. }))),
         "{slow:?}"
     );
-    // The second request on the same connection was refused by the per-channel limit.
-    assert!(second.is_err(), "{second:?}");
+    // The second request on the same connection was refused by the per-channel limit, at
+    // once (not after waiting for the first). tarpc sends it as WouldBlock, which the wire
+    // encoding of io::ErrorKind turns into Other; the detail names the throttle.
+    assert!(
+        matches!(&second, Err(tarpc::client::RpcError::Server(e)) if e.detail.contains("throttled")),
+        "{second:?}"
+    );
+    assert!(second_took < Duration::from_secs(2), "took {second_took:?}");
     wait_gone(&h.hang_pids());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_peers_do_not_keep_the_helper_alive() {
+    if !is_root() {
+        eprintln!("skipping: needs root to connect as another uid with setpriv");
+        return;
+    }
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !setpriv.exists() {
+        eprintln!("skipping: {} is not installed", setpriv.display());
+        return;
+    }
+    let mut h = HelperHarness::start(HelperHarnessOptions {
+        idle_timeout_secs: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    h.open_socket_to_everyone().unwrap();
+    let probe_copy = h.dir().join("felhom-probe");
+    std::fs::copy(env!("CARGO_BIN_EXE_felhom-probe"), &probe_copy).unwrap();
+    // A refused peer every 200 ms for up to 8 s; the helper must still exit after ~2 s idle.
+    let started = Instant::now();
+    let mut exited = None;
+    while started.elapsed() < Duration::from_secs(8) {
+        let _ = Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&probe_copy)
+            .arg(h.socket_path())
+            .output();
+        if let Some(s) = h.try_wait() {
+            exited = Some((s, started.elapsed()));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, after) = exited.unwrap_or_else(|| {
+        panic!(
+            "refused connections kept the helper from its idle exit:\n{}",
+            h.log()
+        )
+    });
+    assert!(status.success(), "{status}");
+    assert!(
+        after < Duration::from_secs(5),
+        "exited only after {after:?}"
+    );
+    assert!(h.log().contains("refused a connection"), "{}", h.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
