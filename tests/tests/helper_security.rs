@@ -544,6 +544,30 @@ fn start_up_refusals_exit_2_with_a_clear_message() {
     assert!(err.contains("pct") && err.contains("writable"), "{err}");
     std::fs::set_permissions(&pct, std::fs::Permissions::from_mode(0o755)).unwrap();
 
+    // A tool that is a symlink in a directory others can write (they could swap the link).
+    let evil = h.dir().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&pct, evil.join("pct")).unwrap();
+    let text = std::fs::read_to_string(h.config_path()).unwrap();
+    let pct_json = serde_json::to_string(&pct.to_string_lossy()).unwrap();
+    let evil_json = serde_json::to_string(&evil.join("pct").to_string_lossy()).unwrap();
+    std::fs::write(h.config_path(), text.replace(&pct_json, &evil_json)).unwrap();
+    let out = run_helper(&["--config".as_ref(), cfg, "--listen".as_ref(), sock], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("evil") && err.contains("writable"), "{err}");
+    std::fs::write(h.config_path(), &text).unwrap();
+
+    // A mount_root others can write (they could race `<name> -> /etc` against mount(8)).
+    let mnt = h.mount_root();
+    std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run_helper(&["--config".as_ref(), cfg, "--listen".as_ref(), sock], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mnt") && err.contains("writable"), "{err}");
+    std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
+
     // An unknown key is named.
     let text = std::fs::read_to_string(h.config_path()).unwrap();
     std::fs::write(
