@@ -169,7 +169,55 @@ struct Lookup<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-impl Lookup<'_> {
+impl<'a> Lookup<'a> {
+    /// Reads and parses the config file (a missing default file is an empty one), refusing
+    /// unknown keys.
+    fn read(
+        path: Option<&Path>,
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Result<Lookup<'a>, ConfigError> {
+        let (file_path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let shown = file_path.display().to_string();
+        let file = match std::fs::read_to_string(&file_path) {
+            Ok(text) => match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => {
+                    return Err(ConfigError::Parse {
+                        path: shown,
+                        message: "top level must be a JSON object".into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(ConfigError::Parse {
+                        path: shown,
+                        message: e.to_string(),
+                    });
+                }
+            },
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Map::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: shown,
+                    source,
+                });
+            }
+        };
+        if let Some(key) = file.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(ConfigError::UnknownKey {
+                key: key.clone(),
+                path: shown,
+            });
+        }
+        Ok(Lookup {
+            file,
+            path: shown,
+            env,
+        })
+    }
+
     /// The value for `key` as text, and where it came from. Env wins; empty env is unset.
     fn get(&self, key: &'static str) -> Result<Option<(String, String)>, ConfigError> {
         let var = env_name(key);
@@ -281,52 +329,30 @@ impl AgentConfig {
         AgentConfig::load_with_env(path, &|k| std::env::var(k).ok())
     }
 
+    /// Only the helper socket (`helper_socket`, default `/run/felhom/helper.sock`), for
+    /// commands that never call the Proxmox API (golden image, USB, SMART, sensors): they
+    /// work on a host whose API settings are not written yet. The file is still parsed and
+    /// unknown keys are still refused.
+    pub fn load_helper_socket(path: Option<&Path>) -> Result<PathBuf, ConfigError> {
+        AgentConfig::load_helper_socket_with_env(path, &|k| std::env::var(k).ok())
+    }
+
+    /// Like [`AgentConfig::load_helper_socket`], with an explicit environment (for tests).
+    pub fn load_helper_socket_with_env(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PathBuf, ConfigError> {
+        let l = Lookup::read(path, env)?;
+        Ok(l.parsed("helper_socket", abs_path)?
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_HELPER_SOCKET)))
+    }
+
     /// Like [`AgentConfig::load`], with an explicit environment (for tests).
     pub fn load_with_env(
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<AgentConfig, ConfigError> {
-        let (file_path, explicit) = match path {
-            Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
-        };
-        let shown = file_path.display().to_string();
-        let file = match std::fs::read_to_string(&file_path) {
-            Ok(text) => match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(m)) => m,
-                Ok(_) => {
-                    return Err(ConfigError::Parse {
-                        path: shown,
-                        message: "top level must be a JSON object".into(),
-                    });
-                }
-                Err(e) => {
-                    return Err(ConfigError::Parse {
-                        path: shown,
-                        message: e.to_string(),
-                    });
-                }
-            },
-            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: shown,
-                    source,
-                });
-            }
-        };
-        if let Some(key) = file.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(ConfigError::UnknownKey {
-                key: key.clone(),
-                path: shown,
-            });
-        }
-        let l = Lookup {
-            file,
-            path: shown,
-            env,
-        };
-
+        let l = Lookup::read(path, env)?;
         let (url_text, url_src) = l.required("api_url")?;
         let api_url = parse_url(url_text.trim()).map_err(|reason| ConfigError::Invalid {
             key: "api_url",

@@ -503,3 +503,25 @@ async fn proxmox_commands_go_through_the_api() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("4242"), "{}", r.stderr);
 }
+
+/// Helper-only commands need no API settings: a config that names only the helper socket is
+/// enough, while an API command with the same config says which key is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helper_commands_work_without_api_settings() {
+    let mut env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.json");
+    std::fs::write(
+        &config,
+        serde_json::to_vec(&serde_json::json!({ "helper_socket": env.helper.socket_path() }))
+            .unwrap(),
+    )
+    .unwrap();
+    env.config = config;
+    let r = agent(&env, &["--json", "sensors"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(env.helper.calls(), vec![hello(), Call::SensorsRead]);
+    let r = agent(&env, &["guests"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("api_url"), "{}", r.stderr);
+}

@@ -40,6 +40,21 @@ fn pve_client(config: &AgentConfig) -> Result<PveClient, CliError> {
 }
 
 pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
+    // Commands that only talk to the helper need no API settings, so they work on a host
+    // whose agent.json is not written yet.
+    let helper_only = || -> Result<HelperClient, CliError> {
+        let socket = AgentConfig::load_helper_socket(cli.config.as_deref())?;
+        Ok(HelperClient::new(&socket))
+    };
+    match &cli.command {
+        Command::GoldenImage {
+            action: GoldenImageAction::Create(args),
+        } => return golden_image(&helper_only()?, args).await,
+        Command::Usb { action } => return usb(&helper_only()?, action).await,
+        Command::Smart { disk } => return smart(&helper_only()?, disk.clone()).await,
+        Command::Sensors => return sensors(&helper_only()?).await,
+        _ => {}
+    }
     let config = load_config(&cli)?;
     let helper = || HelperClient::new(&config.helper_socket);
     match &cli.command {
@@ -86,12 +101,10 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Tasks {
             action: TasksAction::Wait { upid },
         } => tasks_wait(&pve_client(&config)?, upid).await,
-        Command::GoldenImage {
-            action: GoldenImageAction::Create(args),
-        } => golden_image(&helper(), args).await,
-        Command::Usb { action } => usb(&helper(), action).await,
-        Command::Smart { disk } => smart(&helper(), disk.clone()).await,
-        Command::Sensors => sensors(&helper()).await,
+        Command::GoldenImage { .. }
+        | Command::Usb { .. }
+        | Command::Smart { .. }
+        | Command::Sensors => unreachable_helper_only(),
         Command::Run => {
             let pve = pve_client(&config)?;
             crate::service::run(&config, pve, helper())
@@ -100,6 +113,13 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             Ok(Outcome::new(&json!({ "ok": true }), String::new()))
         }
     }
+}
+
+/// The helper-only commands return before the full configuration is loaded.
+fn unreachable_helper_only() -> Result<Outcome, CliError> {
+    Err(CliError::Failed(
+        "internal error: a helper-only command reached the API dispatch".into(),
+    ))
 }
 
 // ---- selftest ---------------------------------------------------------------------------
