@@ -119,6 +119,20 @@ async fn an_ext4_loop_device_is_mounted_by_uuid_with_safe_options() {
         mount_point: None,
     };
 
+    // Without udev, blkid finds the new device by scanning /proc/partitions; give the
+    // kernel a moment to list it so the helper's own lookup is not racing losetup.
+    let found = (0..50).any(|_| {
+        let ok = Command::new("/usr/sbin/blkid")
+            .args(["-c", "/dev/null", "-U", &uuid])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(found, "blkid never found the new filesystem on {}", lo.dev);
+
     let h = HelperHarness::start(HelperHarnessOptions {
         backend: MountBackendChoice::Direct,
         real_mount_tools: true,
