@@ -137,14 +137,27 @@ struct PinMismatch {
     expected: Fingerprint,
 }
 
+/// Which leaf certificates [`LeafVerifier`] accepts.
 #[derive(Debug)]
-struct PinVerifier {
-    expected: Fingerprint,
-    algorithms: WebPkiSupportedAlgorithms,
-    report: Arc<PinReport>,
+enum LeafPolicy {
+    /// Exactly the one with this fingerprint; mismatches are recorded in the report.
+    Pinned {
+        expected: Fingerprint,
+        report: Arc<PinReport>,
+    },
+    /// Any (explicit `tls_insecure`).
+    Any,
 }
 
-impl ServerCertVerifier for PinVerifier {
+/// Verifies the leaf certificate by [`LeafPolicy`] instead of a chain, but still checks the
+/// handshake signatures, so the peer must hold the certificate's private key.
+#[derive(Debug)]
+struct LeafVerifier {
+    policy: LeafPolicy,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for LeafVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -153,60 +166,22 @@ impl ServerCertVerifier for PinVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let LeafPolicy::Pinned { expected, report } = &self.policy else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let presented = Fingerprint::of_der(end_entity.as_ref());
-        if presented.matches(&self.expected) {
+        if presented.matches(expected) {
             Ok(ServerCertVerified::assertion())
         } else {
-            tracing::error!(%presented, expected = %self.expected, "TLS certificate fingerprint mismatch");
-            self.report.record(presented);
+            tracing::error!(%presented, %expected, "TLS certificate fingerprint mismatch");
+            report.record(presented);
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
                     presented,
-                    expected: self.expected,
+                    expected: *expected,
                 }))),
             ))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Accepts any certificate (explicit `tls_insecure`), still checking handshake signatures.
-#[derive(Debug)]
-struct InsecureVerifier {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for InsecureVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -286,10 +261,12 @@ pub(crate) fn client_config(
         }
         TlsMode::Pinned(expected) => {
             let report = Arc::new(PinReport::default());
-            let verifier = PinVerifier {
-                expected: *expected,
+            let verifier = LeafVerifier {
+                policy: LeafPolicy::Pinned {
+                    expected: *expected,
+                    report: report.clone(),
+                },
                 algorithms,
-                report: report.clone(),
             };
             (
                 builder
@@ -302,7 +279,10 @@ pub(crate) fn client_config(
         TlsMode::Insecure => (
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(InsecureVerifier { algorithms }))
+                .with_custom_certificate_verifier(Arc::new(LeafVerifier {
+                    policy: LeafPolicy::Any,
+                    algorithms,
+                }))
                 .with_no_client_auth(),
             None,
         ),
