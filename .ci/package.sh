@@ -246,17 +246,27 @@ boot_skip() { echo "SKIP (boot test): $*"; return 2; }
 
 boot_test() {
   local vm="$work/vm" broot="$work/vm/root" sd_pid="" ush
+  # The whole boot test (debootstrap included) has FELHOM_BOOT_TEST_TIMEOUT seconds.
+  local boot_deadline=$((SECONDS + ${FELHOM_BOOT_TEST_TIMEOUT:-1500}))
   command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || { boot_skip "unshare/nsenter missing"; return; }
   if ! command -v debootstrap >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1 ||
       { boot_skip "cannot install debootstrap"; return; }
   fi
   mkdir -p "$vm"
-  echo "  debootstrap bookworm (minbase + systemd) ..."
-  if ! debootstrap --variant=minbase --include=systemd,dbus bookworm "$broot" \
-        "${FELHOM_DEBIAN_MIRROR:-http://deb.debian.org/debian}" > "$vm/debootstrap.log" 2>&1; then
+  # A slow or black-holed mirror must not hold CI for long: debootstrap gets
+  # FELHOM_DEBOOTSTRAP_TIMEOUT seconds (default 600), then TERM, then KILL 30 s later.
+  local dbs_timeout=${FELHOM_DEBOOTSTRAP_TIMEOUT:-600} rc=0
+  echo "  debootstrap bookworm (minbase + systemd, at most ${dbs_timeout}s) ..."
+  timeout -k 30 "$dbs_timeout" debootstrap --variant=minbase --include=systemd,dbus bookworm "$broot" \
+        "${FELHOM_DEBIAN_MIRROR:-http://deb.debian.org/debian}" > "$vm/debootstrap.log" 2>&1 || rc=$?
+  if [ "$rc" != 0 ]; then
     tail -n 5 "$vm/debootstrap.log"
-    boot_skip "debootstrap failed (mirror unreachable?)"; return
+    case "$rc" in
+      124|137) boot_skip "debootstrap did not finish within ${dbs_timeout}s (slow or unreachable mirror; FELHOM_DEBOOTSTRAP_TIMEOUT)" ;;
+      *) boot_skip "debootstrap failed with status $rc (mirror unreachable or incomplete?)" ;;
+    esac
+    return
   fi
   cp "$deb" "$broot/root/felhom-agent.deb"
   # The simulated Proxmox API for the agent (built by the test step; built here if missing).
@@ -302,7 +312,13 @@ BOOT
   [ -n "$sd_pid" ] || { cat "$vm/boot.log"; boot_skip "systemd did not start in the namespaces"; return; }
   # The namespace's PID 1 is killed (by PID) whatever happens; that ends everything in it.
   trap 'kill -KILL '"$sd_pid"' 2>/dev/null || true; sleep 0.5; rm -rf "$work"' EXIT
-  inside() { nsenter -t "$sd_pid" -m -u -i -n -p -C -r -w /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"; }
+  # Every command in the scratch system runs under what is left of the boot test's budget.
+  inside() {
+    local left=$((boot_deadline - SECONDS))
+    [ "$left" -gt 0 ] || fail "the boot test took longer than ${FELHOM_BOOT_TEST_TIMEOUT:-1500}s (FELHOM_BOOT_TEST_TIMEOUT)"
+    nsenter -t "$sd_pid" -m -u -i -n -p -C -r -w /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+      timeout -k 10 "$left" "$@"
+  }
   local state
   # Until PID 1 has created its private socket, systemctl cannot even connect; poll.
   for _ in $(seq 120); do
@@ -313,7 +329,7 @@ BOOT
   case "$state" in running|degraded) ;; *) boot_skip "systemd in the scratch system is '$state'"; return ;; esac
   note "booted: $(inside systemctl --version | head -n 1)"
 
-  inside apt-get install -y -qq --no-install-recommends /root/felhom-agent.deb > "$vm/apt.log" 2>&1 ||
+  inside timeout 300 apt-get install -y -qq --no-install-recommends /root/felhom-agent.deb > "$vm/apt.log" 2>&1 ||
     { cat "$vm/apt.log"; fail "apt install of the package failed on a real systemd"; }
   inside id felhom-agent >/dev/null || fail "user felhom-agent missing after install"
   [ "$(inside stat -c '%a %U:%G' /run/felhom)" = "750 root:felhom-agent" ] || fail "/run/felhom: $(inside stat -c '%a %U:%G' /run/felhom)"
@@ -369,7 +385,7 @@ BOOT
     note "ok: selftest in the agent's sandbox: $(printf '%s\n' "$sel" | grep -E '^helper ' | tr -s ' ')"
     local before after
     before=$(inside systemctl show -p MainPID --value felhom-agent.service)
-    inside dpkg -i /root/felhom-agent.deb > "$vm/upgrade.log" 2>&1 || { cat "$vm/upgrade.log"; fail "reinstall/upgrade failed"; }
+    inside timeout 300 dpkg -i /root/felhom-agent.deb > "$vm/upgrade.log" 2>&1 || { cat "$vm/upgrade.log"; fail "reinstall/upgrade failed"; }
     after=$(inside systemctl show -p MainPID --value felhom-agent.service)
     [ "$before" != "$after" ] && inside systemctl is-active --quiet felhom-agent.service || fail "upgrade did not restart the agent"
     note "ok: upgrade restarts the agent"
@@ -377,7 +393,7 @@ BOOT
     echo "  SKIP (agent run): felhom-pve-sim was not built"
   fi
 
-  inside apt-get purge -y -qq felhom-agent > "$vm/purge.log" 2>&1 || { cat "$vm/purge.log"; fail "purge failed"; }
+  inside timeout 300 apt-get purge -y -qq felhom-agent > "$vm/purge.log" 2>&1 || { cat "$vm/purge.log"; fail "purge failed"; }
   ! inside test -e /etc/felhom || fail "purge left /etc/felhom"
   ! inside test -e /var/lib/felhom-agent || fail "purge left /var/lib/felhom-agent"
   inside id felhom-agent >/dev/null || fail "purge removed the system user (Debian keeps it)"
