@@ -31,7 +31,7 @@ if is_root && command -v apt-get >/dev/null 2>&1; then
   command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   if [ "${#missing[@]}" -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 fi
 command -v dpkg-deb >/dev/null 2>&1 || { echo "SKIP: dpkg-deb is not available (not a Debian system)"; exit 0; }
@@ -250,7 +250,7 @@ boot_test() {
   local boot_deadline=$((SECONDS + ${FELHOM_BOOT_TEST_TIMEOUT:-1500}))
   command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || { boot_skip "unshare/nsenter missing"; return; }
   if ! command -v debootstrap >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1 ||
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1 ||
       { boot_skip "cannot install debootstrap"; return; }
   fi
   mkdir -p "$vm"
@@ -329,7 +329,7 @@ BOOT
   case "$state" in running|degraded) ;; *) boot_skip "systemd in the scratch system is '$state'"; return ;; esac
   note "booted: $(inside systemctl --version | head -n 1)"
 
-  inside timeout 300 apt-get install -y -qq --no-install-recommends /root/felhom-agent.deb > "$vm/apt.log" 2>&1 ||
+  inside timeout 300 apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends /root/felhom-agent.deb > "$vm/apt.log" 2>&1 ||
     { cat "$vm/apt.log"; fail "apt install of the package failed on a real systemd"; }
   inside id felhom-agent >/dev/null || fail "user felhom-agent missing after install"
   [ "$(inside stat -c '%a %U:%G' /run/felhom)" = "750 root:felhom-agent" ] || fail "/run/felhom: $(inside stat -c '%a %U:%G' /run/felhom)"

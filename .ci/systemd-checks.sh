@@ -24,7 +24,7 @@ note() { printf '  %s\n' "$*"; }
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends systemd >/dev/null
   else
     echo "SKIP: systemd-analyze is not installed and this is not a root Debian machine;"
     echo "      install the 'systemd' package to run the unit checks."
