@@ -57,7 +57,17 @@ echo "--- dpkg-deb -c"
 dpkg-deb -c "$deb"
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# The boot test (section 6) registers what it started here, so that an early exit, a failed
+# check, Ctrl-C or a TERM from the CI runner still ends the scratch system and removes its
+# cgroups.
+BOOT_USH="" BOOT_SD="" BOOT_CGS=()
+cleanup() {
+  boot_stop
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 root="$work/root"
 dpkg-deb -x "$deb" "$root"
 dpkg-deb -e "$deb" "$work/control"
@@ -244,6 +254,61 @@ note "ok: postrm: remove keeps config; purge removes /etc/felhom, state dirs, un
 # ---- 6. a real systemd boots a scratch system and installs the package -------------------
 boot_skip() { echo "SKIP (boot test): $*"; return 2; }
 
+# boot_cgroups_create: an empty child cgroup, felhom-ci-boot.PID, below this script's own
+# cgroup in every hierarchy mounted under /sys/fs/cgroup (BOOT_CGS, with the mount point in
+# BOOT_CG_MNTS). The boot subshell moves itself into them before unshare, so the cgroup
+# namespace and the bind-mounted /sys/fs/cgroup of the scratch system are rooted there and
+# its systemd (init.scope, system.slice, …) never writes to the host's cgroup roots.
+BOOT_CG_MNTS=()
+boot_cgroups_create() {
+  local id ctrls path mnt child f
+  while IFS=: read -r id ctrls path; do
+    if [ -z "$ctrls" ]; then
+      mnt=$(findmnt -rn -t cgroup2 -o TARGET | grep -m 1 '^/sys/fs/cgroup' || true)
+    else
+      mnt=$(findmnt -rn -t cgroup -o TARGET,OPTIONS | awk -v c="${ctrls%%,*}" '
+        $1 ~ "^/sys/fs/cgroup" { n = split($2, o, ","); for (i = 1; i <= n; i++) if (o[i] == c) { print $1; exit } }')
+    fi
+    [ -n "$mnt" ] || continue
+    child="$mnt${path%/}/felhom-ci-boot.$$"
+    mkdir "$child" || return 1
+    BOOT_CGS+=("$child")
+    BOOT_CG_MNTS+=("$mnt")
+    # cgroup v1 cpuset: a new group has no CPUs or memory nodes until given its parent's.
+    for f in cpuset.cpus cpuset.mems; do
+      [ -f "$child/$f" ] && cat "${child%/*}/$f" > "$child/$f"
+    done
+  done < /proc/self/cgroup
+  [ "${#BOOT_CGS[@]}" -gt 0 ]
+}
+
+# boot_stop: kills the scratch system (unshare, its PID 1 and anything left in its cgroups)
+# and removes its cgroups bottom-up. Safe to call more than once.
+boot_stop() {
+  local p cg _
+  for p in $BOOT_SD $BOOT_USH; do kill -KILL "$p" 2>/dev/null || true; done
+  [ -z "$BOOT_USH" ] || wait "$BOOT_USH" 2>/dev/null || true
+  if [ "${#BOOT_CGS[@]}" -gt 0 ]; then
+    for _ in $(seq 50); do
+      p=$(for cg in "${BOOT_CGS[@]}"; do [ -d "$cg" ] && find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null; done | sort -u)
+      [ -n "$p" ] || break
+      # Only processes of the scratch system can be in these groups.
+      kill -KILL $p 2>/dev/null || true
+      sleep 0.2
+    done
+    for cg in "${BOOT_CGS[@]}"; do
+      [ -d "$cg" ] || continue
+      for _ in $(seq 25); do
+        find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        [ -d "$cg" ] || break
+        sleep 0.2
+      done
+      [ ! -d "$cg" ] || echo "  warning: could not remove the boot test's cgroup $cg" >&2
+    done
+  fi
+  BOOT_USH="" BOOT_SD="" BOOT_CGS=() BOOT_CG_MNTS=()
+}
+
 boot_test() {
   local vm="$work/vm" broot="$work/vm/root" sd_pid="" ush
   # The whole boot test (debootstrap included) has FELHOM_BOOT_TEST_TIMEOUT seconds.
@@ -274,6 +339,14 @@ boot_test() {
   [ -x "$sim" ] || cargo build --quiet -p felhom-tests --bin felhom-pve-sim >/dev/null 2>&1 || true
   [ -x "$sim" ] && cp "$sim" "$broot/root/felhom-pve-sim"
 
+  boot_cgroups_create || { boot_stop; boot_skip "cannot create a child cgroup for the scratch system"; return; }
+  local cg_mounts="" i l
+  for i in "${!BOOT_CGS[@]}"; do
+    cg_mounts+="mkdir -p \$R${BOOT_CG_MNTS[$i]}; mount --bind ${BOOT_CGS[$i]} \$R${BOOT_CG_MNTS[$i]}"$'\n'
+  done
+  for l in /sys/fs/cgroup/*; do
+    [ -L "$l" ] && cg_mounts+="ln -s $(readlink "$l") \$R$l"$'\n'
+  done
   cat > "$vm/boot.sh" <<BOOT
 #!/bin/bash
 # Runs in fresh mount/PID/net/IPC/UTS/cgroup namespaces; nothing here is visible on the host.
@@ -283,8 +356,9 @@ mount --make-rprivate /
 mount --bind \$R \$R
 mount -t proc proc \$R/proc
 mount -t sysfs sysfs \$R/sys
-mount --rbind /sys/fs/cgroup \$R/sys/fs/cgroup || true
-mount -t tmpfs -o mode=755 tmpfs \$R/dev
+# Only the boot test's own child cgroups (see boot_cgroups_create), never the host's roots.
+mount -t tmpfs -o mode=755 cgroup \$R/sys/fs/cgroup
+$cg_mountsmount -t tmpfs -o mode=755 tmpfs \$R/dev
 for d in null zero full random urandom tty; do touch \$R/dev/\$d; mount --bind /dev/\$d \$R/dev/\$d; done
 mkdir -p \$R/dev/pts \$R/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts \$R/dev/pts
@@ -302,16 +376,23 @@ mount --make-rshared /
 exec /usr/bin/env -i container=felhom-ci /lib/systemd/systemd
 BOOT
   chmod +x "$vm/boot.sh"
-  unshare --pid --fork --mount --uts --ipc --net --cgroup "$vm/boot.sh" > "$vm/boot.log" 2>&1 &
+  # The subshell joins the child cgroups, then becomes unshare; --kill-child: if unshare
+  # dies, the namespace's PID 1 (and with it everything in the namespace) is killed too.
+  (
+    for cg in "${BOOT_CGS[@]}"; do
+      echo "$BASHPID" > "$cg/cgroup.procs" || { echo "cannot join $cg"; exit 97; }
+    done
+    exec unshare --pid --fork --kill-child --mount --uts --ipc --net --cgroup "$vm/boot.sh"
+  ) > "$vm/boot.log" 2>&1 &
   ush=$!
+  BOOT_USH=$ush
   for _ in $(seq 50); do
     sd_pid=$(pgrep -P "$ush" 2>/dev/null | head -n 1 || true)
+    [ -n "$sd_pid" ] && BOOT_SD=$sd_pid
     [ -n "$sd_pid" ] && [ "$(cat /proc/"$sd_pid"/comm 2>/dev/null)" = systemd ] && break
     sleep 0.2
   done
-  [ -n "$sd_pid" ] || { cat "$vm/boot.log"; boot_skip "systemd did not start in the namespaces"; return; }
-  # The namespace's PID 1 is killed (by PID) whatever happens; that ends everything in it.
-  trap 'kill -KILL '"$sd_pid"' 2>/dev/null || true; sleep 0.5; rm -rf "$work"' EXIT
+  [ -n "$sd_pid" ] || { cat "$vm/boot.log"; boot_stop; boot_skip "systemd did not start in the namespaces"; return; }
   # Every command in the scratch system runs under what is left of the boot test's budget.
   inside() {
     local left=$((boot_deadline - SECONDS))
@@ -398,7 +479,8 @@ BOOT
   ! inside test -e /var/lib/felhom-agent || fail "purge left /var/lib/felhom-agent"
   inside id felhom-agent >/dev/null || fail "purge removed the system user (Debian keeps it)"
   note "ok: purge removes /etc/felhom and the state, keeps the system user"
-  kill -KILL "$sd_pid" 2>/dev/null || true
+  boot_stop
+  note "ok: scratch system stopped, its cgroups removed"
 }
 
 echo "--- boot test: real systemd in a scratch Debian, apt install, sandboxes, agent, upgrade, purge"
