@@ -435,6 +435,16 @@ BOOT
   ! inside "$run" helper /usr/bin/unshare --net true 2>/dev/null || fail "the helper's sandbox allows a network namespace"
   inside "$run" helper /usr/bin/unshare --user --mount --map-root-user true || fail "the helper's sandbox refuses user+mount namespaces (lxc-usernsexec)"
   note "ok: helper sandbox shares PID 1's mount namespace, its mounts are visible, systemctl works, only user+mnt namespaces"
+  # The same for the real helper as systemd starts it for the socket (it idles for
+  # idle_timeout_secs, 60 s, before it exits): its mount namespace, read while it runs.
+  local hpid real_ns
+  inside systemctl start felhom-helper.service || { inside journalctl -u felhom-helper.service --no-pager | tail -n 20; fail "felhom-helper.service did not start"; }
+  hpid=$(inside systemctl show -p MainPID --value felhom-helper.service)
+  [ -n "$hpid" ] && [ "$hpid" != 0 ] || { inside journalctl -u felhom-helper.service --no-pager | tail -n 20; fail "felhom-helper.service is not running (MainPID '$hpid')"; }
+  real_ns=$(inside readlink "/proc/$hpid/ns/mnt")
+  inside systemctl is-active --quiet felhom-helper.service || fail "felhom-helper.service exited while its namespace was read"
+  [ "$real_ns" = "$pid1_ns" ] || fail "the socket-activated helper (PID $hpid) has its own mount namespace ($real_ns, PID 1: $pid1_ns)"
+  note "ok: the running felhom-helper.service (PID $hpid in the scratch system) shares PID 1's mount namespace"
 
   if [ -x "$broot/root/felhom-pve-sim" ]; then
     inside sh -c 'nohup /root/felhom-pve-sim --port 8006 --write-config /root/sim >/root/sim.out 2>&1 &'
