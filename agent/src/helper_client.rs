@@ -334,6 +334,14 @@ impl HelperClient {
         Ok(conn)
     }
 
+    /// Drops the current connection (if any), so the helper sees no client and can reach its
+    /// idle exit. The next call connects again (socket activation starts the helper anew).
+    /// Clones share the connection, so this disconnects them too; a call already in flight
+    /// keeps its own handle and finishes normally.
+    pub async fn disconnect(&self) {
+        self.state.lock().await.conn = None;
+    }
+
     /// Forgets the connection `generation` (if it is still the current one).
     async fn discard(&self, generation: u64) {
         let mut state = self.state.lock().await;

@@ -121,6 +121,9 @@ pub async fn run(
             _ = term.recv() => None,
             _ = int.recv() => None,
         };
+        // Let go of the helper between cycles: it is socket-activated and exits when no
+        // client is connected for its idle timeout; the next cycle activates it again.
+        helper.disconnect().await;
         let Some(report) = collected else {
             break "signal during collection";
         };

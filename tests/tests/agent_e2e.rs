@@ -282,3 +282,62 @@ async fn a_user_outside_the_socket_group_is_told_to_check_the_group() {
         "{err}"
     );
 }
+
+/// `run` lets go of the helper after each cycle, so the socket-activated helper reaches its
+/// idle exit while the service sleeps (a held connection would keep it alive forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_disconnects_between_cycles_so_the_helper_exits_when_idle() {
+    tokio::task::block_in_place(bins::agent);
+    let opts = HelperHarnessOptions {
+        idle_timeout_secs: 1,
+        ..HelperHarnessOptions::default()
+    };
+    let mut helper = match tokio::task::block_in_place(|| HelperHarness::start(opts)) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+    };
+    helper.add_fake_disk("sda", &healthy_ata_json("IDLE DISK", "IDLE-1", 30), 0);
+    let sim = PveSim::start(SimOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The interval is far longer than the helper's idle timeout.
+    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 3600).unwrap();
+    let mut child = tokio::process::Command::new(bins::agent())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The first cycle talked to the helper.
+    let health = dir.path().join("state/health.json");
+    let start = Instant::now();
+    let v: serde_json::Value = loop {
+        assert!(start.elapsed() < PATIENCE, "no health.json");
+        if let Ok(bytes) = std::fs::read(&health) {
+            break serde_json::from_slice(&bytes).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(v["helper"]["status"], "ok", "{v:#}");
+    // While `run` sleeps, the helper exits on its own, saying it was idle.
+    let exited = tokio::task::block_in_place(|| helper.wait_exit(Duration::from_secs(15)));
+    assert!(
+        exited.is_some(),
+        "the helper is still running 15 s after the cycle (idle timeout 1 s): the agent kept its connection open\n{}",
+        helper.log()
+    );
+    assert!(helper.log().contains("idle for 1 s"), "{}", helper.log());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the agent should still be running"
+    );
+    child.kill().await.unwrap();
+}
