@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian package build and checks (called by .ci/run). Never touches the host's system:
 #   1. builds both release binaries and the .deb with cargo-deb (installed from crates.io
-#      with `cargo install cargo-deb --locked` when missing);
+#      with `cargo install cargo-deb --locked --version 3.8.0` when missing);
 #   2. prints its control data and contents (dpkg-deb -I / -c);
 #   3. extracts it into a throwaway root and checks that every file lands where the units,
 #      the sysusers/tmpfiles entries and the maintainer scripts expect it, then runs
@@ -35,9 +35,11 @@ if is_root && command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 command -v dpkg-deb >/dev/null 2>&1 || { echo "SKIP: dpkg-deb is not available (not a Debian system)"; exit 0; }
+# Pinned: the package layout checks below are written against this version's behaviour.
+CARGO_DEB_VERSION=3.8.0
 if ! command -v cargo-deb >/dev/null 2>&1; then
-  echo "--- cargo install cargo-deb --locked"
-  cargo install cargo-deb --locked --quiet
+  echo "--- cargo install cargo-deb --locked --version $CARGO_DEB_VERSION"
+  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" --quiet
 fi
 note "$(cargo deb --version 2>/dev/null || echo cargo-deb)"
 
@@ -230,8 +232,16 @@ note "ok: configured install: agent started"
 
 run_script postinst configure 0.0.9-1
 has "deb-systemd-invoke try-restart felhom-helper.service"
-has "deb-systemd-invoke restart felhom-agent.service"
-note "ok: upgrade: helper and agent restarted"
+has "deb-systemd-invoke try-restart felhom-agent.service"
+lacks "invoke start felhom-agent.service"
+note "ok: upgrade: helper and agent try-restarted"
+
+rm "$sroot/etc/felhom/pve-token"
+run_script postinst configure 0.0.9-1
+has "deb-systemd-invoke try-restart felhom-agent.service"
+lacks "invoke start felhom-agent.service"
+note "ok: upgrade without the token: a running agent is still restarted (no old agent against the new helper)"
+echo 'secret' > "$sroot/etc/felhom/pve-token"
 
 run_script prerm upgrade 0.2.0-1
 lacks "stop"
