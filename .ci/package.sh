@@ -433,6 +433,14 @@ BOOT
   note "ok: apt install: user, /run/felhom 0750 and helper.sock 0660 root:felhom-agent, units enabled, socket listening, agent not started"
 
   local run=/usr/libexec/felhom/felhom-sandbox-run pid1_ns helper_ns agent_ns
+  # felhom-sandbox-run reads the unit through `systemctl cat`, so the operator's drop-ins count.
+  inside mkdir -p /etc/systemd/system/felhom-agent.service.d
+  inside sh -c 'printf "[Service]\nEnvironment=FELHOM_CI_DROPIN=1\n" > /etc/systemd/system/felhom-agent.service.d/ci.conf'
+  inside systemctl daemon-reload
+  inside "$run" --print agent /bin/true | grep -q 'Environment=FELHOM_CI_DROPIN=1' || fail "felhom-sandbox-run ignores drop-ins"
+  inside rm -r /etc/systemd/system/felhom-agent.service.d
+  inside systemctl daemon-reload
+  note "ok: felhom-sandbox-run includes drop-ins (systemctl cat)"
   pid1_ns=$(inside readlink /proc/1/ns/mnt)
   helper_ns=$(inside "$run" helper /usr/bin/readlink /proc/self/ns/mnt)
   [ -n "$pid1_ns" ] && [ -n "$helper_ns" ] || fail "could not read the mount namespaces"
