@@ -89,7 +89,9 @@ note "ok: missing binary detected"
 # Directives that make systemd set up a mount namespace for the service (systemd's
 # exec_needs_mount_namespace(); PrivateNetwork=/PrivateIPC= do so in newer releases) or
 # that cannot work for a root helper at all (PrivateUsers=, DynamicUser=).
-NS_KEYS='ProtectSystem|ProtectHome|PrivateTmp|PrivateDevices|PrivateMounts|PrivateNetwork|PrivateIPC|PrivatePIDs|ProtectKernelTunables|ProtectKernelModules|ProtectKernelLogs|ProtectControlGroups|ProtectProc|ProcSubset|ReadWritePaths|ReadOnlyPaths|InaccessiblePaths|ExecPaths|NoExecPaths|TemporaryFileSystem|BindPaths|BindReadOnlyPaths|RootDirectory|RootImage|MountImages|ExtensionImages|ExtensionDirectories|MountFlags|MountAPIVFS|NetworkNamespacePath|IPCNamespacePath|LogNamespace|PrivateUsers|DynamicUser'
+# ReadWriteDirectories=/ReadOnlyDirectories=/InaccessibleDirectories= are the old names of
+# the *Paths= directives; systemd still accepts them.
+NS_KEYS='ProtectSystem|ProtectHome|PrivateTmp|PrivateDevices|PrivateMounts|PrivateNetwork|PrivateIPC|PrivatePIDs|ProtectKernelTunables|ProtectKernelModules|ProtectKernelLogs|ProtectControlGroups|ProtectProc|ProcSubset|ReadWritePaths|ReadOnlyPaths|InaccessiblePaths|ReadWriteDirectories|ReadOnlyDirectories|InaccessibleDirectories|ExecPaths|NoExecPaths|TemporaryFileSystem|BindPaths|BindReadOnlyPaths|RootDirectory|RootImage|MountImages|ExtensionImages|ExtensionDirectories|MountFlags|MountAPIVFS|NetworkNamespacePath|IPCNamespacePath|LogNamespace|PrivateUsers|DynamicUser'
 # Hardening directives the helper leaves off; each needs a one-line "# Key=  reason" comment.
 DOCUMENTED_OFF=(ProtectSystem ProtectHome PrivateTmp PrivateDevices PrivateMounts ReadWritePaths
   ProtectKernelTunables ProtectKernelModules ProtectKernelLogs ProtectControlGroups ProtectProc
@@ -112,6 +114,10 @@ cp systemd/felhom-helper.service "$work/helper-bad.service"
 echo "PrivateTmp=yes" >> "$work/helper-bad.service"
 if helper_ns_check "$work/helper-bad.service" >/dev/null; then fail "self-test: PrivateTmp=yes was not detected"; fi
 note "ok: self-test: an added PrivateTmp=yes is detected"
+cp systemd/felhom-helper.service "$work/helper-bad2.service"
+echo "ReadOnlyDirectories=/usr" >> "$work/helper-bad2.service"
+if helper_ns_check "$work/helper-bad2.service" >/dev/null; then fail "self-test: ReadOnlyDirectories= (alias) was not detected"; fi
+note "ok: self-test: the old alias ReadOnlyDirectories= is detected"
 
 # ---- exposure scores --------------------------------------------------------------------
 # score FILE -> "1.0 SAFE" (the overall line)
