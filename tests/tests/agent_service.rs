@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use felhom_tests::bins;
-use felhom_tests::fake_helper::{Call, FakeHelper, write_agent_config};
+use felhom_tests::fake_helper::{Call, FakeHelper, Method, Scripted, write_agent_config};
 use felhom_tests::pve_sim::{Fault, FaultKind, PveSim, SimOptions};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -191,7 +191,7 @@ async fn run_reports_a_proxmox_outage_and_recovers() {
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
         statuses.extend(
             msg.lines()
-                .filter(|l| l.starts_with("STATUS="))
+                .filter(|l| l.starts_with("STATUS=cycle "))
                 .map(str::to_string),
         );
     }
@@ -206,4 +206,50 @@ async fn run_reports_a_proxmox_outage_and_recovers() {
         .expect("agent did not exit after SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// READY=1 comes as soon as the service is set up, not after the first (possibly slow)
+/// cycle: systemd's start timeout must not depend on how long SMART reads take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_sent_before_the_first_cycle_finishes() {
+    tokio::task::block_in_place(bins::agent);
+    let sim = PveSim::start(SimOptions::default()).await.unwrap();
+    let helper = FakeHelper::start().await.unwrap();
+    // The first cycle's SMART scan takes 5 s.
+    helper.script(Method::SmartScan, Scripted::Delay(Duration::from_secs(5)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 3600).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut child = tokio::process::Command::new(bins::agent())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("WATCHDOG_USEC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(PATIENCE, notify.recv(&mut buf))
+        .await
+        .expect("no notification")
+        .unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(!first.contains("STATUS=cycle"), "{first}");
+    // The first cycle is still running when READY arrives.
+    assert!(!dir.path().join("state/health.json").exists());
+    // Its STATUS follows later.
+    let n = tokio::time::timeout(PATIENCE, notify.recv(&mut buf))
+        .await
+        .expect("no STATUS after the first cycle")
+        .unwrap();
+    let second = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(second.starts_with("STATUS=cycle 1: ok"), "{second}");
+    assert!(!second.contains("READY=1"), "{second}");
+    child.kill().await.unwrap();
 }
