@@ -12,7 +12,7 @@ use felhom_tests::bins;
 use felhom_tests::fake_helper::{
     Call, FakeDisk, FakeHelper, Method, Scripted, healthy_ata_json, write_agent_config,
 };
-use felhom_tests::pve_sim::{PveSim, SimOptions};
+use felhom_tests::pve_sim::{Fault, FaultKind, PveSim, SimOptions};
 use serde_json::Value;
 
 struct Env {
@@ -524,4 +524,126 @@ async fn helper_commands_work_without_api_settings() {
     let r = agent(&env, &["guests"]).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("api_url"), "{}", r.stderr);
+}
+
+/// The options of a `netN` value without `hwaddr`, in order.
+fn without_mac(net: &str) -> String {
+    net.split(',')
+        .filter(|o| !o.starts_with("hwaddr="))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Restore resets the network identity exactly: every NIC keeps all its other options and
+/// only loses `hwaddr` (a NIC without one stays as it is), and without --hostname the
+/// hostname becomes `<source>-<vmid>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_resets_each_mac_and_derives_a_hostname() {
+    let env = env().await;
+    let state = env.sim.state();
+    // CT 102 with two NICs, the second without a MAC in its config.
+    state.add_container(102, "web", false);
+    let net1 = "name=eth1,bridge=vmbr1,firewall=0,ip=10.0.0.5/24,type=veth";
+    assert!(state.set_config_value(102, "net1", Some(Value::from(net1))));
+    let src = state.container_config(102).unwrap();
+    let src_net0 = src["net0"].as_str().unwrap().to_string();
+    assert!(src_net0.contains("hwaddr="), "{src_net0}");
+    let archive = state.add_backup("local", 102);
+
+    let r = agent(
+        &env,
+        &[
+            "--json",
+            "restore",
+            &archive,
+            "--vmid",
+            "202",
+            "--storage",
+            "local-lvm",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["identity"]["reset"], true, "{v:#}");
+    assert_eq!(v["identity"]["hostname"], "web-202", "{v:#}");
+    assert_eq!(v["identity"]["hostname_origin"], "derived", "{v:#}");
+    assert_eq!(v["identity"]["source_hostname"], "web", "{v:#}");
+    let cfg = state.container_config(202).unwrap();
+    assert_eq!(cfg["hostname"], "web-202");
+    // net0: all options of the source's net0 but hwaddr, in order.
+    assert_eq!(
+        cfg["net0"].as_str().unwrap(),
+        "name=eth0,bridge=vmbr0,firewall=1,ip=dhcp,type=veth"
+    );
+    assert_eq!(cfg["net0"].as_str().unwrap(), without_mac(&src_net0));
+    // net1 had no MAC in the archive (the restore gives it one, as Proxmox does): its
+    // options are unchanged and it has no MAC in the config now.
+    assert_eq!(cfg["net1"].as_str().unwrap(), net1);
+    // Nothing else of the config changed.
+    for (k, val) in &src {
+        if !["hostname", "net0", "net1", "rootfs"].contains(&k.as_str()) {
+            assert_eq!(cfg.get(k), Some(val), "{k}");
+        }
+    }
+
+    // Human output says what was done.
+    let r = agent(
+        &env,
+        &[
+            "restore",
+            &archive,
+            "--vmid",
+            "203",
+            "--storage",
+            "local-lvm",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("hostname set to web-203 (derived"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("removed the MAC address of net0"),
+        "{}",
+        r.stdout
+    );
+
+    // Reading the restored config fails: the error says the container exists with the
+    // source's identity.
+    state.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/lxc/204/config".into(),
+        kind: FaultKind::Status {
+            code: 503,
+            reason: "Service Unavailable".into(),
+        },
+        times: 10,
+    });
+    let r = agent(
+        &env,
+        &[
+            "restore",
+            &archive,
+            "--vmid",
+            "204",
+            "--storage",
+            "local-lvm",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("CT 204 was restored, but reading its config")
+            && r.stderr.contains(
+                "the container exists and still has the source's MAC addresses and hostname"
+            ),
+        "{}",
+        r.stderr
+    );
+    assert!(state.container_exists(204));
 }

@@ -501,8 +501,41 @@ fn without_hwaddr(value: &str) -> Option<String> {
     (kept.len() != parts.len()).then(|| kept.join(","))
 }
 
+/// The hostname a restored container gets when none is given: `<source>-<vmid>`, applied to
+/// the first label of the source's hostname (a domain after it is kept), with that label
+/// truncated so the result fits a 63-character RFC 1123 label. Falls back to `ct-<vmid>`
+/// when the source has no usable hostname.
+pub fn derived_hostname(source: Option<&str>, vmid: Vmid) -> String {
+    let suffix = format!("-{vmid}");
+    let fallback = format!("ct{suffix}");
+    let Some(source) = source.map(str::trim).filter(|s| !s.is_empty()) else {
+        return fallback;
+    };
+    let (label, domain) = match source.split_once('.') {
+        Some((l, d)) => (l, Some(d)),
+        None => (source, None),
+    };
+    let keep = 63usize.saturating_sub(suffix.len());
+    let label: String = label.chars().take(keep).collect();
+    let label = label.trim_end_matches('-');
+    let mut name = format!("{label}{suffix}");
+    if let Some(d) = domain {
+        name.push('.');
+        name.push_str(d);
+    }
+    if label.is_empty() || ConfigKey::Hostname.check_value(&name).is_err() {
+        // Try without the domain, then give up on the source's name.
+        let short = format!("{label}{suffix}");
+        if !label.is_empty() && ConfigKey::Hostname.check_value(&short).is_ok() {
+            return short;
+        }
+        return fallback;
+    }
+    name
+}
+
 /// `identity`: `None` keeps the archive's identity; `Some(hostname)` resets the MAC addresses
-/// and sets the hostname when one is given.
+/// and sets the hostname — the given one, or [`derived_hostname`] when none was given.
 async fn restore(
     pve: &PveClient,
     req: RestoreRequest,
@@ -522,8 +555,17 @@ async fn restore(
                 "network identity kept (--keep-identity): the container has the archive's MAC addresses and hostname"
             );
         }
-        Some(hostname) => {
-            let config = pve.container_config(vmid).await?;
+        Some(given) => {
+            let config = pve.container_config(vmid).await.map_err(|e| {
+                CliError::Failed(format!(
+                    "CT {vmid} was restored, but reading its config to reset the network identity failed: {e}; the container exists and still has the source's MAC addresses and hostname — fix them (felhom-agent set-config) before starting it next to the original"
+                ))
+            })?;
+            let source_hostname = config.entries.get("hostname").map(String::as_str);
+            let (hostname, hostname_origin) = match given {
+                Some(h) => (h, "given"),
+                None => (derived_hostname(source_hostname, vmid), "derived"),
+            };
             let mut change = ConfigChange::new();
             if !config.digest.is_empty() {
                 change = change
@@ -542,20 +584,21 @@ async fn restore(
                     reset.push(key.clone());
                 }
             }
-            if let Some(h) = &hostname {
+            let hostname_changed = source_hostname != Some(hostname.as_str());
+            if hostname_changed {
                 change = change
-                    .set(ConfigKey::Hostname, h.clone())
+                    .set(ConfigKey::Hostname, hostname.clone())
                     .map_err(|e| CliError::Failed(e.to_string()))?;
             }
             if change.is_empty() {
                 let _ = writeln!(
                     human,
-                    "network identity: nothing to reset (no MAC address in the restored config)"
+                    "network identity: nothing to reset (no MAC address in the restored config, hostname already {hostname})"
                 );
             } else {
                 pve.set_config(vmid, &change).await.map_err(|e| {
                     CliError::Failed(format!(
-                        "CT {vmid} was restored, but resetting its network identity failed: {e}; it still has the archive's MAC addresses — fix them before starting it next to the original"
+                        "CT {vmid} was restored, but resetting its network identity failed: {e}; it still has the archive's MAC addresses and hostname — fix them before starting it next to the original"
                     ))
                 })?;
                 if !reset.is_empty() {
@@ -565,11 +608,22 @@ async fn restore(
                         reset.join(", ")
                     );
                 }
-                if let Some(h) = &hostname {
-                    let _ = writeln!(human, "hostname set to {h}");
+                if hostname_changed {
+                    let how = if hostname_origin == "given" {
+                        "(--hostname)"
+                    } else {
+                        "(derived from the source's; use --hostname to choose one)"
+                    };
+                    let _ = writeln!(human, "hostname set to {hostname} {how}");
                 }
             }
-            identity_doc = json!({ "reset": true, "interfaces": reset, "hostname": hostname });
+            identity_doc = json!({
+                "reset": !change.is_empty(),
+                "interfaces": reset,
+                "hostname": hostname,
+                "hostname_origin": hostname_origin,
+                "source_hostname": source_hostname,
+            });
         }
     }
     Ok(Outcome::new(
@@ -927,5 +981,40 @@ mod tests {
         let e = parse_changes(&["hookscript=local:snippets/x".into()]).unwrap_err();
         assert!(e.to_string().contains("allowed keys"), "{e}");
         assert!(parse_changes(&["cores=1".into(), "cores=2".into()]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod hostname_tests {
+    use super::*;
+
+    fn vmid(n: u32) -> Vmid {
+        Vmid::new(n).unwrap()
+    }
+
+    #[test]
+    fn derived_hostname_appends_the_vmid_and_fits_a_label() {
+        assert_eq!(derived_hostname(Some("web"), vmid(201)), "web-201");
+        assert_eq!(
+            derived_hostname(Some("web.example.com"), vmid(201)),
+            "web-201.example.com"
+        );
+        assert_eq!(derived_hostname(None, vmid(7000)), "ct-7000");
+        assert_eq!(derived_hostname(Some(""), vmid(7000)), "ct-7000");
+        let long = "a".repeat(63);
+        let d = derived_hostname(Some(&long), vmid(123_456));
+        assert_eq!(d.len(), 63, "{d}");
+        assert!(d.ends_with("a-123456"), "{d}");
+        // Truncation must not leave "--".
+        let dashy = format!("{}-bbb", "a".repeat(56));
+        let d = derived_hostname(Some(&dashy), vmid(12345));
+        assert_eq!(d, format!("{}-12345", "a".repeat(56)));
+        for d in [
+            derived_hostname(Some(&long), vmid(100)),
+            derived_hostname(Some("x_y"), vmid(100)),
+        ] {
+            assert!(ConfigKey::Hostname.check_value(&d).is_ok(), "{d}");
+        }
+        assert_eq!(derived_hostname(Some("x_y"), vmid(100)), "ct-100");
     }
 }

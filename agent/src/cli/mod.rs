@@ -77,8 +77,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Mode::Snapshot)]
         mode: Mode,
     },
-    /// Restore a container from a backup archive. Resets the network identity (MAC
-    /// addresses) of the restored container unless --keep-identity is given.
+    /// Restore a container from a backup archive. Resets the network identity of the
+    /// restored container unless --keep-identity is given: removes the MAC addresses
+    /// (Proxmox assigns new ones) and sets the hostname (--hostname, or
+    /// `<source hostname>-<vmid>`).
     Restore {
         /// The backup volume, e.g. local:backup/vzdump-lxc-101-….tar.zst.
         archive: VolumeId,
@@ -94,7 +96,8 @@ pub enum Command {
         /// Overwrite an existing container with this id.
         #[arg(long)]
         force: bool,
-        /// Set this hostname on the restored container.
+        /// Set this hostname on the restored container (default: the source's hostname
+        /// followed by `-<vmid>`).
         #[arg(long)]
         hostname: Option<Hostname>,
         /// Keep the archive's MAC addresses and hostname.

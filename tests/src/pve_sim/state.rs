@@ -730,6 +730,24 @@ impl SimState {
         self.settled().add_container(vmid, hostname, running);
     }
 
+    /// Sets (or, with `None`, removes) one key of an existing container's config directly,
+    /// e.g. a second NIC before a backup. Returns whether the container exists.
+    pub fn set_config_value(&self, vmid: u32, key: &str, value: Option<Value>) -> bool {
+        let mut g = self.settled();
+        let Some(ct) = g.containers.get_mut(&vmid) else {
+            return false;
+        };
+        match value {
+            Some(v) => {
+                ct.config.insert(key.to_string(), v);
+            }
+            None => {
+                ct.config.remove(key);
+            }
+        }
+        true
+    }
+
     /// Whether a container with this id exists (a container being created counts).
     pub fn container_exists(&self, vmid: u32) -> bool {
         self.settled().containers.contains_key(&vmid)
