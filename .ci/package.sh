@@ -344,9 +344,10 @@ boot_test() {
     return
   fi
   cp "$deb" "$broot/root/felhom-agent.deb"
-  # The simulated Proxmox API for the agent (built by the test step; built here if missing).
+  # The simulated Proxmox API for the agent. Always (re)built: cargo only relinks when the
+  # sources changed, and a stale binary left in target/ by an older checkout is not the sim.
   local sim="$target_dir/debug/felhom-pve-sim"
-  [ -x "$sim" ] || cargo build --quiet -p felhom-tests --bin felhom-pve-sim >/dev/null 2>&1 || true
+  cargo build --quiet -p felhom-tests --bin felhom-pve-sim >/dev/null 2>&1 || rm -f "$sim"
   [ -x "$sim" ] && cp "$sim" "$broot/root/felhom-pve-sim"
 
   boot_cgroups_create || { boot_stop; boot_skip "cannot create a child cgroup for the scratch system"; return; }
