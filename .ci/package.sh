@@ -369,7 +369,7 @@ mount -t proc proc \$R/proc
 mount -t sysfs sysfs \$R/sys
 # Only the boot test's own child cgroups (see boot_cgroups_create), never the host's roots.
 mount -t tmpfs -o mode=755 cgroup \$R/sys/fs/cgroup
-$cg_mountsmount -t tmpfs -o mode=755 tmpfs \$R/dev
+${cg_mounts}mount -t tmpfs -o mode=755 tmpfs \$R/dev
 for d in null zero full random urandom tty; do touch \$R/dev/\$d; mount --bind /dev/\$d \$R/dev/\$d; done
 mkdir -p \$R/dev/pts \$R/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts \$R/dev/pts
