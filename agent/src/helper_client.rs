@@ -7,7 +7,10 @@
 //!   connection, so a dropped connection is normal. A read-only call (hello, list, SMART,
 //!   sensors) is retried once on a fresh connection; a call that changes the host (golden
 //!   image, mount, unmount) is never retried — its outcome is unknown and the caller is told to
-//!   re-read the state.
+//!   re-read the state. This holds for a missed deadline too: the helper finishes a
+//!   state-changing operation even when the client stops waiting. A connection whose
+//!   dispatch has already ended (the helper closed it, e.g. at its idle exit) is replaced
+//!   before a request is sent on it, so any call can go out on a fresh connection.
 //! - **Deadlines:** each call carries its own deadline (see [`CallKind::deadline`]). The helper
 //!   caps every operation itself; the agent's deadline can only shorten a call.
 
@@ -156,14 +159,15 @@ pub enum HelperClientError {
         /// What tarpc reported.
         detail: String,
     },
-    /// The connection broke while a call that changes the host was in flight.
+    /// The connection broke, or the deadline passed, while a call that changes the host was
+    /// in flight.
     #[error(
-        "{operation}: the connection to the helper was lost before it answered ({detail}); the outcome is unknown — re-read the state (felhom-agent usb list / guests) before retrying"
+        "{operation}: {detail}; the outcome is unknown — re-read the state (felhom-agent usb list / guests) before retrying"
     )]
     OutcomeUnknown {
         /// The operation.
         operation: &'static str,
-        /// What tarpc reported.
+        /// What happened (the connection was lost, or no answer in time).
         detail: String,
     },
 }
@@ -196,6 +200,15 @@ struct Connection {
     generation: u64,
     rpc: RpcClient,
     hello: HelloReply,
+    /// The connection's dispatch task; once it has finished, nothing can be sent on it.
+    dispatch: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Connection {
+    /// Whether the connection can still carry a request (its dispatch task runs).
+    fn is_alive(&self) -> bool {
+        !self.dispatch.is_finished()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -225,6 +238,25 @@ fn classify(e: RpcError) -> Failure {
         RpcError::DeadlineExceeded => Failure::Deadline,
         RpcError::Server(s) if s.kind == io::ErrorKind::TimedOut => Failure::Deadline,
         other => Failure::Transport(error_chain(&other)),
+    }
+}
+
+/// The error for a call whose deadline passed. A state-changing operation keeps running in
+/// the helper after the client stops waiting, so its outcome is unknown.
+fn deadline_error(kind: CallKind, after: Duration) -> HelperClientError {
+    if kind.is_read_only() {
+        HelperClientError::Deadline {
+            operation: kind.name(),
+            after,
+        }
+    } else {
+        HelperClientError::OutcomeUnknown {
+            operation: kind.name(),
+            detail: format!(
+                "the helper did not answer within {} s (it finishes the operation on its own)",
+                after.as_secs()
+            ),
+        }
     }
 }
 
@@ -271,8 +303,13 @@ impl HelperClient {
                 }
                 _ => HelperClientError::Connect { path, source },
             })?;
-        let rpc =
-            RpcClient::new(tarpc::client::Config::default(), client_transport(stream)).spawn();
+        let new = RpcClient::new(tarpc::client::Config::default(), client_transport(stream));
+        let rpc = new.client;
+        let dispatch = Arc::new(tokio::spawn(async move {
+            if let Err(e) = new.dispatch.await {
+                tracing::debug!(error = %error_chain(&e), "helper connection closed");
+            }
+        }));
         let deadline = CallKind::Hello.deadline();
         let reply = tokio::time::timeout(
             deadline + Duration::from_secs(1),
@@ -319,6 +356,7 @@ impl HelperClient {
             generation,
             rpc,
             hello,
+            dispatch,
         })
     }
 
@@ -326,7 +364,13 @@ impl HelperClient {
     async fn connection(&self) -> Result<Connection, HelperClientError> {
         let mut state = self.state.lock().await;
         if let Some(c) = &state.conn {
-            return Ok(c.clone());
+            if c.is_alive() {
+                return Ok(c.clone());
+            }
+            // The helper closed this connection (e.g. its idle exit) while we held it:
+            // nothing was sent on it, so a fresh connection is safe for any call.
+            tracing::debug!("helper connection was closed; reconnecting");
+            state.conn = None;
         }
         state.generations += 1;
         let conn = self.open(state.generations).await?;
@@ -386,16 +430,13 @@ impl HelperClient {
             // Whatever failed, the next call starts on a fresh connection.
             self.discard(conn.generation).await;
             match failure {
-                Failure::Deadline => {
-                    return Err(HelperClientError::Deadline {
-                        operation: kind.name(),
-                        after: deadline,
-                    });
-                }
+                Failure::Deadline => return Err(deadline_error(kind, deadline)),
                 Failure::Transport(detail) if !kind.is_read_only() => {
                     return Err(HelperClientError::OutcomeUnknown {
                         operation: kind.name(),
-                        detail,
+                        detail: format!(
+                            "the connection to the helper was lost before it answered ({detail})"
+                        ),
                     });
                 }
                 Failure::Transport(detail) if attempt >= 2 => {
@@ -520,6 +561,27 @@ mod tests {
         }
         assert_eq!(CallKind::GoldenImage.deadline(), Duration::from_secs(1200));
         assert!(CallKind::UsbMount.deadline() > Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_missed_deadline_of_a_change_leaves_the_outcome_unknown() {
+        for k in [
+            CallKind::GoldenImage,
+            CallKind::UsbMount,
+            CallKind::UsbUnmount,
+        ] {
+            let e = deadline_error(k, k.deadline());
+            assert!(
+                matches!(e, HelperClientError::OutcomeUnknown { .. }),
+                "{k:?}: {e}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains("outcome is unknown"), "{msg}");
+            assert!(msg.contains("did not answer within"), "{msg}");
+        }
+        let e = deadline_error(CallKind::SmartRead, Duration::from_secs(30));
+        assert!(matches!(e, HelperClientError::Deadline { .. }), "{e}");
+        assert!(e.to_string().contains("did not answer within 30 s"));
     }
 
     #[tokio::test]

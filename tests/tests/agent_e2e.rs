@@ -341,3 +341,33 @@ async fn run_disconnects_between_cycles_so_the_helper_exits_when_idle() {
     );
     child.kill().await.unwrap();
 }
+
+/// A connection the helper closed while the client held it (its idle exit, a restart) is
+/// replaced before a request is sent on it, so even a state-changing call goes out on a fresh
+/// connection instead of failing as "outcome unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_by_the_helper_is_replaced_before_sending() {
+    let mut helper =
+        match tokio::task::block_in_place(|| HelperHarness::start(HelperHarnessOptions::default()))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                return;
+            }
+        };
+    let client = felhom_agent::helper_client::HelperClient::new(helper.socket_path());
+    client.hello().await.unwrap();
+    // The helper goes away and socket activation starts a new one.
+    tokio::task::block_in_place(|| {
+        helper.kill_helper();
+        helper.launch_activated()
+    })
+    .unwrap();
+    // Give the old connection's dispatch a moment to see the EOF.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let name = felhom_protocol::MountName::new("nothing").unwrap();
+    let err = client.usb_unmount(name).await.unwrap_err();
+    // The new helper answered (it refuses: not a managed mount).
+    assert!(err.helper_error().is_some(), "{err}");
+}
