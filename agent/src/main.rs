@@ -2,13 +2,16 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use felhom_agent::cli::{self, Cli, Command, EXIT_FAILED};
+use felhom_agent::cli::{self, Command, EXIT_FAILED};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    // Usage errors print clap's message and exit 2.
-    let args = Cli::parse();
+    // Usage errors print clap's message (stderr) and exit 2; with --json also a JSON
+    // document on stdout.
+    let args = match cli::parse_args(std::env::args_os(), &mut std::io::stdout().lock()) {
+        Ok(args) => args,
+        Err(code) => return ExitCode::from(code),
+    };
     // Logs go to stderr only; stdout carries the result. The service logs at info by default,
     // one-shot commands only warnings (RUST_LOG overrides both). tarpc's own "connection
     // broken" warning is normal when the helper exits idle; the helper client reports what

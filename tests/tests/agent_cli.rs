@@ -381,6 +381,14 @@ async fn usage_and_config_errors_exit_2() {
     assert!(r.stderr.contains("allowed keys: cores"), "{}", r.stderr);
     let r = agent(&env, &["usb", "unmount", "../etc"]).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
+    // A clap usage error with --json: a JSON document on stdout, clap's message on stderr.
+    let r = agent(&env, &["--json", "selftest", "--task"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["exit_code"], 2, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("--task"), "{v}");
+    assert!(r.stderr.contains("For more information"), "{}", r.stderr);
     let out = tokio::process::Command::new(bins::agent())
         .args(["--config", "/nonexistent/agent.json", "guests"])
         .output()

@@ -279,6 +279,43 @@ impl CliError {
     }
 }
 
+/// Whether `--json` is among the raw arguments (before a `--` terminator).
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+/// Parses the command line. Help and version requests are printed and the process exits 0
+/// (clap's behaviour). Any other parse error is a usage error: clap's message goes to stderr
+/// and, when `--json` was given, `{"ok":false,"exit_code":2,"error":…}` is written to `out`,
+/// so a machine caller always gets a JSON document; the caller exits with the returned code.
+pub fn parse_args<I, T>(args: I, out: &mut dyn Write) -> Result<Cli, u8>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let code = u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE);
+            if wants_json(&args) {
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let message = first.strip_prefix("error: ").unwrap_or(first).trim();
+                let doc = serde_json::json!({ "ok": false, "exit_code": code, "error": message });
+                let _ = writeln!(out, "{doc}");
+                let _ = out.flush();
+            }
+            let _ = e.print();
+            Err(code)
+        }
+    }
+}
+
 /// Runs a parsed command line, writing the result to `out`; returns the exit code. Errors are
 /// logged to stderr and, with `--json`, also printed as `{"ok":false,"error":…}` on `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
@@ -321,6 +358,37 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_usage_errors_print_a_json_document() {
+        let mut out = Vec::new();
+        let code =
+            parse_args(["felhom-agent", "--json", "guest", "notanumber"], &mut out).unwrap_err();
+        assert_eq!(code, EXIT_USAGE);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["exit_code"], 2);
+        assert!(v["error"].as_str().unwrap().contains("notanumber"), "{v}");
+        // Without --json nothing goes to stdout.
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_args(["felhom-agent", "guest", "x"], &mut out).unwrap_err(),
+            EXIT_USAGE
+        );
+        assert!(out.is_empty());
+        // An unknown subcommand, --json after it, and a missing subcommand.
+        for args in [
+            &["felhom-agent", "frobnicate", "--json"][..],
+            &["felhom-agent", "--json"][..],
+        ] {
+            let mut out = Vec::new();
+            assert_eq!(parse_args(args, &mut out).unwrap_err(), EXIT_USAGE);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["exit_code"], 2, "{args:?}");
+        }
+        // `--json` after `--` is not the flag.
+        assert!(!wants_json(&["a".into(), "--".into(), "--json".into()]));
     }
 
     #[test]
