@@ -483,7 +483,10 @@ BOOT
     inside timeout 120 systemctl enable --now felhom-agent.service ||
       { inside journalctl -u felhom-agent.service --no-pager | tail -n 20; fail "felhom-agent did not become ready"; }
     inside systemctl is-active --quiet felhom-agent.service || fail "felhom-agent is not active"
-    [ "$(inside stat -c %U /var/lib/felhom-agent/health.json)" = felhom-agent ] || fail "health.json was not written by the agent"
+    # READY=1 comes before the first cycle, which writes health.json: wait for it.
+    for _ in $(seq 150); do inside test -e /var/lib/felhom-agent/health.json && break; sleep 0.2; done
+    [ "$(inside stat -c %U /var/lib/felhom-agent/health.json)" = felhom-agent ] ||
+      { inside journalctl -u felhom-agent.service --no-pager | tail -n 20; fail "health.json was not written by the agent"; }
     note "ok: agent ready under its sandbox (LoadCredential, PrivateUsers, IPAddressAllow=localhost): $(inside systemctl show -p StatusText --value felhom-agent.service)"
     # The install guide's check: selftest as the service runs. The helper line proves the
     # whole chain: agent sandbox -> socket (0660, group) -> socket-activated helper in its
