@@ -22,6 +22,26 @@ pub const EXIT_BITS: [&str; 8] = [
     "the device self-test log contains records of errors",
 ];
 
+/// What exit bit 0 means when smartctl could not tell the device type: smartctl reports that
+/// as a command-line problem, but the command line was fine.
+pub const EXIT_BIT0_DEVICE_TYPE: &str = "device type not detected (the helper retries with -d sat; the disk may sit behind an unsupported USB bridge)";
+
+/// smartctl messages that mean exit bit 0 is about the device type, not the command line.
+const DEVICE_TYPE_MESSAGES: [&str; 2] = ["Unknown USB bridge", "Unable to detect device type"];
+
+/// ATA attribute names whose normalized value is the SSD life remaining, percent, in order
+/// of preference. Selected by name, because ids are vendor-specific (Kingston's 233 is
+/// Flash_Writes_GiB, Intel's 233 is Media_Wearout_Indicator).
+const WEAR_ATTRIBUTES: [&str; 7] = [
+    "SSD_Life_Left",
+    "Percent_Lifetime_Remain",
+    "Percent_Life_Remaining",
+    "Remaining_Lifetime_Perc",
+    "Media_Wearout_Indicator",
+    "Wear_Leveling_Count",
+    "Perc_Rated_Life_Remain",
+];
+
 /// NVMe critical-warning bits (NVMe base spec, SMART / Health log byte 0).
 const NVME_WARNING_BITS: [&str; 6] = [
     "available spare below threshold",
@@ -110,7 +130,10 @@ pub struct SmartSummary {
     pub pending_sectors: Option<u64>,
     /// ATA attribute 198, raw.
     pub offline_uncorrectable: Option<u64>,
-    /// SSD wear remaining, percent (ATA attribute 233 or 231 normalized value), if reported.
+    /// SSD wear remaining, percent: the normalized value of the first ATA attribute named
+    /// SSD_Life_Left, Percent_Lifetime_Remain, Percent_Life_Remaining,
+    /// Remaining_Lifetime_Perc, Media_Wearout_Indicator, Wear_Leveling_Count or
+    /// Perc_Rated_Life_Remain, if reported.
     pub wear_remaining_percent: Option<u64>,
     /// ATA attributes whose `when_failed` is `now` or `past`, as `NAME (now)`.
     pub failed_attributes: Vec<String>,
@@ -183,6 +206,23 @@ fn attribute(v: &Value, id: u64) -> Option<&Value> {
         .as_array()?
         .iter()
         .find(|a| a.get("id").and_then(Value::as_u64) == Some(id))
+}
+
+fn attribute_by_name<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v.get("ata_smart_attributes")?
+        .get("table")?
+        .as_array()?
+        .iter()
+        .find(|a| a.get("name").and_then(Value::as_str) == Some(name))
+}
+
+/// SSD life remaining, percent: the normalized `value` of the first wear attribute found by
+/// name (see [`WEAR_ATTRIBUTES`]).
+fn wear_remaining(v: &Value) -> Option<u64> {
+    WEAR_ATTRIBUTES
+        .iter()
+        .find_map(|name| attribute_by_name(v, name)?.get("value")?.as_u64())
+        .filter(|p| *p <= 100)
 }
 
 fn attribute_raw(v: &Value, id: u64) -> Option<u64> {
@@ -287,9 +327,7 @@ pub fn summarize_value(
                 .collect()
         })
         .unwrap_or_default();
-    let wear_remaining_percent = [233u64, 231]
-        .iter()
-        .find_map(|id| attribute(v, *id)?.get("value")?.as_u64());
+    let wear_remaining_percent = wear_remaining(v);
     let messages: Vec<String> = v
         .get("smartctl")
         .and_then(|s| s.get("messages"))
@@ -308,6 +346,23 @@ pub fn summarize_value(
         })
         .unwrap_or_default();
 
+    let mut exit_bits = explain_exit_status(exit_status);
+    let device_type_unknown = v
+        .get("smartctl")
+        .and_then(|s| s.get("messages"))
+        .and_then(Value::as_array)
+        .is_some_and(|m| {
+            m.iter().any(|msg| {
+                msg.get("string")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| DEVICE_TYPE_MESSAGES.iter().any(|d| s.contains(d)))
+            })
+        });
+    if device_type_unknown {
+        for b in exit_bits.iter_mut().filter(|b| b.bit == 0) {
+            b.meaning = EXIT_BIT0_DEVICE_TYPE;
+        }
+    }
     let mut summary = SmartSummary {
         disk,
         device_type: text(v, &["device", "type"]).or(requested_type),
@@ -325,7 +380,7 @@ pub fn summarize_value(
         failed_attributes,
         nvme,
         exit_status,
-        exit_bits: explain_exit_status(exit_status),
+        exit_bits,
         messages,
         health: Health::Unknown,
         problems: Vec::new(),
@@ -452,6 +507,45 @@ mod tests {
         let s = summarize(&report(r#"{"temperature":{"current":0}}"#, 4)).unwrap();
         assert_eq!(s.temperature_c, None);
         assert_eq!(s.health, Health::Unknown);
+    }
+
+    #[test]
+    fn wear_is_picked_by_attribute_name() {
+        // Kingston: 233 is Flash_Writes_GiB (value 100), 231 SSD_Life_Left (98).
+        let s = summarize(&report(
+            r#"{"smart_status":{"passed":true},"ata_smart_attributes":{"table":[
+                {"id":231,"name":"SSD_Life_Left","value":98,"raw":{"value":98}},
+                {"id":233,"name":"Flash_Writes_GiB","value":100,"raw":{"value":979}}]}}"#,
+            0,
+        ))
+        .unwrap();
+        assert_eq!(s.wear_remaining_percent, Some(98));
+        // No wear attribute at all.
+        let s = summarize(&report(
+            r#"{"ata_smart_attributes":{"table":[{"id":233,"name":"Flash_Writes_GiB","value":100}]}}"#,
+            0,
+        ))
+        .unwrap();
+        assert_eq!(s.wear_remaining_percent, None);
+    }
+
+    #[test]
+    fn exit_bit_0_with_an_undetected_device_type_is_explained() {
+        let json = r#"{"smartctl":{"exit_status":1,"messages":[
+            {"string":"/dev/sdb: Unknown USB bridge [0x1234:0x5678 (0x100)]","severity":"error"}]}}"#;
+        let s = summarize(&report(json, 1)).unwrap();
+        assert_eq!(s.exit_bits.len(), 1);
+        assert_eq!(s.exit_bits[0].meaning, EXIT_BIT0_DEVICE_TYPE);
+        assert!(
+            s.problems
+                .iter()
+                .any(|p| p.contains("device type not detected")),
+            "{:?}",
+            s.problems
+        );
+        // A real command-line problem keeps the standard meaning.
+        let s = summarize(&report(r#"{"smartctl":{"exit_status":1}}"#, 1)).unwrap();
+        assert_eq!(s.exit_bits[0].meaning, EXIT_BITS[0]);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use felhom_agent::smart::{Health, SmartSummary, summarize};
+use felhom_agent::smart::{
+    EXIT_BIT0_DEVICE_TYPE, Health, SmartSummary, summarize, summarize_value,
+};
 use felhom_protocol::{DiskName, SmartReport};
 use felhom_tests::bins::shared_fixtures;
 
@@ -137,10 +139,73 @@ fn specific_values_of_the_captures() {
         "{:?}",
         s.problems
     );
+    assert_eq!(
+        s.exit_bits.iter().map(|b| b.bit).collect::<Vec<_>>(),
+        vec![0]
+    );
+    assert_eq!(s.exit_bits[0].meaning, EXIT_BIT0_DEVICE_TYPE);
+    let s = parse(&dir, "local_smartctl_unable_to_detect.json");
+    assert_eq!(s.health, Health::Unknown);
+    assert_eq!(s.exit_bits[0].meaning, EXIT_BIT0_DEVICE_TYPE);
+    assert!(
+        !s.problems.iter().any(|p| p.contains("did not parse")),
+        "{:?}",
+        s.problems
+    );
+
+    // SSD wear, chosen by attribute name.
+    assert_eq!(
+        parse(&dir, "smartctl_ata_exit4.json").wear_remaining_percent,
+        Some(98)
+    );
+    assert_eq!(
+        parse(&dir, "smartctl_ata_xall.json").wear_remaining_percent,
+        Some(81)
+    );
+
     let s = parse(&dir, "smartctl_open_failed.json");
     assert_eq!(s.health, Health::Unknown);
     assert_eq!(
         s.exit_bits.iter().map(|b| b.bit).collect::<Vec<_>>(),
         vec![1]
+    );
+}
+
+/// Exit bit 0 together with an undetected device type, in a small capture written for this
+/// test (runs without the shared fixtures).
+#[test]
+fn undetected_device_type_is_not_a_command_line_error() {
+    let v = serde_json::json!({
+        "smartctl": {
+            "version": [7, 3],
+            "exit_status": 1,
+            "messages": [
+                { "string": "/dev/sdc: Unable to detect device type", "severity": "error" }
+            ]
+        }
+    });
+    let s = summarize_value("sdc".into(), None, 1, &v);
+    assert_eq!(s.health, Health::Unknown);
+    assert_eq!(s.exit_bits.len(), 1);
+    assert_eq!(s.exit_bits[0].bit, 0);
+    assert_eq!(s.exit_bits[0].meaning, EXIT_BIT0_DEVICE_TYPE);
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p == &format!("exit bit 0: {EXIT_BIT0_DEVICE_TYPE}")),
+        "{:?}",
+        s.problems
+    );
+    // Kingston-style attributes: 233 is not a wear indicator.
+    let v = serde_json::json!({
+        "smart_status": { "passed": true },
+        "ata_smart_attributes": { "table": [
+            { "id": 231, "name": "SSD_Life_Left", "value": 98, "raw": { "value": 98 } },
+            { "id": 233, "name": "Flash_Writes_GiB", "value": 100, "raw": { "value": 979 } }
+        ]}
+    });
+    assert_eq!(
+        summarize_value("sdd".into(), None, 0, &v).wear_remaining_percent,
+        Some(98)
     );
 }
