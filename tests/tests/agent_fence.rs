@@ -20,6 +20,12 @@ fn agent_clippy_config_forbids_spawning_processes() {
         "\"tokio::process::Command\"",
         "\"libc::fork\"",
         "\"nix::unistd::fork\"",
+        "\"libc::vfork\"",
+        "\"libc::execvpe\"",
+        "\"libc::fexecve\"",
+        "\"libc::clone\"",
+        "\"nix::unistd::execvpe\"",
+        "\"nix::unistd::fexecve\"",
         "disallowed-methods",
         "disallowed-types",
         // A crate-level clippy.toml replaces the workspace one: the test settings must be
@@ -54,12 +60,38 @@ fn no_agent_source_names_a_spawning_api() {
             "Command::new",
             "posix_spawn",
             "execve",
+            "execvp",
             "unistd::fork",
+            "vfork",
+            "libc::clone",
+            "clone3",
+            "sched::clone",
         ] {
             assert!(
                 !text.contains(banned),
                 "{} mentions {banned}: the agent spawns no process",
                 f.display()
+            );
+        }
+    }
+}
+
+/// The agent does not link the raw system-call crates at all (nothing to spawn with).
+#[test]
+fn agent_depends_on_neither_nix_nor_libc() {
+    let manifest = std::fs::read_to_string(agent_dir().join("Cargo.toml")).unwrap();
+    let mut section = String::new();
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        if section.contains("dependencies") {
+            let name = line.split(['.', '=', ' ']).next().unwrap_or("");
+            assert!(
+                name != "nix" && name != "libc",
+                "agent/Cargo.toml {section} lists {name}: the agent needs no raw system calls"
             );
         }
     }
