@@ -176,6 +176,38 @@ async fn step(
     }
 }
 
+/// Applies a check of the system's state after a step: the step fails when `problem` is
+/// `Some`, and the reason is printed.
+fn verify(r: StepResult, what: &str, problem: Option<String>) -> StepResult {
+    if !r.ok {
+        return r;
+    }
+    match problem {
+        None => {
+            println!("  ✓ {what}");
+            r
+        }
+        Some(p) => {
+            println!("  → FAILED: {what}: {p}");
+            StepResult { ok: false, ..r }
+        }
+    }
+}
+
+/// The `hwaddr=` option of a container's `net0`, if any.
+fn net0_mac(state: &felhom_tests::pve_sim::SimState, vmid: u32) -> Option<String> {
+    let cfg = state.container_config(vmid)?;
+    let net0 = cfg.get("net0")?.as_str()?.to_string();
+    net0.split(',')
+        .find_map(|o| o.strip_prefix("hwaddr="))
+        .map(str::to_ascii_uppercase)
+}
+
+/// Whether `argv` has `flag` immediately followed by `value`.
+fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {
+    argv.windows(2).any(|w| w[0] == flag && w[1] == value)
+}
+
 fn expect(what: &'static str) -> impl Fn(&str) -> Option<String> {
     move |out: &str| {
         if out.contains(what) {
@@ -226,14 +258,22 @@ async fn tour(sb: &Sandbox) -> Vec<StepResult> {
                 expect("network identity reset"),
             )
             .await;
-            let exists = state.container_exists(201);
-            if r.ok && !exists {
-                println!("  → FAILED: the simulator has no CT 201");
-            }
-            results.push(StepResult {
-                ok: r.ok && exists,
-                ..r
-            });
+            let problem = if state.container_exists(201) {
+                let (old, new) = (net0_mac(&state, 101), net0_mac(&state, 201));
+                match (&old, &new) {
+                    (Some(o), Some(n)) if o == n => {
+                        Some(format!("CT 201's net0 still has CT 101's MAC {o}"))
+                    }
+                    _ => None,
+                }
+            } else {
+                Some("the simulator has no CT 201".into())
+            };
+            results.push(verify(
+                r,
+                "CT 201's net0 MAC differs from CT 101's (checked in the simulator)",
+                problem,
+            ));
         }
         None => {
             println!("\n── restore: FAILED: the simulator has no backup of CT 101");
@@ -252,26 +292,47 @@ async fn tour(sb: &Sandbox) -> Vec<StepResult> {
         )
         .await,
     );
-    results.push(
-        step(
-            sb,
-            "golden image through the helper (pct create, keyctl + nesting)",
-            &[
-                "golden-image",
-                "create",
-                "--vmid",
-                "9000",
-                "--template",
-                TEMPLATE,
-                "--hostname",
-                "golden",
-                "--storage",
-                "local-lvm",
-            ],
-            expect("golden image CT 9000 created"),
-        )
-        .await,
-    );
+    let r = step(
+        sb,
+        "golden image through the helper (pct create, keyctl + nesting)",
+        &[
+            "golden-image",
+            "create",
+            "--vmid",
+            "9000",
+            "--template",
+            TEMPLATE,
+            "--hostname",
+            "golden",
+            "--storage",
+            "local-lvm",
+        ],
+        expect("golden image CT 9000 created"),
+    )
+    .await;
+    let creates: Vec<Vec<String>> = sb
+        .helper
+        .tool_calls()
+        .into_iter()
+        .filter(|c| {
+            c.first().is_some_and(|t| t == "pct") && c.get(1).is_some_and(|a| a == "create")
+        })
+        .collect();
+    let problem = match creates.last() {
+        None => Some("the fake pct recorded no `pct create`".to_string()),
+        Some(argv) if !has_pair(argv, "--features", "keyctl=1,nesting=1") => {
+            Some(format!("no `--features keyctl=1,nesting=1` in {argv:?}"))
+        }
+        Some(argv) if !has_pair(argv, "--unprivileged", "1") => {
+            Some(format!("no `--unprivileged 1` in {argv:?}"))
+        }
+        Some(_) => None,
+    };
+    results.push(verify(
+        r,
+        "the fake pct ran `pct create … --unprivileged 1 --features keyctl=1,nesting=1`",
+        problem,
+    ));
     let mount_point = sb.helper.mount_root().join("sandbox-usb");
     let mp = mount_point.display().to_string();
     results.push(
