@@ -381,6 +381,10 @@ async fn usage_and_config_errors_exit_2() {
     assert!(r.stderr.contains("allowed keys: cores"), "{}", r.stderr);
     let r = agent(&env, &["usb", "unmount", "../etc"]).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
+    // A bind mount in the `volume=` form is refused like the positional one.
+    let r = agent(&env, &["set-config", "100", "mp0=volume=/host,mp=/x"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("root-only"), "{}", r.stderr);
     // A clap usage error with --json: a JSON document on stdout, clap's message on stderr.
     let r = agent(&env, &["--json", "selftest", "--task"]).await;
     assert_eq!(r.code, 2, "{}", r.stderr);

@@ -872,7 +872,19 @@ impl ConfigKey {
             }
             ConfigKey::Mp(_) => {
                 // Bind mounts (absolute host paths) are root-only in Proxmox; refuse early.
-                if value.starts_with('/') {
+                // The volume is the first, key-less option or `volume=…` (PVE's
+                // `[volume=]<volume>,mp=<path>,…`).
+                let host_path = value.split(',').enumerate().any(|(i, opt)| {
+                    let opt = opt.trim();
+                    let volume = match opt.split_once('=') {
+                        Some((k, v)) if k.trim() == "volume" => v.trim(),
+                        Some(_) => return false,
+                        None if i == 0 => opt,
+                        None => return false,
+                    };
+                    volume.starts_with('/')
+                });
+                if host_path {
                     Err(arg_err(
                         what,
                         "bind mount points (host paths) are root-only",
@@ -1055,6 +1067,20 @@ mod tests {
         assert!(ConfigKey::Hostname.check_value("-web").is_err());
         assert!(ConfigKey::Onboot.check_value("yes").is_err());
         assert!(ConfigKey::Mp(0).check_value("/srv/data,mp=/data").is_err());
+        // The `volume=` form of a bind mount is refused too.
+        assert!(ConfigKey::Mp(0).check_value("volume=/host,mp=/x").is_err());
+        assert!(ConfigKey::Mp(0).check_value("mp=/x,volume=/host").is_err());
+        assert!(
+            ConfigKey::Mp(0)
+                .check_value(" volume = /host,mp=/x")
+                .is_err()
+        );
+        assert!(
+            ConfigKey::Mp(0)
+                .check_value("volume=local-lvm:8,mp=/data")
+                .is_ok()
+        );
+        assert!(ConfigKey::Mp(0).check_value("local-lvm:8,mp=/data").is_ok());
     }
 
     #[test]
