@@ -13,9 +13,12 @@
 #      install, configured install, upgrade, remove and purge;
 #   6. as root, unless FELHOM_CI_BOOT_TEST=0: debootstraps a scratch Debian 12, boots a real
 #      systemd as PID 1 in it (own mount, PID, network, IPC, UTS and cgroup namespaces, after
-#      pivot_root, so nothing reaches the host), installs the package with apt, and checks the
+#      pivot_root, in child cgroups of its own that are removed afterwards, so nothing
+#      reaches the host; bounded by FELHOM_BOOT_TEST_TIMEOUT, debootstrap by
+#      FELHOM_DEBOOTSTRAP_TIMEOUT), installs the package with apt, and checks the
 #      user, /run/felhom, the socket, the sandboxes (the helper shares PID 1's mount namespace
-#      and its mounts are visible there), the agent running against the Proxmox simulator,
+#      and its mounts are visible there, as does the running socket-activated helper;
+#      felhom-sandbox-run sees drop-ins), the agent running against the Proxmox simulator,
 #      upgrade and purge. Infrastructure problems (no mirror, no namespaces) make it a SKIP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
