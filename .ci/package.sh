@@ -325,7 +325,7 @@ boot_stop() {
 boot_test() {
   local vm="$work/vm" broot="$work/vm/root" sd_pid="" ush
   # The whole boot test (debootstrap included) has FELHOM_BOOT_TEST_TIMEOUT seconds.
-  local boot_deadline=$((SECONDS + ${FELHOM_BOOT_TEST_TIMEOUT:-1500}))
+  local boot_deadline=$((SECONDS + ${FELHOM_BOOT_TEST_TIMEOUT:-900}))
   command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || { boot_skip "unshare/nsenter missing"; return; }
   if ! command -v debootstrap >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1 ||
@@ -410,7 +410,7 @@ BOOT
   # Every command in the scratch system runs under what is left of the boot test's budget.
   inside() {
     local left=$((boot_deadline - SECONDS))
-    [ "$left" -gt 0 ] || fail "the boot test took longer than ${FELHOM_BOOT_TEST_TIMEOUT:-1500}s (FELHOM_BOOT_TEST_TIMEOUT)"
+    [ "$left" -gt 0 ] || fail "the boot test took longer than ${FELHOM_BOOT_TEST_TIMEOUT:-900}s (FELHOM_BOOT_TEST_TIMEOUT)"
     nsenter -t "$sd_pid" -m -u -i -n -p -C -r -w /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
       timeout -k 10 "$left" "$@"
   }
