@@ -95,3 +95,48 @@ pub fn shared_fixtures(sub: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// What one run of the real `felhom-agent` binary printed.
+#[derive(Debug)]
+pub struct AgentRun {
+    /// Exit code (-1 when a signal ended it).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl AgentRun {
+    /// Standard output parsed as the one JSON document `--json` prints.
+    ///
+    /// # Panics
+    /// Panics, showing both streams, when stdout is not JSON: a failed test.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
+        })
+    }
+}
+
+/// Runs the real agent as `felhom-agent --config CONFIG ARGS…` with no stdin and no
+/// `RUST_LOG` from the caller's environment, and collects what it printed.
+///
+/// # Panics
+/// Panics when the binary cannot be started: a failed test.
+pub async fn run_agent(config: &Path, args: &[&str]) -> AgentRun {
+    let out = tokio::process::Command::new(agent())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", agent().display()));
+    AgentRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

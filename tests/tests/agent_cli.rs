@@ -5,10 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use felhom_protocol::*;
-use felhom_tests::bins;
+use felhom_tests::bins::{self, AgentRun};
 use felhom_tests::fake_helper::{
     Call, FakeDisk, FakeHelper, Method, Scripted, healthy_ata_json, write_agent_config,
 };
@@ -20,20 +19,6 @@ struct Env {
     helper: FakeHelper,
     _dir: tempfile::TempDir,
     config: PathBuf,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
-        })
-    }
 }
 
 async fn env() -> Env {
@@ -56,21 +41,8 @@ async fn env() -> Env {
     }
 }
 
-async fn agent(env: &Env, args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(bins::agent())
-        .arg("--config")
-        .arg(&env.config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+async fn agent(env: &Env, args: &[&str]) -> AgentRun {
+    bins::run_agent(&env.config, args).await
 }
 
 fn hello() -> Call {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use felhom_tests::bins;
+use felhom_tests::bins::{self, AgentRun};
 use felhom_tests::fake_helper::{healthy_ata_json, write_agent_config};
 use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions};
 use felhom_tests::pve_sim::{PveSim, SimOptions};
@@ -18,26 +18,8 @@ use felhom_tests::pve_sim::{PveSim, SimOptions};
 /// Upper bound for waiting on a condition; reached only when a test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn agent(config: &Path, args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(bins::agent())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+async fn agent(config: &Path, args: &[&str]) -> AgentRun {
+    bins::run_agent(config, args).await
 }
 
 /// Starts the simulator and the socket-activated helper; `None` (test skipped, reason
