@@ -2,21 +2,62 @@
 //!
 //! Every tool runs from its absolute configured path with a cleared environment (only `PATH`
 //! and `LC_ALL=C`), stdin from `/dev/null`, no shell, in its own process group. Its output is
-//! captured up to a bound. At the deadline the whole group gets SIGTERM, then SIGKILL after a
-//! short grace, and the tool is reaped. If the future running a tool is dropped (the client
-//! cancelled, its deadline passed, the connection closed), a guard kills the whole group with
-//! SIGKILL, so no process outlives its request.
+//! captured up to a bound.
+//!
+//! No process outlives the run, whether it stays in the tool's group or not (see
+//! [`crate::contain`]: the helper is the subreaper of everything it starts):
+//! - when the tool exits, whatever it left running below the helper (a daemonized or
+//!   `setsid()` grandchild) gets SIGTERM, then SIGKILL after [`TERM_GRACE`];
+//! - at the deadline, or when the helper is shutting down ([`request_shutdown`]), the tool and
+//!   everything below the helper get SIGTERM, then SIGKILL after the grace;
+//! - if the future running a tool is dropped (only when the runtime itself is torn down),
+//!   a guard does the same synchronously before the drop completes.
+//!
+//! [`run_as`] returns only once the tree is empty, so the caller's operation lock is held until
+//! then.
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::Tool;
+use crate::contain;
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+static SHUTDOWN_NOTIFY: Notify = Notify::const_new();
+
+/// Tells every running tool to stop now (TERM, grace, KILL of its whole tree): the helper is
+/// shutting down and its shutdown grace is over. Tools started afterwards are stopped at once.
+pub fn request_shutdown() {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+    SHUTDOWN_NOTIFY.notify_waiters();
+}
+
+/// Whether [`request_shutdown`] was called.
+pub fn shutting_down() -> bool {
+    SHUTDOWN.load(Ordering::SeqCst)
+}
+
+async fn shutdown_requested() {
+    loop {
+        let notified = SHUTDOWN_NOTIFY.notified();
+        tokio::pin!(notified);
+        // Register before checking the flag, so a request between the two is not missed.
+        notified.as_mut().enable();
+        if shutting_down() {
+            return;
+        }
+        notified.await;
+    }
+}
 
 /// The only `PATH` a tool sees.
 pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -123,6 +164,20 @@ pub enum ExecError {
         /// How long it had run.
         after_secs: u64,
     },
+    /// The helper is shutting down: the tool was stopped with its whole tree.
+    #[error("{tool} was stopped because the helper is shutting down")]
+    Cancelled {
+        /// The tool.
+        tool: &'static str,
+    },
+    /// Processes of the tool survived SIGKILL (uninterruptible sleep, e.g. stuck I/O).
+    #[error("{tool} left processes that could not be killed: {pids:?}")]
+    Uncontained {
+        /// The tool.
+        tool: &'static str,
+        /// The pids that survived.
+        pids: Vec<i32>,
+    },
     /// Waiting for the tool failed.
     #[error("waiting for {tool}: {source}")]
     Wait {
@@ -133,25 +188,38 @@ pub enum ExecError {
     },
 }
 
-/// Kills a process group with SIGKILL when dropped, unless disarmed.
-struct GroupGuard {
+/// Ends the tool's tree if dropped while armed: a future that is dropped mid-run (the
+/// runtime is being torn down) cannot await, so the guard sends SIGTERM to the group and the
+/// tree, waits up to [`TERM_GRACE`] and sends SIGKILL to what is left, synchronously.
+struct TreeGuard {
     pgid: Pid,
     armed: bool,
 }
 
-impl GroupGuard {
+impl TreeGuard {
     fn signal(&self, sig: Signal) {
         // ESRCH (group already gone) is the normal case after a clean exit.
         let _ = killpg(self.pgid, sig);
     }
 }
 
-impl Drop for GroupGuard {
+impl Drop for TreeGuard {
     fn drop(&mut self) {
         if self.armed {
-            self.signal(Signal::SIGKILL);
+            self.signal(Signal::SIGTERM);
+            let cleared = contain::clear_tree(TERM_GRACE, Some(self.pgid.as_raw()));
+            if !cleared.survivors.is_empty() {
+                contain::kill_tree_now();
+            }
         }
     }
+}
+
+/// How a tool's run ended.
+enum Ending {
+    Exited(std::process::ExitStatus),
+    Deadline,
+    Shutdown,
 }
 
 /// Runs `program` (the configured path of `tool`) with `args` until it exits or `deadline`
@@ -187,7 +255,9 @@ pub async fn run_as(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true);
+        // The guard below ends the whole tree (TERM first); tokio's own kill would be a
+        // SIGKILL of the tool alone.
+        .kill_on_drop(false);
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
         tool: tool.name(),
         path: program.display().to_string(),
@@ -200,7 +270,7 @@ pub async fn run_as(
             source: std::io::Error::other("spawned child has no pid"),
         });
     };
-    let mut guard = GroupGuard {
+    let mut guard = TreeGuard {
         pgid: Pid::from_raw(pid),
         armed: true,
     };
@@ -209,25 +279,42 @@ pub async fn run_as(
     let hard_deadline = deadline + TERM_GRACE + PIPE_DRAIN;
 
     let waiting = async {
-        match tokio::time::timeout_at(deadline, child.wait()).await {
-            Ok(status) => {
-                // Descendants left in the group (a daemonized grandchild) go too.
-                guard.signal(Signal::SIGKILL);
-                status.map(Some)
-            }
-            Err(_) => {
-                guard.signal(Signal::SIGTERM);
-                if tokio::time::timeout(TERM_GRACE, child.wait())
-                    .await
-                    .is_err()
-                {
-                    guard.signal(Signal::SIGKILL);
-                    let _ = child.wait().await;
-                }
-                guard.signal(Signal::SIGKILL);
-                Ok(None)
-            }
+        let ending = tokio::select! {
+            status = child.wait() => match status {
+                Ok(st) => Ending::Exited(st),
+                Err(e) => return Err(e),
+            },
+            _ = tokio::time::sleep_until(deadline) => Ending::Deadline,
+            _ = shutdown_requested() => Ending::Shutdown,
+        };
+        if !matches!(ending, Ending::Exited(_)) {
+            guard.signal(Signal::SIGTERM);
         }
+        // Whatever is left below the helper — the tool after a deadline, or a grandchild that
+        // left the group after a normal exit — gets TERM, the grace, then KILL.
+        let keep = match ending {
+            Ending::Exited(_) => None,
+            _ => Some(pid),
+        };
+        let cleared = tokio::task::spawn_blocking(move || contain::clear_tree(TERM_GRACE, keep))
+            .await
+            .unwrap_or_else(|_| {
+                contain::kill_tree_now();
+                contain::Cleared::default()
+            });
+        if cleared.signalled > 0 {
+            tracing::warn!(
+                tool = tool.name(),
+                processes = cleared.signalled,
+                "ended processes the tool left running"
+            );
+        }
+        if !matches!(ending, Ending::Exited(_)) {
+            // Dead by now (or KILLed above): reap it.
+            guard.signal(Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
+        Ok((ending, cleared.survivors))
     };
     let reading = async {
         tokio::join!(
@@ -235,17 +322,27 @@ pub async fn run_as(
             read_bounded(stderr, max_output, hard_deadline)
         )
     };
-    let (status, ((out, out_cut), (err, err_cut))) = tokio::join!(waiting, reading);
+    let (ending, ((out, out_cut), (err, err_cut))) = tokio::join!(waiting, reading);
     guard.armed = false;
-    let status = status.map_err(|source| ExecError::Wait {
+    let (ending, survivors) = ending.map_err(|source| ExecError::Wait {
         tool: tool.name(),
         source,
     })?;
-    let Some(status) = status else {
-        return Err(ExecError::TimedOut {
+    if !survivors.is_empty() {
+        return Err(ExecError::Uncontained {
             tool: tool.name(),
-            after_secs: started.elapsed().as_secs(),
+            pids: survivors,
         });
+    }
+    let status = match ending {
+        Ending::Exited(status) => status,
+        Ending::Deadline => {
+            return Err(ExecError::TimedOut {
+                tool: tool.name(),
+                after_secs: started.elapsed().as_secs(),
+            });
+        }
+        Ending::Shutdown => return Err(ExecError::Cancelled { tool: tool.name() }),
     };
     Ok(ExecOutput {
         exit_code: status.code(),
@@ -288,6 +385,12 @@ async fn read_bounded<R: AsyncRead + Unpin>(
     (kept, truncated)
 }
 
+/// Serializes the tests of this crate that start processes: [`run`] ends every process below
+/// the test binary when a tool finishes, as it does in the helper, where operations run one
+/// at a time.
+#[cfg(test)]
+pub(crate) static SPAWN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn environment_is_cleared_and_output_captured() {
+        let _serial = SPAWN_LOCK.lock().await;
         // The test process has a full environment (PATH, HOME, CARGO_*); none of it may leak.
         assert!(std::env::var_os("PATH").is_some());
         let out = run(
@@ -325,6 +429,7 @@ mod tests {
 
     #[tokio::test]
     async fn output_is_bounded_and_marked() {
+        let _serial = SPAWN_LOCK.lock().await;
         let out = run(
             Tool::Smartctl,
             Path::new("/bin/sh"),
@@ -405,6 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn stdin_is_null() {
+        let _serial = SPAWN_LOCK.lock().await;
         let _pipe = PipeOnStdin::new();
         let mine = std::fs::read_link("/proc/self/fd/0").unwrap();
         assert!(mine.to_string_lossy().starts_with("pipe:"), "{mine:?}");
@@ -423,6 +529,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
+        let _serial = SPAWN_LOCK.lock().await;
         let e = run(Tool::Pct, Path::new("/nonexistent/pct"), &[], soon(1), 100)
             .await
             .unwrap_err();
@@ -438,6 +545,7 @@ mod tests {
 
     #[tokio::test]
     async fn deadline_kills_the_whole_group() {
+        let _serial = SPAWN_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let pids = dir.path().join("pids");
         let script = format!(
@@ -466,6 +574,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_future_kills_the_group() {
+        let _serial = SPAWN_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let pids = dir.path().join("pids");
         let script = format!(
@@ -488,5 +597,127 @@ mod tests {
             }
             assert!(gone, "pid {pid} survived the dropped request");
         }
+    }
+
+    /// Waits up to two seconds for each pid in `file` to be gone.
+    async fn assert_all_gone(file: &Path, what: &str) {
+        let text = std::fs::read_to_string(file).unwrap();
+        let pids: Vec<i32> = text
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert!(!pids.is_empty(), "{what}: the script recorded no pid");
+        for pid in pids {
+            let mut gone = false;
+            for _ in 0..100 {
+                if !alive(pid) {
+                    gone = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(gone, "{what}: pid {pid} outlived the tool");
+        }
+    }
+
+    /// Waits (bounded) until `file` holds at least one line, i.e. the script got that far.
+    async fn wait_for_file(file: &Path) {
+        for _ in 0..250 {
+            if std::fs::read_to_string(file).is_ok_and(|t| t.ends_with('\n')) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{} never appeared", file.display());
+    }
+
+    #[tokio::test]
+    async fn a_setsid_grandchild_is_ended_when_the_tool_exits() {
+        let _serial = SPAWN_LOCK.lock().await;
+        contain::become_subreaper().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let termed = dir.path().join("termed");
+        // The worker leaves the tool's process group and session, like pct's fork_worker, and
+        // says when it got SIGTERM (it must get TERM before KILL).
+        let script = format!(
+            "setsid sh -c 'trap \"echo t > {t}; exit 0\" TERM; echo $$ > {p}; \
+             while :; do sleep 0.05; done' </dev/null >/dev/null 2>&1 & \
+             while [ ! -s {p} ]; do sleep 0.02; done; exit 0",
+            p = pids.display(),
+            t = termed.display()
+        );
+        let out = run(Tool::Pct, Path::new("/bin/sh"), &sh(&script), soon(20), 100)
+            .await
+            .unwrap();
+        assert!(out.success());
+        assert_all_gone(&pids, "setsid worker").await;
+        assert!(termed.exists(), "the worker got SIGKILL without SIGTERM first");
+        assert!(contain::live_descendants().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_double_forked_daemon_is_ended_when_the_tool_exits() {
+        let _serial = SPAWN_LOCK.lock().await;
+        contain::become_subreaper().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // The intermediate child exits at once, so the daemon is an orphan (re-parented to
+        // the subreaper) in a new session, holding no pipe of the tool.
+        let script = format!(
+            "( setsid sh -c 'echo $$ > {p}; exec sleep 300' </dev/null >/dev/null 2>&1 & ); \
+             while [ ! -s {p} ]; do sleep 0.02; done; exit 0",
+            p = pids.display()
+        );
+        let out = run(Tool::Pct, Path::new("/bin/sh"), &sh(&script), soon(20), 100)
+            .await
+            .unwrap();
+        assert!(out.success());
+        assert_all_gone(&pids, "double-forked daemon").await;
+        assert!(contain::live_descendants().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_tool_that_hangs_after_setsid_is_ended_at_the_deadline_with_its_worker() {
+        let _serial = SPAWN_LOCK.lock().await;
+        contain::become_subreaper().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "setsid sh -c 'trap \"\" TERM; echo $$ >> {p}; exec sleep 300' </dev/null >/dev/null 2>&1 & \
+             trap '' TERM; echo $$ >> {p}; sleep 300",
+            p = pids.display()
+        );
+        let e = run(Tool::Pct, Path::new("/bin/sh"), &sh(&script), soon(1), 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ExecError::TimedOut { .. }), "{e}");
+        assert_all_gone(&pids, "hanging tool and worker").await;
+        assert!(contain::live_descendants().is_empty());
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_a_running_tool_and_its_worker() {
+        let _serial = SPAWN_LOCK.lock().await;
+        contain::become_subreaper().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! >> {p}; echo $$ >> {p}; sleep 300",
+            p = pids.display()
+        );
+        let args = sh(&script);
+        let running = run(Tool::Pct, Path::new("/bin/sh"), &args, soon(300), 100);
+        let trigger = async {
+            wait_for_file(&pids).await;
+            // Both pids are written by now (the second line follows at once).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            request_shutdown();
+        };
+        let (result, ()) = tokio::join!(running, trigger);
+        SHUTDOWN.store(false, Ordering::SeqCst);
+        let e = result.unwrap_err();
+        assert!(matches!(e, ExecError::Cancelled { .. }), "{e}");
+        assert_all_gone(&pids, "tool stopped at shutdown").await;
     }
 }

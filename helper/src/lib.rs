@@ -10,9 +10,11 @@
 //! - [`server`]: the tarpc service, the global operation lock, time caps, audit log, idle
 //!   exit.
 //! - [`exec`]: the only code that starts processes.
+//! - [`contain`]: the helper as subreaper; no process outlives its operation.
 //! - [`ops`]: the operations themselves.
 
 pub mod config;
+pub mod contain;
 pub mod error;
 pub mod exec;
 pub mod listener;
@@ -44,6 +46,11 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<(), StartupError> {
     let cfg = config::load(&args.config)?;
     let socket = listener::ListenSocket::obtain(args.listen.as_deref())?;
+    // Every process an operation starts stays below the helper, even one that calls
+    // setsid() or double-forks, so the operation can end all of them (see `contain`).
+    contain::become_subreaper().map_err(|e| {
+        StartupError::Runtime(format!("cannot become the subreaper of its tools: {e}"))
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -749,6 +749,7 @@ mod tests {
             eprintln!("skipping: {} is not installed", tool.display());
             return;
         }
+        let _serial = crate::exec::SPAWN_LOCK.blocking_lock();
         for p in [
             "/mnt/felhom/a-b",
             "/mnt/felhom/x9",
