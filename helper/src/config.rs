@@ -41,6 +41,17 @@ pub struct Config {
     pub allowed_filesystems: Vec<String>,
     /// The block-device sysfs tree (`/sys/block`).
     pub sysfs_block: PathBuf,
+    /// The sysfs index of block devices by number (`/sys/dev/block/<major>:<minor>`), used to
+    /// prove that a device to mount is a partition or disk on a USB bus.
+    pub sysfs_dev_block: PathBuf,
+    /// udev's stable names of disks (`/dev/disk/by-id`); a systemd mount unit names the USB
+    /// disk by its `usb-…` link here.
+    pub dev_disk_by_id: PathBuf,
+    /// Permission bits of `mount_root`, as an octal string (default `"0750"`; group: the agent
+    /// user's primary group). Set at every start.
+    pub mount_root_mode: String,
+    /// At SIGTERM, how long a running operation may go on before its tools are stopped.
+    pub shutdown_grace_secs: u64,
     /// The hwmon sysfs tree (`/sys/class/hwmon`).
     pub sysfs_hwmon: PathBuf,
     /// The mount table the helper reads to tell whether something is mounted.
@@ -63,6 +74,10 @@ impl Default for Config {
             record_file: "/var/lib/felhom-helper/mounts.fstab".into(),
             allowed_filesystems: vec!["ext4".into(), "xfs".into(), "btrfs".into()],
             sysfs_block: "/sys/block".into(),
+            sysfs_dev_block: "/sys/dev/block".into(),
+            dev_disk_by_id: "/dev/disk/by-id".into(),
+            mount_root_mode: "0750".into(),
+            shutdown_grace_secs: 20,
             sysfs_hwmon: "/sys/class/hwmon".into(),
             mountinfo: "/proc/self/mountinfo".into(),
             time_caps: TimeCaps::default(),
@@ -310,11 +325,13 @@ fn validate(path: &Path, mut config: Config) -> Result<LoadedConfig, StartupErro
         path: path.to_path_buf(),
         reason,
     };
-    let paths: [(&str, &Path); 6] = [
+    let paths: [(&str, &Path); 8] = [
         ("mount_root", &config.mount_root),
         ("unit_dir", &config.unit_dir),
         ("record_file", &config.record_file),
         ("sysfs_block", &config.sysfs_block),
+        ("sysfs_dev_block", &config.sysfs_dev_block),
+        ("dev_disk_by_id", &config.dev_disk_by_id),
         ("sysfs_hwmon", &config.sysfs_hwmon),
         ("mountinfo", &config.mountinfo),
     ];
@@ -330,6 +347,10 @@ fn validate(path: &Path, mut config: Config) -> Result<LoadedConfig, StartupErro
     if config.idle_timeout_secs == 0 || config.idle_timeout_secs > 24 * 3600 {
         return Err(err("idle_timeout_secs must be between 1 and 86400".into()));
     }
+    if config.shutdown_grace_secs > 3600 {
+        return Err(err("shutdown_grace_secs must be at most 3600".into()));
+    }
+    let mount_root_mode = parse_mode(&config.mount_root_mode).map_err(err)?;
     let caps = config.time_caps;
     for (key, v) in [
         ("golden_image", caps.golden_image),
@@ -363,7 +384,7 @@ fn validate(path: &Path, mut config: Config) -> Result<LoadedConfig, StartupErro
     // Where the helper mounts, writes units and records must be the helper's alone: mount(8)
     // follows symlinks in its target, so a writable mount_root would let the agent race a
     // `<name> -> /etc` link. mount_root is stored canonical (what mountinfo shows).
-    config.mount_root = prepare_mount_root(&config.mount_root)?;
+    config.mount_root = prepare_mount_root(&config.mount_root, mount_root_mode, agent_uid)?;
     if config.mount_root == Path::new("/") {
         return Err(err("mount_root must not be /".into()));
     }
@@ -568,9 +589,29 @@ pub fn check_trusted_or_ancestor(path: &Path) -> Result<Option<PathBuf>, Startup
     }
 }
 
-/// Creates `mount_root` (0755) if missing, refuses a symlink there, checks its trust and
-/// returns its canonical path (what `/proc/self/mountinfo` shows).
-fn prepare_mount_root(p: &Path) -> Result<PathBuf, StartupError> {
+/// Parses `mount_root_mode`: octal, at most `0755`, never writable by group or others.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let bad = || {
+        format!(
+            "mount_root_mode must be an octal mode such as \"0750\" with no write bit for \
+             group or others, got {text:?}"
+        )
+    };
+    let digits = text.strip_prefix('0').unwrap_or(text);
+    if digits.is_empty() || digits.len() > 3 {
+        return Err(bad());
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| bad())?;
+    if mode & 0o022 != 0 || mode & 0o700 != 0o700 {
+        return Err(bad());
+    }
+    Ok(mode)
+}
+
+/// Creates `mount_root` if missing, refuses a symlink there, gives it `mode` and (as root)
+/// the group of the agent user, checks its trust and returns its canonical path (what
+/// `/proc/self/mountinfo` shows).
+fn prepare_mount_root(p: &Path, mode: u32, agent_uid: u32) -> Result<PathBuf, StartupError> {
     use std::os::unix::fs::DirBuilderExt;
     let insecure = |reason: String| StartupError::Insecure {
         path: p.to_path_buf(),
@@ -597,7 +638,19 @@ fn prepare_mount_root(p: &Path) -> Result<PathBuf, StartupError> {
         }
         Err(e) => return Err(insecure(format!("cannot stat: {e}"))),
     }
-    check_trusted(p)
+    let real = check_trusted(p)?;
+    // Who may look into the mounted disks: root (vzdump, pvedaemon) and the agent's group.
+    if nix::unistd::geteuid().is_root() {
+        let group = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(agent_uid))
+            .ok()
+            .flatten()
+            .map(|u| u.gid);
+        nix::unistd::chown(&real, Some(nix::unistd::Uid::from_raw(0)), group)
+            .map_err(|e| insecure(format!("cannot chown: {e}")))?;
+    }
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| insecure(format!("cannot chmod {mode:o}: {e}")))?;
+    Ok(real)
 }
 
 #[cfg(test)]
@@ -638,6 +691,13 @@ mod tests {
         for (bad, needle) in [
             (r#""mount_root":"relative""#, "absolute"),
             (r#""mount_root":"/""#, "must not be /"),
+            (r#""mount_root_mode":"0770""#, "no write bit"),
+            (r#""mount_root_mode":"0757""#, "no write bit"),
+            (r#""mount_root_mode":"0650""#, "no write bit"),
+            (r#""mount_root_mode":"rwx""#, "octal"),
+            (r#""mount_root_mode":"07500""#, "octal"),
+            (r#""shutdown_grace_secs":7200"#, "at most 3600"),
+            (r#""sysfs_dev_block":"rel""#, "absolute"),
             (r#""unit_dir":"/etc/../tmp""#, ".."),
             (r#""idle_timeout_secs":0"#, "idle_timeout_secs"),
             (r#""allowed_filesystems":["vfat"]"#, "vfat"),
@@ -742,7 +802,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let uid = nix::unistd::geteuid().as_raw();
         let d = dir.path().display();
-        // Missing, and written with a doubled slash: created 0755, stored canonical.
+        // Missing, and written with a doubled slash: created 0750 (the default
+        // mount_root_mode), stored canonical.
         let text = format!(
             r#"{{"agent_user":"{uid}","mount_root":"{d}//new/mnt","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#
         );
@@ -755,7 +816,16 @@ mod tests {
             0
         );
         let mode = std::fs::metadata(&want).unwrap().mode() & 0o7777;
-        assert_eq!(mode, 0o755);
+        assert_eq!(mode, 0o750);
+        // An existing mount_root gets the configured mode at every start.
+        std::fs::set_permissions(&want, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = format!(
+            r#"{{"agent_user":"{uid}","mount_root":"{d}/new/mnt","mount_root_mode":"0700","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#
+        );
+        let p = write_cfg(dir.path(), &text);
+        load(&p).unwrap();
+        let mode = std::fs::metadata(&want).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
         // A symlink as mount_root is refused.
         std::os::unix::fs::symlink(&want, dir.path().join("link")).unwrap();
         let text = format!(

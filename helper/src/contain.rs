@@ -28,7 +28,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// How long [`clear_tree`] waits after SIGKILL before it gives up on a process (one stuck in
 /// uninterruptible sleep, say) and reports it.
-const KILL_WAIT: Duration = Duration::from_secs(5);
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Largest number of processes read from `/proc` in one scan.
 const MAX_SCAN: usize = 1 << 20;
@@ -277,7 +277,15 @@ mod tests {
                 dead: true
             })
         );
-        for bad in ["", "12", "12 (x", "x (y) S 1", "12 (y) S", ")( 1 (", "12 (y) S x"] {
+        for bad in [
+            "",
+            "12",
+            "12 (x",
+            "x (y) S 1",
+            "12 (y) S",
+            ")( 1 (",
+            "12 (y) S x",
+        ] {
             assert_eq!(parse_stat(bad), None, "{bad:?}");
         }
     }

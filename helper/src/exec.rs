@@ -652,7 +652,10 @@ mod tests {
             .unwrap();
         assert!(out.success());
         assert_all_gone(&pids, "setsid worker").await;
-        assert!(termed.exists(), "the worker got SIGKILL without SIGTERM first");
+        assert!(
+            termed.exists(),
+            "the worker got SIGKILL without SIGTERM first"
+        );
         assert!(contain::live_descendants().is_empty());
     }
 

@@ -13,6 +13,7 @@
 //! - [`contain`]: the helper as subreaper; no process outlives its operation.
 //! - [`ops`]: the operations themselves.
 
+pub mod audit;
 pub mod config;
 pub mod contain;
 pub mod error;

@@ -15,6 +15,7 @@ use tarpc::server::{BaseChannel, Channel};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use tokio::time::Instant;
 
+use crate::audit::{Audit, NOISE_WINDOW, Noise, NoiseLimiter};
 use crate::config::{BackendChoice, LoadedConfig, Tool};
 use crate::error::StartupError;
 use crate::exec::{PIPE_DRAIN, TERM_GRACE};
@@ -37,8 +38,11 @@ const CLIENT_DEADLINE_MARGIN_NO_TOOL: Duration = Duration::from_millis(500);
 /// is refused as timed out without starting anything.
 const MIN_REMAINING: Duration = Duration::from_secs(1);
 
-/// Extra time, beyond the deadline and the TERM grace, before a stuck operation is dropped.
-const BACKSTOP: Duration = Duration::from_secs(3);
+/// Extra time, beyond the deadline and the TERM grace, before a stuck operation is dropped:
+/// room for ending a tool's tree ([`crate::contain`]'s wait after SIGKILL), a mount's rollback
+/// and reconciliation on their own fresh deadline ([`usb::CLEANUP_TIME`]), and a margin.
+const BACKSTOP: Duration =
+    Duration::from_secs(crate::contain::KILL_WAIT.as_secs() + usb::CLEANUP_TIME.as_secs() + 3);
 
 /// Counts live connections and in-flight requests, for idle exit.
 #[derive(Debug)]
@@ -103,6 +107,7 @@ pub struct Shared {
     cfg: Arc<LoadedConfig>,
     op_lock: Arc<Mutex<()>>,
     activity: Arc<Activity>,
+    noise: NoiseLimiter,
 }
 
 impl Shared {
@@ -112,6 +117,7 @@ impl Shared {
             cfg: Arc::new(cfg),
             op_lock: Arc::new(Mutex::new(())),
             activity: Activity::new(),
+            noise: NoiseLimiter::new(NOISE_WINDOW),
         })
     }
 }
@@ -123,67 +129,6 @@ pub struct Connection {
     peer: Peer,
 }
 
-/// Logs one audit record when finished, or a cancellation when dropped unfinished.
-struct Audit {
-    op: &'static str,
-    request: String,
-    peer: Peer,
-    started: Instant,
-    done: bool,
-}
-
-impl Audit {
-    fn fail<T>(self, e: HelperError) -> Result<T, HelperError> {
-        let result = Err(e);
-        self.finish(&result);
-        result
-    }
-
-    fn finish<T>(mut self, result: &Result<T, HelperError>) {
-        self.done = true;
-        let ms = self.started.elapsed().as_millis() as u64;
-        match result {
-            Ok(_) => tracing::info!(
-                target: "audit",
-                op = self.op,
-                peer_uid = self.peer.uid,
-                peer_pid = self.peer.pid,
-                request = %self.request,
-                outcome = "ok",
-                duration_ms = ms,
-                "privileged operation"
-            ),
-            Err(e) => tracing::warn!(
-                target: "audit",
-                op = self.op,
-                peer_uid = self.peer.uid,
-                peer_pid = self.peer.pid,
-                request = %self.request,
-                outcome = %e,
-                duration_ms = ms,
-                "privileged operation"
-            ),
-        }
-    }
-}
-
-impl Drop for Audit {
-    fn drop(&mut self) {
-        if !self.done {
-            tracing::warn!(
-                target: "audit",
-                op = self.op,
-                peer_uid = self.peer.uid,
-                peer_pid = self.peer.pid,
-                request = %self.request,
-                outcome = "cancelled (client deadline, cancellation or disconnect); its processes were killed",
-                duration_ms = self.started.elapsed().as_millis() as u64,
-                "privileged operation"
-            );
-        }
-    }
-}
-
 /// A running privileged operation: holds the global lock and knows its deadline.
 struct Running {
     _permit: OwnedMutexGuard<()>,
@@ -193,14 +138,8 @@ struct Running {
 }
 
 impl Connection {
-    fn audit(&self, op: &'static str, request: String) -> Audit {
-        Audit {
-            op,
-            request,
-            peer: self.peer,
-            started: Instant::now(),
-            done: false,
-        }
+    fn audit(&self, op: &'static str, request: &impl std::fmt::Debug) -> Audit {
+        Audit::begin(op, request, self.peer)
     }
 
     /// Waits for the global lock (within the client's deadline), then computes the
@@ -245,10 +184,6 @@ impl Connection {
             cap,
             op,
         })
-    }
-
-    fn env<'a>(&'a self, r: &Running) -> OpEnv<'a> {
-        env_of(&self.shared, r)
     }
 
     /// Runs a state-changing operation in its own task, so that a client that cancels,
@@ -349,12 +284,7 @@ fn env_of<'a>(shared: &'a Shared, r: &Running) -> OpEnv<'a> {
 
 impl Helper for Connection {
     async fn hello(self, _: Context, agent_protocol: u32) -> Result<HelloReply, HelperError> {
-        tracing::info!(
-            peer_uid = self.peer.uid,
-            peer_pid = self.peer.pid,
-            agent_protocol,
-            "hello"
-        );
+        self.shared.noise.note(Noise::Hello, self.peer);
         if agent_protocol != PROTOCOL_VERSION {
             return Err(HelperError::VersionMismatch {
                 helper: PROTOCOL_VERSION,
@@ -375,7 +305,7 @@ impl Helper for Connection {
         req: GoldenImageRequest,
     ) -> Result<GoldenImageReply, HelperError> {
         const OP: &str = "golden_image_create";
-        let audit = self.audit(OP, format!("{req:?}"));
+        let audit = self.audit(OP, &req);
         let cap = self.shared.cfg.config.time_caps.golden_image;
         let r = match self.start(&ctx, OP, cap, true).await {
             Ok(r) => r,
@@ -389,7 +319,7 @@ impl Helper for Connection {
 
     async fn usb_mount(self, ctx: Context, req: UsbMountRequest) -> Result<MountInfo, HelperError> {
         const OP: &str = "usb_mount";
-        let audit = self.audit(OP, format!("{req:?}"));
+        let audit = self.audit(OP, &req);
         let cap = self.shared.cfg.config.time_caps.mount;
         let r = match self.start(&ctx, OP, cap, true).await {
             Ok(r) => r,
@@ -403,7 +333,7 @@ impl Helper for Connection {
 
     async fn usb_unmount(self, ctx: Context, name: MountName) -> Result<UnmountReply, HelperError> {
         const OP: &str = "usb_unmount";
-        let audit = self.audit(OP, format!("{name:?}"));
+        let audit = self.audit(OP, &name);
         let cap = self.shared.cfg.config.time_caps.mount;
         let r = match self.start(&ctx, OP, cap, true).await {
             Ok(r) => r,
@@ -417,7 +347,7 @@ impl Helper for Connection {
 
     async fn usb_list(self, ctx: Context) -> Result<Vec<MountInfo>, HelperError> {
         const OP: &str = "usb_list";
-        let audit = self.audit(OP, String::new());
+        let audit = self.audit(OP, &());
         let result = async {
             let r = self
                 .start(&ctx, OP, self.shared.cfg.config.time_caps.mount, false)
@@ -432,7 +362,7 @@ impl Helper for Connection {
 
     async fn smart_scan(self, ctx: Context) -> Result<Vec<DiskInfo>, HelperError> {
         const OP: &str = "smart_scan";
-        let audit = self.audit(OP, String::new());
+        let audit = self.audit(OP, &());
         let result = async {
             let r = self
                 .start(&ctx, OP, self.shared.cfg.config.time_caps.smart, false)
@@ -447,21 +377,23 @@ impl Helper for Connection {
 
     async fn smart_read(self, ctx: Context, disk: DiskName) -> Result<SmartReport, HelperError> {
         const OP: &str = "smart_read";
-        let audit = self.audit(OP, format!("{disk:?}"));
-        let result = async {
-            let r = self
-                .start(&ctx, OP, self.shared.cfg.config.time_caps.smart, true)
-                .await?;
-            Self::bounded(&r, hardware::smart_read(self.env(&r), &disk)).await
-        }
-        .await;
-        audit.finish(&result);
-        result
+        let audit = self.audit(OP, &disk);
+        let cap = self.shared.cfg.config.time_caps.smart;
+        let r = match self.start(&ctx, OP, cap, true).await {
+            Ok(r) => r,
+            Err(e) => return audit.fail(e),
+        };
+        // Detached like the state-changing operations: a client that goes away does not
+        // drop a running smartctl; it ends within the cap, with its whole tree.
+        self.detached(r, audit, move |env| {
+            Box::pin(async move { hardware::smart_read(env, &disk).await })
+        })
+        .await
     }
 
     async fn sensors_read(self, ctx: Context) -> Result<Vec<SensorReading>, HelperError> {
         const OP: &str = "sensors_read";
-        let audit = self.audit(OP, String::new());
+        let audit = self.audit(OP, &());
         let result = async {
             let r = self
                 .start(&ctx, OP, self.shared.cfg.config.time_caps.sensors, false)
@@ -499,6 +431,8 @@ pub async fn serve(cfg: LoadedConfig, socket: ListenSocket) -> Result<(), Startu
     // (an accepted connection, a request) does, through the activity counter.
     let idle_exit = shared.activity.idle_for(idle);
     tokio::pin!(idle_exit);
+    let mut flush = tokio::time::interval(NOISE_WINDOW);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -510,6 +444,7 @@ pub async fn serve(cfg: LoadedConfig, socket: ListenSocket) -> Result<(), Startu
                     }
                 }
             }
+            _ = flush.tick() => shared.noise.flush(false),
             _ = &mut idle_exit => {
                 tracing::info!("idle for {} s with nothing in flight; exiting", idle.as_secs());
                 break Ok(());
@@ -524,10 +459,35 @@ pub async fn serve(cfg: LoadedConfig, socket: ListenSocket) -> Result<(), Startu
             }
         }
     };
+    // No new connection from here on. An operation still running gets its shutdown grace to
+    // finish; then its tools are stopped (TERM, grace, KILL of the whole tree) and it
+    // records its outcome before the helper exits.
+    drop(listener);
+    finish_in_flight(&shared).await;
+    shared.noise.flush(true);
     if let Some(path) = cleanup {
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// Waits for a running privileged operation at shutdown: up to `shutdown_grace_secs` for it
+/// to finish, then stops its tools and waits for it to record its outcome.
+async fn finish_in_flight(shared: &Arc<Shared>) {
+    let grace = Duration::from_secs(shared.cfg.config.shutdown_grace_secs);
+    let lock = Arc::clone(&shared.op_lock);
+    if let Ok(_idle) = tokio::time::timeout(grace, lock.lock()).await {
+        return;
+    }
+    tracing::warn!(
+        grace_secs = grace.as_secs(),
+        "an operation is still running after the shutdown grace; stopping its tools"
+    );
+    crate::exec::request_shutdown();
+    let wind_down = TERM_GRACE + crate::contain::KILL_WAIT + usb::CLEANUP_TIME;
+    if tokio::time::timeout(wind_down, lock.lock()).await.is_err() {
+        tracing::error!("the running operation did not wind down; exiting anyway");
+    }
 }
 
 fn accept(shared: &Arc<Shared>, policy: &PeerPolicy, stream: tokio::net::UnixStream) {
@@ -539,13 +499,7 @@ fn accept(shared: &Arc<Shared>, policy: &PeerPolicy, stream: tokio::net::UnixStr
         }
     };
     if !policy.allows(&peer) {
-        tracing::warn!(
-            target: "audit",
-            peer_uid = peer.uid,
-            peer_gid = peer.gid,
-            peer_pid = peer.pid,
-            "refused a connection from a uid that is not allowed"
-        );
+        shared.noise.note(Noise::Refused, peer);
         return;
     }
     tracing::debug!(

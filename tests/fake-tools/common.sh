@@ -23,3 +23,20 @@ maybe_delay() {
     sleep "$(cat "$state/delay-$1")"
   fi
 }
+maybe_detach() {
+  # state/detach-<tool>: start a worker that leaves the process group and session (as
+  # pct's fork_worker does) and record its pid; with content "hang", hang afterwards too.
+  if [ -e "$state/detach-$1" ]; then
+    setsid sh -c 'echo $$ >> "$1"; exec sleep 1000' sh "$state/hang-pids" </dev/null >/dev/null 2>&1 &
+    while [ ! -s "$state/hang-pids" ]; do sleep 0.02; done
+    if [ "$(cat "$state/detach-$1")" = hang ]; then
+      echo "$$" >> "$state/hang-pids"
+      sleep 1000
+      exit 1
+    fi
+  fi
+}
+maybe_stderr() {
+  # state/stderr-<tool>: printed to stderr (raw bytes, newlines and escapes included).
+  if [ -e "$state/stderr-$1" ]; then cat "$state/stderr-$1" >&2; fi
+}

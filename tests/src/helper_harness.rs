@@ -10,6 +10,9 @@
 //!   state/               what the fake tools record and read (see tests/fake-tools/README.md)
 //!   sys/block/           fake /sys/block
 //!   sys/class/hwmon/     fake /sys/class/hwmon
+//!   sys/dev/block/       fake /sys/dev/block: real device numbers of this machine's block
+//!                        device nodes, linked to fake USB (or other) disks under sys/devices/
+//!   dev-by-id/           fake /dev/disk/by-id
 //!   mnt/                 mount_root
 //!   units/               unit_dir (systemd backend)
 //! ```
@@ -78,6 +81,34 @@ pub struct HelperHarnessOptions {
     /// Use the host's real `blkid`, `mount`, `umount` and `/proc/self/mountinfo` instead of
     /// the fakes (the loop-device test, as root).
     pub real_mount_tools: bool,
+    /// `shutdown_grace_secs` (default 20).
+    pub shutdown_grace_secs: u64,
+    /// Point `sysfs_dev_block` at the real `/sys/dev/block` (what the kernel says about a
+    /// device) instead of the fake tree.
+    pub real_sysfs: bool,
+}
+
+/// What a fake filesystem's device looks like in the fake sysfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeDisk {
+    /// A partition of a disk on a USB bus, with a `usb-…-part1` name in by-id.
+    Usb,
+    /// The same, without a by-id name.
+    UsbWithoutId,
+    /// A partition of a SATA disk that is not removable.
+    Ata,
+    /// A partition of a SATA disk marked removable.
+    Removable,
+    /// A partition of a USB disk that is held by another device (an LVM PV, say).
+    UsbWithHolders,
+    /// A whole USB disk that has partitions.
+    UsbWholeDiskWithPartitions,
+    /// A loop device.
+    Loop,
+    /// A device-mapper volume.
+    DeviceMapper,
+    /// A ZFS zvol partition.
+    Zvol,
 }
 
 impl Default for HelperHarnessOptions {
@@ -90,6 +121,8 @@ impl Default for HelperHarnessOptions {
             agent_user: None,
             max_output_bytes: 1024 * 1024,
             real_mount_tools: false,
+            real_sysfs: false,
+            shutdown_grace_secs: 20,
         }
     }
 }
@@ -102,6 +135,34 @@ pub struct HelperHarness {
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    next_node: std::cell::Cell<usize>,
+}
+
+/// The block device nodes of this machine, for fake filesystems to stand on: the helper
+/// `stat`s a device (it must be a block device; its number leads into sysfs), so the fakes
+/// use real nodes, never opened, presented through the fake `/sys/dev/block`.
+fn block_nodes() -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut nodes: Vec<PathBuf> = std::fs::read_dir("/dev")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_block_device()))
+                .map(|e| e.path())
+                .filter(|p| p != Path::new("/dev/sda1"))
+                .collect()
+        })
+        .unwrap_or_default();
+    nodes.sort();
+    nodes
+}
+
+/// `major:minor` of a block device node.
+pub fn devno_of(node: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(node)
+        .with_context(|| format!("stat {}", node.display()))?
+        .rdev();
+    Ok(format!("{}:{}", libc::major(rdev), libc::minor(rdev)))
 }
 
 fn fake_tools_src() -> PathBuf {
@@ -131,6 +192,8 @@ impl HelperHarness {
             "state/fs",
             "sys/block",
             "sys/class/hwmon",
+            "sys/dev/block",
+            "dev-by-id",
             "mnt",
             "units",
         ] {
@@ -196,6 +259,13 @@ impl HelperHarness {
             "allowed_filesystems": fs,
             "sysfs_block": root.join("sys/block"),
             "sysfs_hwmon": root.join("sys/class/hwmon"),
+            "sysfs_dev_block": if opts.real_sysfs {
+                PathBuf::from("/sys/dev/block")
+            } else {
+                root.join("sys/dev/block")
+            },
+            "dev_disk_by_id": root.join("dev-by-id"),
+            "shutdown_grace_secs": opts.shutdown_grace_secs,
             "mountinfo": mountinfo,
             "time_caps": {
                 "golden_image": opts.time_caps.golden_image,
@@ -213,6 +283,7 @@ impl HelperHarness {
             config,
             dir,
             child: None,
+            next_node: std::cell::Cell::new(0),
         })
     }
 
@@ -365,10 +436,127 @@ impl HelperHarness {
         let _ = std::fs::write(dir.join(format!("{stem}.exit")), exit_status.to_string());
     }
 
-    /// Makes the fake blkid know a filesystem; returns its fake device path.
+    /// Makes the fake blkid know a filesystem on a partition of a USB disk; returns its
+    /// device path (a real block device node of this machine; see [`FakeDisk`]).
     pub fn add_fake_filesystem(&self, uuid: &str, fstype: &str) -> String {
+        self.add_fake_filesystem_on(uuid, fstype, FakeDisk::Usb)
+    }
+
+    /// [`Self::add_fake_filesystem`] on a device of the given kind.
+    pub fn add_fake_filesystem_on(&self, uuid: &str, fstype: &str, disk: FakeDisk) -> String {
+        let node = self.next_block_node();
         let _ = std::fs::write(self.dir().join("state/fs").join(uuid), fstype);
-        format!("/dev/fake-{uuid}")
+        let _ = std::fs::write(
+            self.dir().join("state/fs").join(format!("{uuid}.dev")),
+            format!("{}\n", node.display()),
+        );
+        self.present(&node, disk)
+            .unwrap_or_else(|e| panic!("presenting {} as {disk:?}: {e:#}", node.display()));
+        node.display().to_string()
+    }
+
+    /// Makes a second device carry a filesystem's UUID (a copy of the UUID elsewhere).
+    pub fn add_duplicate_device(&self, uuid: &str, disk: FakeDisk) -> String {
+        let node = self.next_block_node();
+        let list = self.dir().join("state/fs").join(format!("{uuid}.dev"));
+        let mut text = std::fs::read_to_string(&list).unwrap_or_default();
+        text.push_str(&format!("{}\n", node.display()));
+        let _ = std::fs::write(&list, text);
+        self.present(&node, disk)
+            .unwrap_or_else(|e| panic!("presenting {}: {e:#}", node.display()));
+        node.display().to_string()
+    }
+
+    fn next_block_node(&self) -> PathBuf {
+        let nodes = block_nodes();
+        assert!(
+            !nodes.is_empty(),
+            "this machine has no block device node in /dev for the fake filesystems"
+        );
+        let i = self.next_node.get();
+        self.next_node.set(i + 1);
+        nodes[i % nodes.len()].clone()
+    }
+
+    /// Presents the real block device `node` in the fake `/sys/dev/block` as `disk` (and in
+    /// the fake by-id directory, for the USB kinds). The loop-device test uses it to show
+    /// its loop device as a USB partition.
+    pub fn present(&self, node: &Path, disk: FakeDisk) -> anyhow::Result<()> {
+        let devno = devno_of(node)?;
+        let n = self.next_node.get() + 100 * (disk as usize);
+        let sys = self.dir().join("sys");
+        let usb = format!(
+            "devices/pci0000:00/0000:00:14.0/usb2/2-{n}/2-{n}:1.0/host{n}/target{n}:0:0/{n}:0:0:0/block"
+        );
+        let ata =
+            format!("devices/pci0000:00/0000:00:17.0/ata{n}/host{n}/target{n}:0:0/{n}:0:0:0/block");
+        let (disk_dir, dev_dir, removable) = match disk {
+            FakeDisk::Usb | FakeDisk::UsbWithoutId | FakeDisk::UsbWithHolders => {
+                let d = sys.join(&usb).join(format!("sdu{n}"));
+                (d.clone(), d.join(format!("sdu{n}1")), "0")
+            }
+            FakeDisk::UsbWholeDiskWithPartitions => {
+                let d = sys.join(&usb).join(format!("sdw{n}"));
+                (d.clone(), d.clone(), "0")
+            }
+            FakeDisk::Ata => {
+                let d = sys.join(&ata).join(format!("sda{n}"));
+                (d.clone(), d.join(format!("sda{n}1")), "0")
+            }
+            FakeDisk::Removable => {
+                let d = sys.join(&ata).join(format!("sdr{n}"));
+                (d.clone(), d.join(format!("sdr{n}1")), "1")
+            }
+            FakeDisk::Loop => {
+                let d = sys.join(format!("devices/virtual/block/loop{n}"));
+                (d.clone(), d.clone(), "0")
+            }
+            FakeDisk::DeviceMapper => {
+                let d = sys.join(format!("devices/virtual/block/dm-{n}"));
+                (d.clone(), d.clone(), "0")
+            }
+            FakeDisk::Zvol => {
+                let d = sys.join(format!("devices/virtual/block/zd{n}"));
+                (d.clone(), d.join(format!("zd{n}p1")), "0")
+            }
+        };
+        std::fs::create_dir_all(disk_dir.join("holders"))?;
+        std::fs::write(disk_dir.join("removable"), format!("{removable}\n"))?;
+        std::fs::create_dir_all(dev_dir.join("holders"))?;
+        if dev_dir != disk_dir {
+            std::fs::write(dev_dir.join("partition"), "1\n")?;
+        }
+        match disk {
+            FakeDisk::UsbWithHolders => {
+                std::fs::create_dir_all(dev_dir.join("holders/dm-7"))?;
+            }
+            FakeDisk::UsbWholeDiskWithPartitions => {
+                let part = disk_dir.join(format!("sdw{n}1"));
+                std::fs::create_dir_all(part.join("holders"))?;
+                std::fs::write(part.join("partition"), "1\n")?;
+            }
+            _ => {}
+        }
+        let link = sys.join("dev/block").join(&devno);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dev_dir, &link)?;
+        if matches!(
+            disk,
+            FakeDisk::Usb | FakeDisk::UsbWithHolders | FakeDisk::UsbWholeDiskWithPartitions
+        ) {
+            let id = self
+                .dir()
+                .join("dev-by-id")
+                .join(format!("usb-Fake_Disk_{n}-0:0-part1"));
+            let _ = std::fs::remove_file(&id);
+            std::os::unix::fs::symlink(node, &id)?;
+        }
+        Ok(())
+    }
+
+    /// The fake by-id directory (`dev_disk_by_id` of the helper under test).
+    pub fn by_id_dir(&self) -> PathBuf {
+        self.dir().join("dev-by-id")
     }
 
     /// Adds a fake hwmon device `hwmon<N>` with a `name` and attribute files.
@@ -405,6 +593,27 @@ impl HelperHarness {
         }
     }
 
+    /// Makes a fake tool start a `setsid` worker that outlives it (`hang`: and then hang).
+    pub fn set_detach(&self, tool: &str, mode: Option<&str>) {
+        let p = self.dir().join("state").join(format!("detach-{tool}"));
+        match mode {
+            Some(m) => {
+                let _ = std::fs::write(p, m);
+            }
+            None => {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    /// Bytes a fake tool prints on stderr when it fails (mount).
+    pub fn set_tool_stderr(&self, tool: &str, bytes: &[u8]) {
+        let _ = std::fs::write(
+            self.dir().join("state").join(format!("stderr-{tool}")),
+            bytes,
+        );
+    }
+
     /// Makes the fake mount (and systemctl enable) fail.
     pub fn set_mount_fails(&self, fail: bool) {
         let p = self.dir().join("state/fail-mount");
@@ -412,6 +621,16 @@ impl HelperHarness {
             let _ = std::fs::write(p, "");
         } else {
             let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Sends SIGTERM to the helper.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.helper_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
 

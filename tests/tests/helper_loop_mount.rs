@@ -1,7 +1,9 @@
-//! A real mount: an ext4 image on a loop device, mounted by UUID by the real helper with the
-//! `direct` backend and the host's real blkid/mount/umount, checked in /proc/self/mountinfo,
-//! then unmounted. Needs root, losetup and mkfs.ext4 (CI is root); elsewhere it says why it
-//! skipped.
+//! Real mounts: ext4 images on loop devices, with the real helper, the `direct` backend and
+//! the host's real blkid/mount/umount, checked in /proc/self/mountinfo. A loop device is not
+//! a USB disk, so the helper refuses it as the real sysfs shows it; to test the successful
+//! mount, a fake `/sys/dev/block` presents the loop device as a USB partition. Also: two real
+//! devices with one UUID, and a device already mounted elsewhere, are refused. Needs root,
+//! losetup and mkfs.ext4 (CI is root); elsewhere each test says why it skipped.
 
 // Test code: a panic is a failed test (helpers outside #[test] fns included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,7 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use felhom_protocol::*;
-use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions, MountBackendChoice};
+use felhom_tests::helper_harness::{
+    FakeDisk, HelperHarness, HelperHarnessOptions, MountBackendChoice,
+};
 use tarpc::context;
 
 const LOSETUP: &str = "/usr/sbin/losetup";
@@ -83,21 +87,16 @@ fn fresh_uuid() -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ext4_loop_device_is_mounted_by_uuid_with_safe_options() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping the real loop-device mount test: {why}");
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let image = work.path().join("disk.img");
+/// An ext4 image with `uuid` in `dir`, attached to a loop device; `None` (with the reason
+/// printed) when losetup cannot attach it here.
+fn loop_with_uuid(dir: &Path, file: &str, uuid: &str) -> Option<LoopDevice> {
+    let image = dir.join(file);
     std::fs::File::create(&image)
         .unwrap()
         .set_len(32 * 1024 * 1024)
         .unwrap();
-    let uuid = fresh_uuid();
     let out = Command::new(MKFS)
-        .args(["-q", "-F", "-U", &uuid])
+        .args(["-q", "-F", "-U", uuid])
         .arg(&image)
         .output()
         .unwrap();
@@ -109,36 +108,173 @@ async fn an_ext4_loop_device_is_mounted_by_uuid_with_safe_options() {
         .unwrap();
     if !out.status.success() {
         eprintln!(
-            "skipping the real loop-device mount test: losetup failed: {}",
+            "skipping: losetup failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
-        return;
+        return None;
     }
-    let mut lo = LoopDevice {
+    let lo = LoopDevice {
         dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
         mount_point: None,
     };
-
     // Without udev, blkid finds the new device by scanning /proc/partitions; give the
     // kernel a moment to list it so the helper's own lookup is not racing losetup.
     let found = (0..50).any(|_| {
         let ok = Command::new("/usr/sbin/blkid")
-            .args(["-c", "/dev/null", "-U", &uuid])
+            .args([
+                "-c",
+                "/dev/null",
+                "-t",
+                &format!("UUID={uuid}"),
+                "-o",
+                "device",
+            ])
             .output()
-            .is_ok_and(|o| o.status.success());
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l == lo.dev)
+            });
         if !ok {
             std::thread::sleep(Duration::from_millis(100));
         }
         ok
     });
     assert!(found, "blkid never found the new filesystem on {}", lo.dev);
+    Some(lo)
+}
 
-    let h = HelperHarness::start(HelperHarnessOptions {
+fn real_tools(real_sysfs: bool) -> HelperHarness {
+    HelperHarness::start(HelperHarnessOptions {
         backend: MountBackendChoice::Direct,
         real_mount_tools: true,
+        real_sysfs,
         ..Default::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+fn ctx60() -> context::Context {
+    let mut ctx = context::current();
+    ctx.deadline = Instant::now() + Duration::from_secs(60);
+    ctx
+}
+
+fn req(uuid: &str, name: &str) -> UsbMountRequest {
+    UsbMountRequest {
+        uuid: FsUuid::new(uuid).unwrap(),
+        name: MountName::new(name).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_loop_device_is_refused_because_it_is_not_a_usb_disk() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the real loop-device refusal test: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let uuid = fresh_uuid();
+    let Some(mut lo) = loop_with_uuid(work.path(), "a.img", &uuid) else {
+        return;
+    };
+    let h = real_tools(true);
+    let mp = h.mount_root().join("lo");
+    lo.mount_point = Some(mp.clone());
+    let client = h.client().await.unwrap();
+    let err = client
+        .usb_mount(ctx60(), req(&uuid, "lo"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, HelperError::Rejected { reason, .. } if reason.contains("loop device") && reason.contains(&lo.dev)),
+        "{err}"
+    );
+    assert_eq!(mounted_options(&mp), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_real_devices_with_one_uuid_are_refused_naming_both() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the duplicate-UUID test: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let uuid = fresh_uuid();
+    let Some(a) = loop_with_uuid(work.path(), "a.img", &uuid) else {
+        return;
+    };
+    let Some(b) = loop_with_uuid(work.path(), "b.img", &uuid) else {
+        return;
+    };
+    // Both look like USB partitions: only the shared UUID is wrong.
+    let h = real_tools(false);
+    h.present(Path::new(&a.dev), FakeDisk::Usb).unwrap();
+    h.present(Path::new(&b.dev), FakeDisk::Usb).unwrap();
+    let client = h.client().await.unwrap();
+    let err = client
+        .usb_mount(ctx60(), req(&uuid, "dup"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, HelperError::Rejected { reason, .. } if reason.contains("2 devices carry UUID") && reason.contains(&a.dev) && reason.contains(&b.dev)),
+        "{err}"
+    );
+    assert_eq!(mounted_options(&h.mount_root().join("dup")), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_device_mounted_elsewhere_is_not_mounted_a_second_time() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the already-mounted test: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let uuid = fresh_uuid();
+    let Some(mut lo) = loop_with_uuid(work.path(), "a.img", &uuid) else {
+        return;
+    };
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let out = Command::new("/usr/bin/mount")
+        .args(["-o", "ro", &lo.dev])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount: {out:?}");
+    lo.mount_point = Some(elsewhere.clone());
+    let h = real_tools(false);
+    h.present(Path::new(&lo.dev), FakeDisk::Usb).unwrap();
+    let client = h.client().await.unwrap();
+    let err = client
+        .usb_mount(ctx60(), req(&uuid, "again"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, HelperError::Rejected { reason, .. } if reason.contains("already mounted at") && reason.contains(&elsewhere.display().to_string())),
+        "{err}"
+    );
+    assert_eq!(mounted_options(&h.mount_root().join("again")), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ext4_loop_device_is_mounted_by_uuid_with_safe_options() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the real loop-device mount test: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let uuid = fresh_uuid();
+    let Some(mut lo) = loop_with_uuid(work.path(), "disk.img", &uuid) else {
+        return;
+    };
+
+    // The real sysfs would refuse a loop device; present it as a USB partition.
+    let h = real_tools(false);
+    h.present(Path::new(&lo.dev), FakeDisk::Usb).unwrap();
     let mp = h.mount_root().join("loopdisk");
     lo.mount_point = Some(mp.clone());
     let client = h.client().await.unwrap();
@@ -161,6 +297,17 @@ async fn an_ext4_loop_device_is_mounted_by_uuid_with_safe_options() {
     let options = mounted_options(&mp).expect("the mount is in /proc/self/mountinfo");
     for opt in ["nodev", "nosuid", "noexec"] {
         assert!(options.split(',').any(|o| o == opt), "{opt} in {options}");
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    if (v.next().unwrap(), v.next().unwrap()) >= (5, 10) {
+        assert!(
+            options.split(',').any(|o| o == "nosymfollow"),
+            "nosymfollow in {options}"
+        );
     }
     let record = std::fs::read_to_string(h.record_file()).unwrap();
     assert!(

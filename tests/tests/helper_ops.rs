@@ -4,6 +4,7 @@
 // Test code: a panic is a failed test (helpers outside #[test] fns included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use felhom_protocol::*;
@@ -18,6 +19,22 @@ fn ctx(secs: u64) -> Context {
 
 const UUID: &str = "ada110f6-bd6d-49db-955d-342c27627b61";
 const UUID2: &str = "0f3b9c1e-7d22-4c55-8a9e-1b2c3d4e5f60";
+
+/// The options the helper must force on this machine's kernel: `nosymfollow` exists since
+/// Linux 5.10 (worked out here from the release, not taken from the helper).
+fn expected_options() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap(), v.next().unwrap());
+    if (major, minor) >= (5, 10) {
+        "nodev,nosuid,noexec,nosymfollow,nofail".into()
+    } else {
+        "nodev,nosuid,noexec,nofail".into()
+    }
+}
 
 fn uuid(s: &str) -> FsUuid {
     FsUuid::new(s).unwrap()
@@ -155,7 +172,7 @@ async fn usb_mount_direct_backend_end_to_end() {
     assert!(info.mounted, "{info:?}");
     assert_eq!(info.mount_point, mp.display().to_string());
     assert_eq!(info.fstype, FsType::Ext4);
-    assert_eq!(info.options, "nodev,nosuid,noexec,nofail");
+    assert_eq!(info.options, expected_options());
     assert_eq!(info.backend, MountBackend::Direct);
     assert!(mp.is_dir());
     let calls = h.tool_calls();
@@ -163,14 +180,22 @@ async fn usb_mount_direct_backend_end_to_end() {
     assert_eq!(
         calls,
         vec![
-            vec!["blkid", "-c", "/dev/null", "-U", UUID],
+            vec![
+                "blkid",
+                "-c",
+                "/dev/null",
+                "-t",
+                &format!("UUID={UUID}"),
+                "-o",
+                "device"
+            ],
             vec!["blkid", "-c", "/dev/null", "-p", "-o", "export", &dev],
             vec![
                 "mount",
                 "-t",
                 "ext4",
                 "-o",
-                "nodev,nosuid,noexec,nofail",
+                &expected_options(),
                 &dev,
                 &mp_s
             ],
@@ -179,7 +204,8 @@ async fn usb_mount_direct_backend_end_to_end() {
     let record = std::fs::read_to_string(h.record_file()).unwrap();
     assert!(
         record.contains(&format!(
-            "UUID={UUID} {mp_s} ext4 nodev,nosuid,noexec,nofail 0 2"
+            "UUID={UUID} {mp_s} ext4 {} 0 2",
+            expected_options()
         )),
         "{record}"
     );
@@ -370,7 +396,16 @@ async fn exfat_mounts_only_when_the_config_opts_in() {
 #[tokio::test]
 async fn usb_mount_systemd_backend_writes_and_removes_a_mount_unit() {
     let h = start(MountBackendChoice::Systemd);
-    h.add_fake_filesystem(UUID, "xfs");
+    let dev = h.add_fake_filesystem(UUID, "xfs");
+    let by_id: Vec<PathBuf> = std::fs::read_dir(h.by_id_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(
+        std::fs::canonicalize(&by_id[0]).unwrap(),
+        std::fs::canonicalize(&dev).unwrap()
+    );
     let client = h.client().await.unwrap();
     let info = client
         .usb_mount(
@@ -395,10 +430,11 @@ async fn usb_mount_systemd_backend_writes_and_removes_a_mount_unit() {
     }
     let text = std::fs::read_to_string(h.unit_dir().join(&unit)).unwrap();
     for line in [
-        format!("What=/dev/disk/by-uuid/{UUID}"),
+        // The physical USB disk's stable name, never the UUID (which anything can copy).
+        format!("What={}", by_id[0].display()),
         format!("Where={}", info.mount_point),
         "Type=xfs".to_string(),
-        "Options=nodev,nosuid,noexec,nofail".to_string(),
+        format!("Options={}", expected_options()),
         "WantedBy=multi-user.target".to_string(),
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");

@@ -2,9 +2,12 @@
 //! itself from validated request types; nothing from a request is used as a path or option
 //! without being one of the protocol's newtypes.
 
+pub mod blockdev;
 pub mod golden_image;
 pub mod hardware;
+pub mod mountinfo;
 pub mod usb;
+pub mod usb_records;
 
 use std::sync::Arc;
 
@@ -25,7 +28,12 @@ pub struct OpEnv<'a> {
     pub operation: &'static str,
 }
 
-impl OpEnv<'_> {
+impl<'a> OpEnv<'a> {
+    /// The same environment with another deadline (a rollback's fresh one).
+    pub fn with_deadline(&self, deadline: Instant) -> OpEnv<'a> {
+        OpEnv { deadline, ..*self }
+    }
+
     /// Runs a configured tool through [`exec::run`], mapping failures to protocol errors.
     /// The tool's exit status is returned as is; callers decide what is a failure.
     pub async fn exec(&self, tool: Tool, args: &[String]) -> Result<ExecOutput, HelperError> {
@@ -98,6 +106,9 @@ impl OpEnv<'_> {
                     what: format!("{tool} is not installed at {path}"),
                 }
             }
+            ExecError::Cancelled { tool } => HelperError::Unavailable {
+                what: format!("the helper is shutting down; {tool} was stopped"),
+            },
             other => HelperError::Internal {
                 message: other.to_string(),
             },

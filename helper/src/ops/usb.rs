@@ -1,155 +1,50 @@
 //! USB disks: mount by filesystem UUID, persistently; unmount; list.
 //!
-//! The UUID is resolved without udev (`blkid -c /dev/null -U`), the device is re-probed
-//! (`blkid -c /dev/null -p -o export`) and its TYPE and UUID must match. The helper computes
-//! the mount point (`<mount_root>/<name>`) and forces `nodev,nosuid,noexec,nofail`.
+//! `usb_mount` mounts a filesystem only when it has proven that the operation is what its
+//! name says ([`blockdev`]): exactly one device carries the UUID, and that device is a plain
+//! USB disk or partition (not a loop, LVM, zvol, RAID or other layered device), with no
+//! holders and not mounted anywhere. The device is re-probed (`blkid -p`) and its TYPE and
+//! UUID must match. The helper computes the mount point (`<mount_root>/<name>`) and forces
+//! `nodev,nosuid,noexec,nofail`, plus `nosymfollow` on kernels that have it.
 //!
 //! Persistence, by backend:
-//! - `systemd`: a `.mount` unit named by systemd path escaping of the mount point, with
-//!   `What=/dev/disk/by-uuid/<uuid>`, written atomically into `unit_dir`, then
-//!   `systemctl daemon-reload` and `systemctl enable --now`, so PID 1 owns the mount.
-//! - `direct`: `mount -t <type> -o <options> <device> <mount point>`, and an fstab-format line
-//!   `UUID=<uuid> <mount point> <type> <options> 0 2` in `record_file`.
+//! - `systemd`: a `.mount` unit named by systemd path escaping of the mount point, whose
+//!   `What=` is the disk's stable USB name (`/dev/disk/by-id/usb-…-partN`), never the UUID: at
+//!   boot PID 1 mounts that physical disk and nothing that merely copied its UUID. The unit is
+//!   created exclusively (a file of that name that the helper did not write is refused),
+//!   then `systemctl daemon-reload` and `systemctl enable --now`, so PID 1 owns the mount.
+//! - `direct`: `mount -t <type> -o <options> <device> <mount point>` of the proven device, and
+//!   an fstab-format line `UUID=<uuid> <mount point> <type> <options> 0 2` in `record_file`.
 //!
-//! What the helper manages is what it recorded: units carrying [`UNIT_MARKER`], or lines of
-//! the record file. Whether something is mounted is read from `mountinfo`.
+//! After a mount the table is read again: the filesystem at the mount point must be the
+//! proven device. A mount that fails or runs out of time is rolled back on a fresh, short
+//! deadline ([`CLEANUP_TIME`]); then the mount table is read again and what is there is either
+//! unmounted or recorded, so the helper's records, the kernel and the audit record agree.
+//!
+//! What the helper manages is what it recorded: units carrying the marker, or lines of the
+//! record file ([`super::usb_records`]). Whether something is mounted is read from
+//! `mountinfo` ([`super::mountinfo`]).
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::time::Duration;
 
 use felhom_protocol::{
     FsType, FsUuid, HelperError, MountBackend, MountInfo, MountName, UnmountReply, UsbMountRequest,
 };
 
+use super::blockdev::{self, Proven};
+use super::mountinfo::{MountEntry, mounted_at, mounts};
+use super::usb_records::{
+    Managed, managed, mount_options, mount_point, record_line, rewrite_records, unit_file,
+    unit_name, write_unit,
+};
 use super::{OpEnv, io_error, tool_failed};
 use crate::config::{BackendChoice, LoadedConfig, Tool};
 
-/// The options every managed mount gets.
-pub const MOUNT_OPTIONS: &str = "nodev,nosuid,noexec,nofail";
-
-/// The first line of every unit file the helper writes.
-pub const UNIT_MARKER: &str = "# felhom-helper managed mount:";
-
-/// Largest unit or record file the helper reads back.
-const MAX_RECORD_BYTES: u64 = 256 * 1024;
-
-/// A mount the helper manages, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Managed {
-    /// Its name.
-    pub name: MountName,
-    /// The filesystem UUID.
-    pub uuid: FsUuid,
-    /// The filesystem type.
-    pub fstype: FsType,
-    /// `<mount_root>/<name>`.
-    pub mount_point: PathBuf,
-    /// The unit name (systemd backend).
-    pub unit: Option<String>,
-}
-
-/// The mount point of a managed mount.
-pub fn mount_point(cfg: &LoadedConfig, name: &MountName) -> PathBuf {
-    cfg.config.mount_root.join(name.as_str())
-}
-
-/// Escapes a path the way `systemd-escape --path` does: duplicate and trailing slashes are
-/// dropped, the leading slash is stripped, `/` becomes `-`, and every byte other than ASCII
-/// letters, digits, `:`, `_` and `.` (except a leading `.`) becomes `\xNN`. The root is `-`.
-pub fn systemd_escape_path(path: &str) -> String {
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    if parts.is_empty() {
-        return "-".into();
-    }
-    let joined = parts.join("/");
-    let mut out = String::with_capacity(joined.len() * 2);
-    for (i, b) in joined.bytes().enumerate() {
-        match b {
-            b'/' => out.push('-'),
-            b'.' if i == 0 => out.push_str("\\x2e"),
-            b if b.is_ascii_alphanumeric() || b == b':' || b == b'_' || b == b'.' => {
-                out.push(b as char)
-            }
-            b => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out
-}
-
-/// The `.mount` unit name for a mount point.
-pub fn unit_name(mount_point: &Path) -> String {
-    format!(
-        "{}.mount",
-        systemd_escape_path(&mount_point.to_string_lossy())
-    )
-}
-
-/// The unit file the systemd backend writes.
-pub fn unit_file(name: &MountName, uuid: &FsUuid, fstype: FsType, mount_point: &Path) -> String {
-    format!(
-        "{UNIT_MARKER} name={name} uuid={uuid} type={fstype}\n\
-         # Written by felhom-helper. Remove it through the agent (usb unmount), not by hand.\n\
-         [Unit]\n\
-         Description=felhom USB disk {name} (UUID {uuid})\n\
-         \n\
-         [Mount]\n\
-         What=/dev/disk/by-uuid/{uuid}\n\
-         Where={mp}\n\
-         Type={fstype}\n\
-         Options={MOUNT_OPTIONS}\n\
-         \n\
-         [Install]\n\
-         WantedBy=multi-user.target\n",
-        mp = mount_point.display()
-    )
-}
-
-/// Parses the marker line of a unit file the helper wrote; `None` for any other file.
-pub fn parse_unit_marker(text: &str) -> Option<(MountName, FsUuid, FsType)> {
-    let first = text.lines().next()?;
-    let rest = first.strip_prefix(UNIT_MARKER)?;
-    let (mut name, mut uuid, mut fstype) = (None, None, None);
-    for field in rest.split_whitespace() {
-        let (k, v) = field.split_once('=')?;
-        match k {
-            "name" => name = MountName::new(v).ok(),
-            "uuid" => uuid = FsUuid::new(v).ok(),
-            "type" => fstype = FsType::from_blkid(v),
-            _ => return None,
-        }
-    }
-    Some((name?, uuid?, fstype?))
-}
-
-/// The record line of the direct backend.
-pub fn record_line(uuid: &FsUuid, mount_point: &Path, fstype: FsType) -> String {
-    format!(
-        "UUID={uuid} {} {fstype} {MOUNT_OPTIONS} 0 2",
-        mount_point.display()
-    )
-}
-
-/// Parses one record line; `None` for comments, blanks and anything not written by the
-/// helper under `mount_root`.
-pub fn parse_record_line(line: &str, mount_root: &Path) -> Option<(MountName, FsUuid, FsType)> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let [what, mp, ty, _opts, _, _] = f.as_slice() else {
-        return None;
-    };
-    let uuid = FsUuid::new(what.strip_prefix("UUID=")?).ok()?;
-    let rel = Path::new(mp).strip_prefix(mount_root).ok()?;
-    let name = MountName::new(rel.to_str()?).ok()?;
-    let fstype = FsType::from_blkid(ty)?;
-    Some((name, uuid, fstype))
-}
+/// The fresh time a rollback and the reconciliation after it get, whatever was left of the
+/// operation's own deadline.
+pub const CLEANUP_TIME: Duration = Duration::from_secs(15);
 
 /// Parses `blkid -o export` output: `KEY=value` lines, records separated by blank lines.
 /// Values are unescaped (blkid puts a backslash before unsafe characters).
@@ -185,172 +80,13 @@ pub fn parse_blkid_export(text: &str) -> Vec<Vec<(String, String)>> {
     records
 }
 
-/// One line of `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    /// Where it is mounted (unescaped).
-    pub mount_point: String,
-    /// Per-mount options (`rw,nosuid,nodev,noexec,relatime`).
-    pub options: String,
-    /// Filesystem type.
-    pub fstype: String,
-    /// Mount source (device).
-    pub source: String,
-}
-
-/// Decodes mountinfo's octal escapes (`\040` for space, …).
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|d| (b'0'..=b'7').contains(d))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(u8::try_from(v).unwrap_or(b'?'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses mountinfo text; malformed lines are skipped.
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            if sep < 6 || f.len() < sep + 3 {
-                return None;
-            }
-            Some(MountEntry {
-                mount_point: unescape_octal(f[4]),
-                options: f[5].to_string(),
-                fstype: f[sep + 1].to_string(),
-                source: unescape_octal(f[sep + 2]),
-            })
-        })
-        .collect()
-}
-
-/// Reads at most [`MAX_RECORD_BYTES`] of a regular file: a symlink is not followed and a
-/// FIFO or device is neither waited on (`O_NONBLOCK`) nor read.
-fn read_bounded(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut s = String::new();
-    f.take(MAX_RECORD_BYTES).read_to_string(&mut s)?;
-    Ok(s)
-}
-
-/// The current mount table.
-pub fn mounts(cfg: &LoadedConfig) -> Result<Vec<MountEntry>, HelperError> {
-    let path = &cfg.config.mountinfo;
-    // mountinfo can be long on busy hosts; read it whole (it is kernel-generated).
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| io_error(&format!("reading {}", path.display()), &e))?;
-    Ok(parse_mountinfo(&text))
-}
-
-fn mounted_at<'a>(table: &'a [MountEntry], mp: &Path) -> Option<&'a MountEntry> {
-    let mp = mp.to_string_lossy();
-    // The last entry for a path is the one visible there.
-    table.iter().rev().find(|e| e.mount_point == mp)
-}
-
-/// The mounts the helper manages, from its unit files or its record file.
-pub fn managed(cfg: &LoadedConfig) -> Result<Vec<Managed>, HelperError> {
-    let c = &cfg.config;
-    let mut out = Vec::new();
-    match c.mount_backend {
-        BackendChoice::Systemd => {
-            let dir = match std::fs::read_dir(&c.unit_dir) {
-                Ok(d) => d,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-                Err(e) => {
-                    return Err(io_error(&format!("reading {}", c.unit_dir.display()), &e));
-                }
-            };
-            for entry in dir.flatten() {
-                let file_name = entry.file_name().to_string_lossy().into_owned();
-                if !file_name.ends_with(".mount") {
-                    continue;
-                }
-                // Only regular files (the helper writes nothing else); never a symlink,
-                // FIFO or device.
-                if !entry.file_type().is_ok_and(|t| t.is_file()) {
-                    continue;
-                }
-                let Ok(text) = read_bounded(&entry.path()) else {
-                    continue;
-                };
-                let Some((name, uuid, fstype)) = parse_unit_marker(&text) else {
-                    continue;
-                };
-                let mp = mount_point(cfg, &name);
-                if unit_name(&mp) != file_name {
-                    tracing::warn!(unit = %file_name, "managed unit with a foreign name ignored");
-                    continue;
-                }
-                out.push(Managed {
-                    name,
-                    uuid,
-                    fstype,
-                    mount_point: mp,
-                    unit: Some(file_name),
-                });
-            }
-        }
-        BackendChoice::Direct => {
-            let text = match read_bounded(&c.record_file) {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-                Err(e) => {
-                    return Err(io_error(
-                        &format!("reading {}", c.record_file.display()),
-                        &e,
-                    ));
-                }
-            };
-            for line in text.lines() {
-                if let Some((name, uuid, fstype)) = parse_record_line(line, &c.mount_root) {
-                    let mp = mount_point(cfg, &name);
-                    out.push(Managed {
-                        name,
-                        uuid,
-                        fstype,
-                        mount_point: mp,
-                        unit: None,
-                    });
-                }
-            }
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out.dedup_by(|a, b| a.name == b.name);
-    Ok(out)
-}
-
 fn info(cfg: &LoadedConfig, m: &Managed, table: &[MountEntry]) -> MountInfo {
     MountInfo {
         name: m.name.clone(),
         uuid: m.uuid.clone(),
         fstype: m.fstype,
         mount_point: m.mount_point.display().to_string(),
-        options: MOUNT_OPTIONS.to_string(),
+        options: mount_options().to_string(),
         mounted: mounted_at(table, &m.mount_point).is_some(),
         backend: MountBackend::from(cfg.config.mount_backend),
         unit: m.unit.clone(),
@@ -380,22 +116,26 @@ pub fn check_device_path(dev: &str) -> Result<(), HelperError> {
     }
 }
 
-/// Resolves a UUID to its block device and verifies its type, returning `(device, type)`.
-async fn resolve(env: &OpEnv<'_>, uuid: &FsUuid) -> Result<(String, FsType), HelperError> {
-    let args = ["-c", "/dev/null", "-U", uuid.as_str()].map(String::from);
+/// Finds the one device that carries `uuid`, re-probes it (TYPE and UUID must match) and
+/// proves it is a USB disk that nothing else uses ([`blockdev::prove`]).
+async fn resolve(env: &OpEnv<'_>, uuid: &FsUuid) -> Result<(Proven, FsType), HelperError> {
+    // Every device with the UUID, not just the first one blkid finds (`-U` picks one).
+    let args = [
+        "-c",
+        "/dev/null",
+        "-t",
+        &format!("UUID={uuid}"),
+        "-o",
+        "device",
+    ]
+    .map(String::from);
     let out = env.exec(Tool::Blkid, &args).await?;
-    match out.exit_code {
-        Some(0) => {}
-        Some(2) => {
-            return Err(HelperError::NotFound {
-                what: format!("no filesystem with UUID {uuid} (is the disk plugged in?)"),
-            });
-        }
+    let devices = match out.exit_code {
+        Some(0) => blockdev::parse_device_list(&String::from_utf8_lossy(&out.stdout))?,
+        Some(2) => Vec::new(),
         _ => return Err(tool_failed(Tool::Blkid, &out)),
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let dev = stdout.lines().next().unwrap_or("").trim().to_string();
-    check_device_path(&dev)?;
+    };
+    let dev = blockdev::only_one(uuid, &devices)?.to_string();
     let args = ["-c", "/dev/null", "-p", "-o", "export", dev.as_str()].map(String::from);
     let probe = env.exec_ok(Tool::Blkid, &args).await?;
     let records = parse_blkid_export(&String::from_utf8_lossy(&probe.stdout));
@@ -419,17 +159,26 @@ async fn resolve(env: &OpEnv<'_>, uuid: &FsUuid) -> Result<(String, FsType), Hel
     let ty = get("TYPE").unwrap_or("");
     let allowed = &env.cfg.allowed_filesystems;
     let names: Vec<&str> = allowed.iter().map(|f| f.as_str()).collect();
-    match FsType::from_blkid(ty) {
-        Some(fs) if allowed.contains(&fs) => Ok((dev, fs)),
-        _ => Err(HelperError::Rejected {
-            field: "filesystem type".into(),
-            reason: format!(
-                "UUID {uuid} is a {} filesystem; this helper mounts only {}",
-                if ty.is_empty() { "unknown" } else { ty },
-                names.join(", ")
-            ),
-        }),
-    }
+    let fstype = match FsType::from_blkid(ty) {
+        Some(fs) if allowed.contains(&fs) => fs,
+        _ => {
+            return Err(HelperError::Rejected {
+                field: "filesystem type".into(),
+                reason: format!(
+                    "UUID {uuid} is a {} filesystem; this helper mounts only {}",
+                    if ty.is_empty() { "unknown" } else { ty },
+                    names.join(", ")
+                ),
+            });
+        }
+    };
+    let proven = env
+        .blocking(move |cfg| {
+            let table = mounts(cfg)?;
+            blockdev::prove(cfg, &dev, &table)
+        })
+        .await?;
+    Ok((proven, fstype))
 }
 
 /// Makes sure the mount point is a plain empty directory the helper may mount on.
@@ -497,67 +246,10 @@ fn prepare_mount_point(
     Ok(())
 }
 
-/// Writes `text` to `path` atomically: a temporary file in the same directory, fsync,
-/// rename.
-pub fn write_atomic(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(".{}.felhom-tmp", file_name.to_string_lossy()));
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
-fn rewrite_records(
-    cfg: &LoadedConfig,
-    drop_name: &MountName,
-    add: Option<String>,
-) -> Result<(), HelperError> {
-    let c = &cfg.config;
-    let path = &c.record_file;
-    let existing = match read_bounded(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io_error(&format!("reading {}", path.display()), &e)),
-    };
-    let mut text = String::new();
-    if !existing.starts_with('#') {
-        text.push_str("# felhom-helper managed mounts (direct backend), fstab format.\n");
-    }
-    for line in existing.lines() {
-        let drop = parse_record_line(line, &c.mount_root).is_some_and(|(n, _, _)| &n == drop_name);
-        if !drop {
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
-    if let Some(line) = add {
-        text.push_str(&line);
-        text.push('\n');
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|e| io_error(&format!("creating {}", parent.display()), &e))?;
-    }
-    write_atomic(path, &text, 0o644)
-        .map_err(|e| io_error(&format!("writing {}", path.display()), &e))
+/// Whether the filesystem mounted at `mp` is the proven device.
+fn is_proven_mount(e: &MountEntry, proven: &Proven) -> bool {
+    e.devno == proven.devno
+        || std::fs::canonicalize(&e.source).ok() == std::fs::canonicalize(&proven.device).ok()
 }
 
 /// `usb_mount`.
@@ -594,7 +286,7 @@ pub async fn mount(env: OpEnv<'_>, req: &UsbMountRequest) -> Result<MountInfo, H
             return Ok(info(cfg, m, &table));
         }
     }
-    let (dev, fstype) = resolve(&env, &req.uuid).await?;
+    let (proven, fstype) = resolve(&env, &req.uuid).await?;
     let mp = mount_point(cfg, &req.name);
     let table = env.blocking(mounts).await?;
     prepare_mount_point(cfg, &mp, &table)?;
@@ -611,27 +303,45 @@ pub async fn mount(env: OpEnv<'_>, req: &UsbMountRequest) -> Result<MountInfo, H
                 "-t",
                 fstype.as_str(),
                 "-o",
-                MOUNT_OPTIONS,
-                dev.as_str(),
+                mount_options(),
+                proven.device.as_str(),
                 &mp.to_string_lossy(),
             ]
             .map(String::from);
-            env.exec_ok(Tool::Mount, &args).await?;
+            if let Err(e) = env.exec_ok(Tool::Mount, &args).await {
+                return Err(reconcile(&env, &record, &proven, e).await);
+            }
             if let Err(e) =
                 rewrite_records(cfg, &req.name, Some(record_line(&req.uuid, &mp, fstype)))
             {
-                let _ = env
-                    .exec(Tool::Umount, &[mp.to_string_lossy().into_owned()])
-                    .await;
-                return Err(e);
+                return Err(reconcile(&env, &record, &proven, e).await);
             }
             record
         }
         BackendChoice::Systemd => {
+            let Some(what) = proven.stable_id.clone() else {
+                return Err(HelperError::Rejected {
+                    field: "device".into(),
+                    reason: format!(
+                        "{} has no stable name in {} (udev has not named it), so no mount \
+                         unit can name this disk; is udev running?",
+                        proven.device,
+                        c.dev_disk_by_id.display()
+                    ),
+                });
+            };
             let unit = unit_name(&mp);
             let path = c.unit_dir.join(&unit);
-            write_atomic(&path, &unit_file(&req.name, &req.uuid, fstype, &mp), 0o644)
-                .map_err(|e| io_error(&format!("writing {}", path.display()), &e))?;
+            let text = unit_file(&req.name, &req.uuid, fstype, &mp, &what);
+            env.blocking({
+                let (path, name) = (path.clone(), req.name.clone());
+                move |_| write_unit(&path, &name, &text)
+            })
+            .await?;
+            let record = Managed {
+                unit: Some(unit.clone()),
+                ..record
+            };
             let started = async {
                 env.exec_ok(Tool::Systemctl, &["daemon-reload".to_string()])
                     .await?;
@@ -643,26 +353,169 @@ pub async fn mount(env: OpEnv<'_>, req: &UsbMountRequest) -> Result<MountInfo, H
             }
             .await;
             if let Err(e) = started {
-                let _ = env
-                    .exec(
-                        Tool::Systemctl,
-                        &["disable".into(), "--now".into(), unit.clone()],
-                    )
-                    .await;
-                let _ = std::fs::remove_file(&path);
-                let _ = env
-                    .exec(Tool::Systemctl, &["daemon-reload".to_string()])
-                    .await;
-                return Err(e);
+                return Err(reconcile(&env, &record, &proven, e).await);
             }
-            Managed {
-                unit: Some(unit),
-                ..record
-            }
+            record
         }
     };
     let table = env.blocking(mounts).await?;
-    Ok(info(cfg, &record, &table))
+    match mounted_at(&table, &mp) {
+        Some(e) if !is_proven_mount(e, &proven) => {
+            let e = HelperError::Busy {
+                what: format!(
+                    "{} appeared at {} instead of the proven {}; it is taken down again",
+                    e.source,
+                    mp.display(),
+                    proven.device
+                ),
+            };
+            Err(reconcile(&env, &record, &proven, e).await)
+        }
+        _ => Ok(info(cfg, &record, &table)),
+    }
+}
+
+/// Rolls back a mount that failed (or ran out of time, or mounted the wrong thing) on a fresh
+/// deadline: the unit is disabled and removed, or the record line dropped; then the mount
+/// table is read again, and a mount that is still there is unmounted or, if that fails,
+/// recorded, so that `usb_list` and `usb_unmount` can see it. Returns `cause`, extended with
+/// what the cleanup found.
+async fn reconcile(
+    env: &OpEnv<'_>,
+    record: &Managed,
+    proven: &Proven,
+    cause: HelperError,
+) -> HelperError {
+    let fresh = env.with_deadline(tokio::time::Instant::now() + CLEANUP_TIME);
+    let cfg = fresh.cfg;
+    let c = &cfg.config;
+    let mp = record.mount_point.to_string_lossy().into_owned();
+    if let Some(unit) = &record.unit {
+        let _ = fresh
+            .exec(
+                Tool::Systemctl,
+                &["disable".into(), "--now".into(), unit.clone()],
+            )
+            .await;
+        let path = c.unit_dir.join(unit);
+        let _ = std::fs::remove_file(&path);
+        let _ = fresh
+            .exec(Tool::Systemctl, &["daemon-reload".to_string()])
+            .await;
+    } else {
+        let _ = rewrite_records(cfg, &record.name, None);
+    }
+    let still = |table: &[MountEntry]| mounted_at(table, &record.mount_point).is_some();
+    let table = match fresh.blocking(mounts).await {
+        Ok(t) => t,
+        Err(e) => {
+            return extend(
+                cause,
+                &format!(
+                    "the mount table could not be read after the rollback ({e}); check {mp} by hand"
+                ),
+            );
+        }
+    };
+    if !still(&table) {
+        let _ = std::fs::remove_dir(&record.mount_point);
+        return extend(cause, "rolled back: nothing is mounted there");
+    }
+    if fresh.cfg.has_tool(Tool::Umount) {
+        let _ = fresh.exec(Tool::Umount, std::slice::from_ref(&mp)).await;
+    }
+    let table = fresh.blocking(mounts).await.unwrap_or(table);
+    if !still(&table) {
+        let _ = std::fs::remove_dir(&record.mount_point);
+        return extend(
+            cause,
+            "rolled back: the mount that appeared was unmounted again",
+        );
+    }
+    // It cannot be taken down: record it, so that the records show what the kernel has.
+    let is_ours =
+        mounted_at(&table, &record.mount_point).is_some_and(|e| is_proven_mount(e, proven));
+    let kept = match &record.unit {
+        Some(unit) => {
+            let path = c.unit_dir.join(unit);
+            let what = proven
+                .stable_id
+                .clone()
+                .unwrap_or_else(|| proven.device.clone().into());
+            let text = unit_file(
+                &record.name,
+                &record.uuid,
+                record.fstype,
+                &record.mount_point,
+                &what,
+            );
+            write_unit(&path, &record.name, &text).is_ok()
+        }
+        None => rewrite_records(
+            cfg,
+            &record.name,
+            Some(record_line(
+                &record.uuid,
+                &record.mount_point,
+                record.fstype,
+            )),
+        )
+        .is_ok(),
+    };
+    let state = match (kept, is_ours) {
+        (true, true) => format!(
+            "the disk is mounted at {mp} after all and could not be unmounted; it is recorded \
+             as {:?}: remove it with usb unmount",
+            record.name.as_str()
+        ),
+        (true, false) => format!(
+            "something else is mounted at {mp} and could not be unmounted; it is recorded as \
+             {:?}: inspect it, then remove it with usb unmount",
+            record.name.as_str()
+        ),
+        (false, _) => {
+            format!("{mp} is still mounted and could not be recorded; unmount it by hand")
+        }
+    };
+    extend(cause, &state)
+}
+
+/// `e` with `note` appended to its text.
+fn extend(e: HelperError, note: &str) -> HelperError {
+    match e {
+        HelperError::ToolFailed {
+            tool,
+            exit_code,
+            stderr_tail,
+        } => HelperError::ToolFailed {
+            tool,
+            exit_code,
+            stderr_tail: format!("{stderr_tail} ({note})"),
+        },
+        HelperError::TimedOut {
+            operation,
+            after_secs,
+        } => HelperError::Internal {
+            message: format!("{operation} timed out after {after_secs} s; {note}"),
+        },
+        HelperError::Busy { what } => HelperError::Busy {
+            what: format!("{what}; {note}"),
+        },
+        HelperError::Internal { message } => HelperError::Internal {
+            message: format!("{message}; {note}"),
+        },
+        HelperError::Unavailable { what } => HelperError::Unavailable {
+            what: format!("{what}; {note}"),
+        },
+        HelperError::NotFound { what } => HelperError::NotFound {
+            what: format!("{what}; {note}"),
+        },
+        HelperError::Rejected { field, reason } => HelperError::Rejected {
+            field,
+            reason: format!("{reason}; {note}"),
+        },
+        other @ HelperError::VersionMismatch { .. } => other,
+    }
 }
 
 /// `usb_unmount`.
@@ -719,51 +572,10 @@ pub async fn unmount(env: OpEnv<'_>, name: &MountName) -> Result<UnmountReply, H
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping_matches_systemd_escape_path() {
-        // Expected values from `systemd-escape --path` (systemd 252).
-        for (path, want) in [
-            ("/mnt/felhom/backup", "mnt-felhom-backup"),
-            ("/mnt/usb-backup", "mnt-usb\\x2dbackup"),
-            ("/mnt//x/", "mnt-x"),
-            ("/", "-"),
-            ("/mnt/.hidden", "mnt-.hidden"),
-            ("/.x", "\\x2ex"),
-            ("/a b/c:d_e.f", "a\\x20b-c:d_e.f"),
-            ("/mnt/ü", "mnt-\\xc3\\xbc"),
-            ("/a\\b", "a\\x5cb"),
-        ] {
-            assert_eq!(systemd_escape_path(path), want, "{path}");
-        }
-        assert_eq!(
-            unit_name(Path::new("/mnt/felhom/usb-1")),
-            "mnt-felhom-usb\\x2d1.mount"
-        );
-    }
-
-    #[test]
-    fn escaping_agrees_with_the_real_tool_when_present() {
-        let tool = Path::new("/usr/bin/systemd-escape");
-        if !tool.exists() {
-            eprintln!("skipping: {} is not installed", tool.display());
-            return;
-        }
-        let _serial = crate::exec::SPAWN_LOCK.blocking_lock();
-        for p in [
-            "/mnt/felhom/a-b",
-            "/mnt/felhom/x9",
-            "/srv/.d/e f",
-            "/mnt/a:b_c.d",
-        ] {
-            let out = std::process::Command::new(tool)
-                .args(["--path", p])
-                .output()
-                .unwrap();
-            let want = String::from_utf8(out.stdout).unwrap();
-            assert_eq!(systemd_escape_path(p), want.trim(), "{p}");
-        }
-    }
+    use crate::ops::mountinfo::{parse_mountinfo, unescape_octal};
+    use crate::ops::usb_records::{
+        UNIT_MARKER, parse_record_line, parse_unit_marker, systemd_escape_path,
+    };
 
     #[test]
     fn blkid_export_is_parsed_with_escapes() {
@@ -801,54 +613,6 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_is_parsed_and_unescaped() {
-        let text = "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw\n\
-                    40 20 8:17 / /mnt/felhom/a\\040b rw,nosuid,nodev,noexec,relatime - ext4 /dev/sdb1 rw\n\
-                    garbage\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[0].fstype, "ext3");
-        assert_eq!(m[1].mount_point, "/mnt/felhom/a b");
-        assert_eq!(m[1].source, "/dev/sdb1");
-        assert!(m[1].options.contains("noexec"));
-    }
-
-    #[test]
-    fn records_and_markers_round_trip() {
-        let uuid = FsUuid::new("ada110f6-bd6d-49db-955d-342c27627b61").unwrap();
-        let name = MountName::new("backup-1").unwrap();
-        let root = Path::new("/mnt/felhom");
-        let mp = root.join("backup-1");
-        let line = record_line(&uuid, &mp, FsType::Xfs);
-        assert_eq!(
-            line,
-            "UUID=ada110f6-bd6d-49db-955d-342c27627b61 /mnt/felhom/backup-1 xfs \
-             nodev,nosuid,noexec,nofail 0 2"
-        );
-        assert_eq!(
-            parse_record_line(&line, root),
-            Some((name.clone(), uuid.clone(), FsType::Xfs))
-        );
-        assert_eq!(parse_record_line(&line, Path::new("/elsewhere")), None);
-        assert_eq!(parse_record_line("# comment", root), None);
-        assert_eq!(
-            parse_record_line("UUID=x /mnt/felhom/a ext4 o 0 2", root),
-            None
-        );
-        let unit = unit_file(&name, &uuid, FsType::Ext4, &mp);
-        assert!(unit.contains("What=/dev/disk/by-uuid/ada110f6-bd6d-49db-955d-342c27627b61\n"));
-        assert!(unit.contains("Where=/mnt/felhom/backup-1\n"));
-        assert!(unit.contains("Options=nodev,nosuid,noexec,nofail\n"));
-        assert!(unit.contains("WantedBy=multi-user.target\n"));
-        assert_eq!(parse_unit_marker(&unit), Some((name, uuid, FsType::Ext4)));
-        assert_eq!(parse_unit_marker("[Unit]\n"), None);
-        assert_eq!(
-            parse_unit_marker(&format!("{UNIT_MARKER} name=../x uuid=DEAD-BEEF type=ext4")),
-            None
-        );
-    }
-
-    #[test]
     fn device_paths_are_checked() {
         for ok in [
             "/dev/sdb1",
@@ -869,57 +633,6 @@ mod tests {
         ] {
             assert!(check_device_path(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn managed_skips_fifos_and_symlinks_in_the_unit_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let units = dir.path().join("units");
-        std::fs::create_dir(&units).unwrap();
-        let config = crate::config::Config {
-            mount_root: "/mnt/felhom".into(),
-            unit_dir: units.clone(),
-            ..Default::default()
-        };
-        let cfg = LoadedConfig {
-            configured_tools: config.tools.clone(),
-            config,
-            agent_uid: 0,
-            allowed_filesystems: vec![],
-            missing_tools: vec![],
-        };
-        let name = MountName::new("usb-1").unwrap();
-        let uuid = FsUuid::new("ada110f6-bd6d-49db-955d-342c27627b61").unwrap();
-        let mp = mount_point(&cfg, &name);
-        let text = unit_file(&name, &uuid, FsType::Ext4, &mp);
-        // A valid-looking unit reached through a symlink: not the helper's, ignored.
-        std::fs::write(dir.path().join("elsewhere"), &text).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("elsewhere"), units.join(unit_name(&mp)))
-            .unwrap();
-        // A FIFO named like a unit: opening it for reading would block forever.
-        nix::unistd::mkfifo(
-            &units.join("mnt-felhom-fifo.mount"),
-            nix::sys::stat::Mode::from_bits_truncate(0o644),
-        )
-        .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(managed(&cfg).map(|v| v.len()));
-        });
-        let found = rx
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .expect("managed() blocked on a FIFO in the unit directory");
-        assert_eq!(found.unwrap(), 0);
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        write_atomic(&p, "one\n", 0o644).unwrap();
-        write_atomic(&p, "two\n", 0o644).unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two\n");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     /// Deterministic pseudo-random inputs (no extra crate): hostile strings and byte soup.
