@@ -32,6 +32,20 @@ fn mount_req(name: &str) -> UsbMountRequest {
     }
 }
 
+fn golden(vmid: u32) -> GoldenImageRequest {
+    GoldenImageRequest {
+        vmid: Vmid::new(vmid).unwrap(),
+        template: TemplateVolid::new("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")
+            .unwrap(),
+        hostname: Hostname::new("golden").unwrap(),
+        storage: StorageId::new("local-lvm").unwrap(),
+        rootfs_gib: RootfsGib::new(8).unwrap(),
+        memory_mib: MemoryMib::new(512).unwrap(),
+        cores: Cores::new(1).unwrap(),
+        bridge: Bridge::new("vmbr0").unwrap(),
+    }
+}
+
 fn start(backend: MountBackendChoice) -> HelperHarness {
     HelperHarness::start(HelperHarnessOptions {
         backend,
@@ -306,17 +320,7 @@ async fn a_setsid_worker_of_pct_is_ended_before_the_next_operation_starts() {
     // pct exits at once but leaves a worker in its own session (fork_worker's setsid()).
     h.set_detach("pct", Some("leave"));
     let client = h.client().await.unwrap();
-    let req = GoldenImageRequest {
-        vmid: Vmid::new(9100).unwrap(),
-        template: TemplateVolid::new("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")
-            .unwrap(),
-        hostname: Hostname::new("golden").unwrap(),
-        storage: StorageId::new("local-lvm").unwrap(),
-        rootfs_gib: RootfsGib::new(8).unwrap(),
-        memory_mib: MemoryMib::new(512).unwrap(),
-        cores: Cores::new(1).unwrap(),
-        bridge: Bridge::new("vmbr0").unwrap(),
-    };
+    let req = golden(9100);
     client
         .golden_image_create(ctx(30), req.clone())
         .await
@@ -330,10 +334,7 @@ async fn a_setsid_worker_of_pct_is_ended_before_the_next_operation_starts() {
     // for the lock starts only once they are gone.
     let _ = std::fs::remove_file(h.dir().join("state/hang-pids"));
     h.set_detach("pct", Some("hang"));
-    let req2 = GoldenImageRequest {
-        vmid: Vmid::new(9101).unwrap(),
-        ..req
-    };
+    let req2 = golden(9101);
     let c1 = client.clone();
     let first = tokio::spawn(async move { c1.golden_image_create(ctx(60), req2).await });
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -359,17 +360,7 @@ async fn sigterm_lets_an_operation_finish_its_grace_then_ends_its_tree_and_audit
     .unwrap();
     h.set_detach("pct", Some("hang"));
     let client = h.client().await.unwrap();
-    let req = GoldenImageRequest {
-        vmid: Vmid::new(9200).unwrap(),
-        template: TemplateVolid::new("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")
-            .unwrap(),
-        hostname: Hostname::new("golden").unwrap(),
-        storage: StorageId::new("local-lvm").unwrap(),
-        rootfs_gib: RootfsGib::new(8).unwrap(),
-        memory_mib: MemoryMib::new(512).unwrap(),
-        cores: Cores::new(1).unwrap(),
-        bridge: Bridge::new("vmbr0").unwrap(),
-    };
+    let req = golden(9200);
     let call = tokio::spawn(async move { client.golden_image_create(ctx(120), req).await });
     let until = Instant::now() + Duration::from_secs(10);
     while h.hang_pids().len() < 2 && Instant::now() < until {

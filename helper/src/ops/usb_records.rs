@@ -270,26 +270,34 @@ pub fn managed(cfg: &LoadedConfig) -> Result<Vec<Managed>, HelperError> {
     Ok(out)
 }
 
-/// Writes `text` to `path` atomically: a temporary file in the same directory, fsync,
-/// rename.
-pub fn write_atomic(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+/// Writes `text` into a fresh temporary file beside `path` (`.<name>.<suffix>`), synced,
+/// and returns its path.
+fn write_temp(path: &Path, suffix: &str, text: &str, mode: u32) -> std::io::Result<PathBuf> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
     let file_name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(".{}.felhom-tmp", file_name.to_string_lossy()));
+    let tmp = dir.join(format!(".{}.{suffix}", file_name.to_string_lossy()));
     let _ = std::fs::remove_file(&tmp);
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
+    Ok(tmp)
+}
+
+/// Writes `text` to `path` atomically: a temporary file in the same directory, fsync,
+/// rename.
+pub fn write_atomic(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    let tmp = write_temp(path, "felhom-tmp", text, mode)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
@@ -299,23 +307,7 @@ pub fn write_atomic(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
 /// goes to a temporary file first, which is then hard-linked to `path` (never replacing
 /// anything) and removed, so `path` appears complete or not at all.
 pub fn write_new(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(".{}.felhom-new", file_name.to_string_lossy()));
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
+    let tmp = write_temp(path, "felhom-new", text, mode)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     linked
