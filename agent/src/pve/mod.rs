@@ -13,6 +13,8 @@ mod client;
 pub mod error;
 mod http;
 pub mod lenient;
+pub mod tasklist;
+pub mod tasklog;
 pub mod tasks;
 pub mod tls;
 pub mod types;
@@ -24,7 +26,8 @@ use std::time::Duration;
 
 pub use client::PveClient;
 pub use error::{PveError, TaskFailure};
-pub use tasks::{TaskSuccess, WaitOptions};
+pub use tasklist::{TaskFilter, TaskListEntry, TaskType};
+pub use tasks::{LogChunk, TaskObserver, TaskSuccess, WaitOptions};
 pub use tls::{Fingerprint, TlsMode};
 pub use types::*;
 pub use upid::Upid;
