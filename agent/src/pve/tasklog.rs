@@ -65,14 +65,17 @@ pub fn clean_line(line: &str) -> String {
 }
 
 /// Whether a log line reports an error: `ERROR: …` (vzdump, many workers), the final
-/// `TASK ERROR: …`, a tool's `…: error: …` line (e.g. `lvcreate … error: …`), or a full
-/// disk as tar reports it during a restore (`tar: …: Cannot write: No space left on device`).
+/// `TASK ERROR: …`, a tool's `…: error: …` line (e.g. `lvcreate … error: …`), a full
+/// disk as tar reports it during a restore (`tar: …: Cannot write: No space left on device`),
+/// or a lock failure (`can't lock file '…' - got timeout`, `CT is locked (backup)`).
 pub fn is_error_line(line: &str) -> bool {
     let l = line.trim_start();
     l.starts_with("ERROR:")
         || is_task_error(l)
         || l.to_ascii_lowercase().contains(" error: ")
         || l.contains("No space left on device")
+        || l.contains("can't lock file '")
+        || l.contains(" is locked (")
 }
 
 /// Whether this is the worker's final `TASK ERROR: …` line.
@@ -380,6 +383,10 @@ mod tests {
         assert!(is_error_line("lvcreate 'pve/vm-1-disk-0' error: no space"));
         assert!(!is_error_line("INFO: Backup job finished with errors"));
         assert!(!is_error_line("TASK OK"));
+        assert!(is_error_line(
+            "can't lock file '/run/lock/lxc/pve-config-100.lock' - got timeout"
+        ));
+        assert!(is_error_line("CT is locked (backup)"));
     }
 
     #[test]
