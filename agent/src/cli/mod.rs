@@ -514,6 +514,91 @@ mod tests {
     }
 
     #[test]
+    fn new_commands_parse_into_typed_arguments() {
+        let c =
+            Cli::try_parse_from(["felhom-agent", "-q", "shutdown", "100", "--force-stop"]).unwrap();
+        assert!(c.quiet);
+        assert!(matches!(
+            c.command,
+            Command::Shutdown {
+                timeout: 60,
+                force_stop: true,
+                ..
+            }
+        ));
+        for bad in [
+            &["felhom-agent", "shutdown", "100", "--timeout", "0"][..],
+            &["felhom-agent", "shutdown", "99"][..],
+            &["felhom-agent", "storage", "content", "bad storage"][..],
+            &[
+                "felhom-agent",
+                "storage",
+                "content",
+                "local",
+                "--content",
+                "snippets",
+            ][..],
+            &["felhom-agent", "tasks", "list", "--type", "VZ"][..],
+            &["felhom-agent", "tasks", "list", "--limit", "0"][..],
+            &["felhom-agent", "tasks", "log", "not-a-upid"][..],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
+        let c = Cli::try_parse_from(["felhom-agent", "storage"]).unwrap();
+        assert!(matches!(c.command, Command::Storage { action: None }));
+        let c = Cli::try_parse_from([
+            "felhom-agent",
+            "storage",
+            "content",
+            "local",
+            "--content",
+            "backup",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Storage {
+                action: Some(StorageAction::Content {
+                    content: Some(ContentArg::Backup),
+                    ..
+                })
+            }
+        ));
+        let c = Cli::try_parse_from([
+            "felhom-agent",
+            "tasks",
+            "list",
+            "--vmid",
+            "100",
+            "--type",
+            "vzdump",
+            "--errors",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Tasks {
+                action:
+                    TasksAction::List {
+                        vmid,
+                        task_type,
+                        errors,
+                        limit,
+                    },
+            } => {
+                assert_eq!(vmid.map(|v| v.get()), Some(100));
+                assert_eq!(task_type.unwrap().as_str(), "vzdump");
+                assert!(errors);
+                assert_eq!(limit, 50);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn keep_identity_conflicts_with_hostname() {
         let r = Cli::try_parse_from([
             "felhom-agent",

@@ -478,6 +478,52 @@ mod tests {
         );
     }
 
+    fn page(lines: &[(u64, &str)], total: Option<u64>) -> TaskLog {
+        TaskLog {
+            lines: lines
+                .iter()
+                .map(|(n, t)| super::super::types::TaskLogLine {
+                    n: *n,
+                    t: t.to_string(),
+                })
+                .collect(),
+            total,
+        }
+    }
+
+    #[test]
+    fn follower_hands_over_each_line_once_and_skips_the_placeholder() {
+        let mut f = Follower {
+            next: 0,
+            digest: LogDigest::new(10),
+        };
+        // An empty log is sent as one `no content` line: not a line, nothing consumed.
+        assert!(f.take(0, page(&[(1, "no content")], Some(0))).is_empty());
+        assert_eq!(f.next, 0);
+        assert_eq!(
+            f.take(0, page(&[(1, "a"), (2, "b\x1b[2J")], Some(2))),
+            ["a", "b [2J"]
+        );
+        assert_eq!(f.next, 2);
+        // A page that repeats seen lines (an overlapping request) yields only new ones.
+        assert_eq!(
+            f.take(1, page(&[(2, "b"), (3, "ERROR: c")], Some(3))),
+            ["ERROR: c"]
+        );
+        assert_eq!(f.next, 3);
+        assert_eq!(f.digest.lines_seen(), 3);
+        assert_eq!(f.digest.reasons(), ["ERROR: c"]);
+        // A real line 1 reading "no content" in a longer log is a line.
+        let mut g = Follower {
+            next: 0,
+            digest: LogDigest::new(10),
+        };
+        assert_eq!(
+            g.take(0, page(&[(1, "no content"), (2, "x")], Some(2))),
+            ["no content", "x"]
+        );
+    }
+
     #[test]
     fn warnings_status() {
         assert!(is_warnings("WARNINGS: 1"));
