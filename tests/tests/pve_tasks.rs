@@ -276,6 +276,7 @@ async fn warnings_come_from_the_warn_lines_bounded() {
     assert_eq!(ok.exitstatus, "WARNINGS: 25");
     assert_eq!(ok.warnings.len(), 10);
     assert_eq!(ok.warnings[0], "WARN: warning 0");
+    assert_eq!(ok.warnings_omitted, 15);
 }
 
 #[tokio::test]

@@ -422,11 +422,18 @@ pub(super) fn task_line(what: &str, s: &TaskSuccess) -> String {
     for w in &s.warnings {
         let _ = writeln!(line, "  warning: {w}");
     }
+    if s.warnings_omitted > 0 {
+        let _ = writeln!(
+            line,
+            "  … {} more warnings in the task log",
+            s.warnings_omitted
+        );
+    }
     line
 }
 
 pub(super) fn task_json(s: &TaskSuccess) -> serde_json::Value {
-    json!({ "upid": s.upid.to_string(), "exitstatus": s.exitstatus, "warnings": s.warnings })
+    json!({ "upid": s.upid.to_string(), "exitstatus": s.exitstatus, "warnings": s.warnings, "warnings_omitted": s.warnings_omitted })
 }
 
 async fn snapshot(

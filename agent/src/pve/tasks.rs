@@ -102,8 +102,10 @@ pub struct TaskSuccess {
     pub upid: Upid,
     /// `OK` or `WARNINGS: N`.
     pub exitstatus: String,
-    /// The `WARN:` lines of the log (empty for `OK`).
+    /// The `WARN:` lines of the log (empty for `OK`; at most 10 lines and 4 KiB).
     pub warnings: Vec<String>,
+    /// `WARN:` lines left out of `warnings` by its bound.
+    pub warnings_omitted: u64,
 }
 
 /// `start + timeout`, or a far-away instant when that does not fit (`Duration::MAX`).
@@ -402,6 +404,7 @@ impl PveClient {
                 upid: upid.clone(),
                 exitstatus,
                 warnings: Vec::new(),
+                warnings_omitted: 0,
             });
         }
         let digest = match digest {
@@ -434,6 +437,7 @@ impl PveClient {
                 upid: upid.clone(),
                 exitstatus,
                 warnings,
+                warnings_omitted: digest.warnings().omitted(),
             });
         }
         let reasons = digest.reasons();
