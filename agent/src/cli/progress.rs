@@ -62,7 +62,7 @@ pub async fn wait(
 }
 
 /// The terminal width from `COLUMNS`, else 80.
-fn terminal_width() -> usize {
+pub(super) fn terminal_width() -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.trim().parse::<usize>().ok())

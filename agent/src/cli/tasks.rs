@@ -140,8 +140,8 @@ async fn log(pve: &PveClient, upid: &Upid) -> Result<Outcome, CliError> {
     ))
 }
 
-/// Writes each new log line to stdout as it arrives (human output), or collects them for
-/// the JSON document.
+/// Writes each new log line to the process's stdout as it arrives (human output: the log is
+/// the result, streamed rather than returned), or collects them for the JSON document.
 struct Streamer {
     json: bool,
     collected: Vec<String>,
@@ -184,8 +184,14 @@ async fn follow_log(
 ) -> Result<Outcome, CliError> {
     // Human output streams the log itself to stdout; with --json the lines are collected
     // and a live status line (terminal only) shows progress on stderr.
-    let progress = (json && pm == ProgressMode::Live)
-        .then(|| progress::Progress::new(ProgressMode::Live, upid, std::io::stderr(), 80));
+    let progress = (json && pm == ProgressMode::Live).then(|| {
+        progress::Progress::new(
+            ProgressMode::Live,
+            upid,
+            std::io::stderr(),
+            progress::terminal_width(),
+        )
+    });
     let mut s = Streamer {
         json,
         collected: Vec::new(),
