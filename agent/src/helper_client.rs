@@ -13,6 +13,23 @@
 //!   before a request is sent on it, so any call can go out on a fresh connection.
 //! - **Deadlines:** each call carries its own deadline (see [`CallKind::deadline`]). The helper
 //!   caps every operation itself; the agent's deadline can only shorten a call.
+//!
+//! ```
+//! use felhom_agent::helper_client::HelperClient;
+//! use felhom_tests::fake_helper::FakeHelper;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! // An in-process stand-in for felhom-helper (on a host: /run/felhom/helper.sock).
+//! let fake = FakeHelper::start().await?;
+//! let helper = HelperClient::new(fake.socket_path());
+//! let hello = helper.hello().await?; // connects, checks the protocol version
+//! assert_eq!(hello.protocol_version, felhom_protocol::PROTOCOL_VERSION);
+//! let disks = helper.smart_scan().await?;
+//! assert_eq!(disks[0].name.as_str(), "sda");
+//! # Ok(())
+//! # }
+//! ```
 
 use std::io;
 use std::path::{Path, PathBuf};

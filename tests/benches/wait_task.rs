@@ -1,6 +1,8 @@
-//! Benchmark: how quickly `wait_task` notices that a task ended, and how many status
-//! requests it spends, compared with fixed one-second polling (what bpg, proxmoxer,
-//! go-proxmox and PDM do), against the in-process Proxmox simulator.
+//! Benchmark: how quickly `wait_task` notices that a task ended, and how many requests it
+//! spends, compared with fixed one-second polling (what bpg, proxmoxer, go-proxmox and PDM
+//! do), against the in-process Proxmox simulator. The same run also measures
+//! `wait_task_with` (following the task log for live progress), so the cost of following
+//! — log requests per wait — is a ratio against plain `wait_task` from the same run.
 //!
 //! Run: `cargo bench -p felhom-tests --bench wait_task` (optional args: runs for short tasks,
 //! runs for long tasks; defaults 20 and 8). Task durations are spread evenly over 0.2–0.3 s and 3–4 s.
@@ -13,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use felhom_agent::pve::{
-    ApiSettings, NodeName, PveClient, TaskState, TlsMode, TokenId, Upid, WaitOptions,
+    ApiSettings, NodeName, PveClient, TaskObserver, TaskState, TlsMode, TokenId, Upid, WaitOptions,
 };
 use felhom_agent::secret::Secret;
 use felhom_protocol::Vmid;
@@ -24,6 +26,8 @@ use felhom_tests::pve_sim::{PveSim, SimOptions};
 enum Strategy {
     /// `PveClient::wait_task` with these options.
     WaitTask(WaitOptions),
+    /// `PveClient::wait_task_with` (follows the log) with these options.
+    WaitTaskFollow(WaitOptions),
     /// Poll status immediately, then every second until stopped (bpg `WaitForTask`,
     /// proxmoxer `blocking_status`, go-proxmox `Task.Wait`, PDM).
     FixedOneSecond,
@@ -38,15 +42,27 @@ async fn fixed_one_second(client: &PveClient, upid: &Upid) -> anyhow::Result<()>
     }
 }
 
+/// Counts the lines handed over (so following does real work).
+#[derive(Default)]
+struct LineCounter(usize);
+
+impl TaskObserver for LineCounter {
+    fn on_lines(&mut self, _upid: &Upid, lines: &[String], _elapsed: Duration) {
+        self.0 += lines.len();
+    }
+}
+
 struct Sample {
     latency: Duration,
-    requests: usize,
+    status_requests: usize,
+    log_requests: usize,
 }
 
 async fn one_run(sim: &PveSim, client: &PveClient, strategy: &Strategy) -> anyhow::Result<Sample> {
     let vmid = Vmid::new(101)?;
     let state = sim.state();
-    let before = state.count_requests("GET", "/tasks/");
+    let tasks_before = state.count_requests("GET", "/tasks/");
+    let log_before = state.count_requests("GET", "/log");
     let upid = client.start(vmid).await?;
     let watcher = {
         let state = sim.state();
@@ -63,17 +79,26 @@ async fn one_run(sim: &PveSim, client: &PveClient, strategy: &Strategy) -> anyho
         Strategy::WaitTask(opts) => {
             client.wait_task(&upid, opts.clone()).await?;
         }
+        Strategy::WaitTaskFollow(opts) => {
+            let mut lines = LineCounter::default();
+            client
+                .wait_task_with(&upid, opts.clone(), &mut lines)
+                .await?;
+        }
         Strategy::FixedOneSecond => fixed_one_second(client, &upid).await?,
     }
     let returned = Instant::now();
     let ended = watcher.await?;
-    let requests = state.count_requests("GET", "/tasks/") - before;
+    // Everything below `/tasks/` is a status poll or a log read.
+    let log_requests = state.count_requests("GET", "/log") - log_before;
+    let status_requests = state.count_requests("GET", "/tasks/") - tasks_before - log_requests;
     // Put the container back for the next run (not measured).
     let stop = client.stop(vmid).await?;
     client.wait_task(&stop, WaitOptions::default()).await?;
     Ok(Sample {
         latency: returned.saturating_duration_since(ended),
-        requests,
+        status_requests,
+        log_requests,
     })
 }
 
@@ -115,9 +140,13 @@ async fn scenario(
         let mean = lat.iter().sum::<f64>() / lat.len() as f64;
         let p50 = lat[lat.len() / 2];
         let max = lat[lat.len() - 1];
-        let req = samples.iter().map(|s| s.requests).sum::<usize>() as f64 / runs as f64;
+        let per_wait =
+            |f: fn(&Sample) -> usize| samples.iter().map(f).sum::<usize>() as f64 / runs as f64;
+        let status = per_wait(|s| s.status_requests);
+        let logs = per_wait(|s| s.log_requests);
         println!(
-            "| {label:<15} | {name:<28} | {runs:>4} | {mean:>9.1} | {p50:>8.1} | {max:>8.1} | {req:>12.1} |"
+            "| {label:<15} | {name:<32} | {runs:>4} | {mean:>9.1} | {p50:>8.1} | {max:>8.1} | {status:>10.1} | {logs:>7.1} | {:>8.1} |",
+            status + logs
         );
     }
     Ok(())
@@ -141,15 +170,21 @@ fn main() -> anyhow::Result<()> {
                 "wait_task (50 ms ×1.5 → 1 s)",
                 Strategy::WaitTask(WaitOptions::with_timeout(deadline)),
             ),
+            (
+                "wait_task_with (follows the log)",
+                Strategy::WaitTaskFollow(WaitOptions::with_timeout(deadline)),
+            ),
             ("fixed 1 s poll", Strategy::FixedOneSecond),
         ];
-        println!("wait_task notice latency (task end → wait_task returns) and status requests per wait");
+        println!(
+            "wait_task notice latency (task end → wait returns) and requests per wait (status polls, log reads)"
+        );
         println!();
         println!(
-            "| task            | strategy                     | runs | mean (ms) | p50 (ms) | max (ms) | requests/wait |"
+            "| task            | strategy                         | runs | mean (ms) | p50 (ms) | max (ms) | status/wait | log/wait | all/wait |"
         );
         println!(
-            "|-----------------|------------------------------|------|-----------|----------|----------|---------------|"
+            "|-----------------|----------------------------------|------|-----------|----------|----------|-------------|----------|----------|"
         );
         scenario(
             "short 0.2–0.3 s",

@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::output::{Outcome, Table, bytes, opt, uptime};
+use super::progress::{self, ProgressMode};
 use super::{
-    Cli, CliError, Command, GoldenImageAction, GoldenImageArgs, Mode, SnapshotAction, TasksAction,
-    UsbAction,
+    Cli, CliError, Command, GoldenImageAction, GoldenImageArgs, Mode, SnapshotAction, UsbAction,
 };
 use crate::config::AgentConfig;
 use crate::helper_client::HelperClient;
@@ -23,9 +23,9 @@ use crate::report::{self, HealthReport};
 use crate::smart::{Health, SmartSummary, summarize};
 
 /// How long short tasks (snapshot, start, stop) may take.
-const SHORT_TASK: Duration = Duration::from_secs(15 * 60);
+pub(super) const SHORT_TASK: Duration = Duration::from_secs(15 * 60);
 /// How long backup and restore may take.
-const LONG_TASK: Duration = Duration::from_secs(6 * 3600);
+pub(super) const LONG_TASK: Duration = Duration::from_secs(6 * 3600);
 
 /// The config keys `set-config` accepts, for the usage message.
 pub const ALLOWED_CONFIG_KEYS: &str = "cores, cpulimit, cpuunits, memory, swap, hostname, description, onboot, startup, nameserver, searchdomain, tags, protection, net0..net31, mp0..mp255";
@@ -34,7 +34,7 @@ fn load_config(cli: &Cli) -> Result<AgentConfig, CliError> {
     Ok(AgentConfig::load(cli.config.as_deref())?)
 }
 
-fn pve_client(config: &AgentConfig) -> Result<PveClient, CliError> {
+pub(super) fn pve_client(config: &AgentConfig) -> Result<PveClient, CliError> {
     let settings = config.api_settings()?;
     Ok(PveClient::new(&settings)?)
 }
@@ -57,16 +57,17 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
     }
     let config = load_config(&cli)?;
     let helper = || HelperClient::new(&config.helper_socket);
+    let pm = ProgressMode::detect(cli.quiet, cli.json);
     match &cli.command {
-        Command::Selftest { task } => selftest(&config, &helper(), *task).await,
+        Command::Selftest { task } => selftest(&config, &helper(), *task, pm).await,
         Command::Guests => guests(&pve_client(&config)?).await,
         Command::Guest { vmid } => guest(&pve_client(&config)?, *vmid).await,
-        Command::Snapshot { action } => snapshot(&pve_client(&config)?, action).await,
+        Command::Snapshot { action } => snapshot(&pve_client(&config)?, action, pm).await,
         Command::Backup {
             vmid,
             storage,
             mode,
-        } => backup(&pve_client(&config)?, *vmid, storage, *mode).await,
+        } => backup(&pve_client(&config)?, *vmid, storage, *mode, pm).await,
         Command::Restore {
             archive,
             vmid,
@@ -89,18 +90,26 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             } else {
                 Some(hostname.as_ref().map(|h| h.to_string()))
             };
-            restore(&pve_client(&config)?, req, identity).await
+            restore(&pve_client(&config)?, req, identity, pm).await
         }
-        Command::Start { vmid } => power(&pve_client(&config)?, *vmid, true).await,
-        Command::Stop { vmid } => power(&pve_client(&config)?, *vmid, false).await,
+        Command::Start { vmid } => power(&pve_client(&config)?, *vmid, true, pm).await,
+        Command::Stop { vmid } => power(&pve_client(&config)?, *vmid, false, pm).await,
+        Command::Shutdown {
+            vmid,
+            timeout,
+            force_stop,
+        } => super::power::shutdown(&pve_client(&config)?, *vmid, *timeout, *force_stop, pm).await,
         Command::SetConfig { vmid, changes } => {
             let change = parse_changes(changes)?;
             set_config(&pve_client(&config)?, *vmid, change).await
         }
-        Command::Storage => storage(&pve_client(&config)?).await,
-        Command::Tasks {
-            action: TasksAction::Wait { upid },
-        } => tasks_wait(&pve_client(&config)?, upid).await,
+        Command::Storage { action: None } => storage(&pve_client(&config)?).await,
+        Command::Storage {
+            action: Some(action),
+        } => super::storage::run(&pve_client(&config)?, action).await,
+        Command::Tasks { action } => {
+            super::tasks::run(&pve_client(&config)?, action, cli.json, pm).await
+        }
         Command::GoldenImage { .. }
         | Command::Usb { .. }
         | Command::Smart { .. }
@@ -135,14 +144,13 @@ struct Step {
     millis: u128,
 }
 
-async fn run_step<F>(pve: &PveClient, step: &str, start: F) -> Step
+async fn run_step<F>(pve: &PveClient, step: &str, start: F, pm: ProgressMode) -> Step
 where
     F: std::future::Future<Output = Result<Upid, crate::pve::PveError>>,
 {
     let t = Instant::now();
     let result = match start.await {
-        Ok(upid) => pve
-            .wait_task(&upid, WaitOptions::with_timeout(SHORT_TASK))
+        Ok(upid) => progress::wait(pve, &upid, WaitOptions::with_timeout(SHORT_TASK), pm)
             .await
             .map(|s| (upid, s)),
         Err(e) => Err(e),
@@ -170,7 +178,7 @@ where
 
 /// snapshot → rollback → delete snapshot on `vmid`. The snapshot is deleted even when the
 /// rollback fails, so the exercise leaves nothing behind.
-async fn task_exercise(pve: &PveClient, vmid: Vmid) -> Vec<Step> {
+async fn task_exercise(pve: &PveClient, vmid: Vmid, pm: ProgressMode) -> Vec<Step> {
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -205,6 +213,7 @@ async fn task_exercise(pve: &PveClient, vmid: Vmid) -> Vec<Step> {
         pve,
         &format!("snapshot create {vmid} {name}"),
         pve.snapshot_create(vmid, &name, Some("felhom-agent selftest (removed at once)")),
+        pm,
     )
     .await;
     let created = create.ok;
@@ -217,6 +226,7 @@ async fn task_exercise(pve: &PveClient, vmid: Vmid) -> Vec<Step> {
             pve,
             &format!("snapshot rollback {vmid} {name}"),
             pve.snapshot_rollback(vmid, &name, running),
+            pm,
         )
         .await,
     );
@@ -225,6 +235,7 @@ async fn task_exercise(pve: &PveClient, vmid: Vmid) -> Vec<Step> {
             pve,
             &format!("snapshot delete {vmid} {name}"),
             pve.snapshot_delete(vmid, &name),
+            pm,
         )
         .await,
     );
@@ -318,6 +329,7 @@ async fn selftest(
     config: &AgentConfig,
     helper: &HelperClient,
     task: Option<Vmid>,
+    pm: ProgressMode,
 ) -> Result<Outcome, CliError> {
     let settings = config.api_settings()?;
     let pve = PveClient::new(&settings).map_err(|e| e.to_string());
@@ -327,7 +339,7 @@ async fn selftest(
     let mut doc = json!({ "report": report });
     if let Some(vmid) = task {
         let steps = match &pve {
-            Ok(pve) => task_exercise(pve, vmid).await,
+            Ok(pve) => task_exercise(pve, vmid, pm).await,
             Err(e) => vec![Step {
                 step: "connect".into(),
                 ok: false,
@@ -405,19 +417,30 @@ async fn guest(pve: &PveClient, vmid: Vmid) -> Result<Outcome, CliError> {
     ))
 }
 
-fn task_line(what: &str, s: &TaskSuccess) -> String {
+pub(super) fn task_line(what: &str, s: &TaskSuccess) -> String {
     let mut line = format!("{what}: {} (task {})\n", s.exitstatus, s.upid);
     for w in &s.warnings {
         let _ = writeln!(line, "  warning: {w}");
     }
+    if s.warnings_omitted > 0 {
+        let _ = writeln!(
+            line,
+            "  … {} more warnings in the task log",
+            s.warnings_omitted
+        );
+    }
     line
 }
 
-fn task_json(s: &TaskSuccess) -> serde_json::Value {
-    json!({ "upid": s.upid.to_string(), "exitstatus": s.exitstatus, "warnings": s.warnings })
+pub(super) fn task_json(s: &TaskSuccess) -> serde_json::Value {
+    json!({ "upid": s.upid.to_string(), "exitstatus": s.exitstatus, "warnings": s.warnings, "warnings_omitted": s.warnings_omitted })
 }
 
-async fn snapshot(pve: &PveClient, action: &SnapshotAction) -> Result<Outcome, CliError> {
+async fn snapshot(
+    pve: &PveClient,
+    action: &SnapshotAction,
+    pm: ProgressMode,
+) -> Result<Outcome, CliError> {
     let (verb, args) = match action {
         SnapshotAction::Create(a) => ("create", a),
         SnapshotAction::Rollback(a) => ("rollback", a),
@@ -428,9 +451,7 @@ async fn snapshot(pve: &PveClient, action: &SnapshotAction) -> Result<Outcome, C
         SnapshotAction::Rollback(a) => pve.snapshot_rollback(a.vmid, &a.name, false).await?,
         SnapshotAction::Delete(a) => pve.snapshot_delete(a.vmid, &a.name).await?,
     };
-    let done = pve
-        .wait_task(&upid, WaitOptions::with_timeout(SHORT_TASK))
-        .await?;
+    let done = progress::wait(pve, &upid, WaitOptions::with_timeout(SHORT_TASK), pm).await?;
     let what = format!("snapshot {verb} {} on CT {}", args.name, args.vmid);
     Ok(Outcome::new(
         &json!({ "ok": true, "action": verb, "vmid": args.vmid, "snapshot": args.name.as_str(), "task": task_json(&done) }),
@@ -443,6 +464,7 @@ async fn backup(
     vmid: Vmid,
     storage: &StorageId,
     mode: Mode,
+    pm: ProgressMode,
 ) -> Result<Outcome, CliError> {
     let req = BackupRequest {
         vmid,
@@ -462,9 +484,7 @@ async fn backup(
             )));
         }
     };
-    let done = pve
-        .wait_task(&upid, WaitOptions::with_timeout(LONG_TASK))
-        .await?;
+    let done = progress::wait(pve, &upid, WaitOptions::with_timeout(LONG_TASK), pm).await?;
     // The newest backup of this guest on the target storage is the one just written.
     let archive = match pve
         .storage_content(storage, Some(ContentKind::Backup))
@@ -540,12 +560,11 @@ async fn restore(
     pve: &PveClient,
     req: RestoreRequest,
     identity: Option<Option<String>>,
+    pm: ProgressMode,
 ) -> Result<Outcome, CliError> {
     let vmid = req.vmid;
     let upid = pve.restore(&req).await?;
-    let done = pve
-        .wait_task(&upid, WaitOptions::with_timeout(LONG_TASK))
-        .await?;
+    let done = progress::wait(pve, &upid, WaitOptions::with_timeout(LONG_TASK), pm).await?;
     let mut human = task_line(&format!("restore of {} to CT {vmid}", req.archive), &done);
     let mut identity_doc = json!({ "reset": false });
     match identity {
@@ -632,15 +651,18 @@ async fn restore(
     ))
 }
 
-async fn power(pve: &PveClient, vmid: Vmid, start: bool) -> Result<Outcome, CliError> {
+async fn power(
+    pve: &PveClient,
+    vmid: Vmid,
+    start: bool,
+    pm: ProgressMode,
+) -> Result<Outcome, CliError> {
     let upid = if start {
         pve.start(vmid).await?
     } else {
         pve.stop(vmid).await?
     };
-    let done = pve
-        .wait_task(&upid, WaitOptions::with_timeout(SHORT_TASK))
-        .await?;
+    let done = progress::wait(pve, &upid, WaitOptions::with_timeout(SHORT_TASK), pm).await?;
     let verb = if start { "start" } else { "stop" };
     Ok(Outcome::new(
         &json!({ "ok": true, "action": verb, "vmid": vmid, "task": task_json(&done) }),
@@ -712,16 +734,6 @@ async fn storage(pve: &PveClient) -> Result<Outcome, CliError> {
         ]);
     }
     Ok(Outcome::new(&list, t.render("no storages")))
-}
-
-async fn tasks_wait(pve: &PveClient, upid: &Upid) -> Result<Outcome, CliError> {
-    let done = pve
-        .wait_task(upid, WaitOptions::with_timeout(LONG_TASK))
-        .await?;
-    Ok(Outcome::new(
-        &json!({ "ok": true, "task": task_json(&done) }),
-        task_line(&format!("task {}", upid.task_type()), &done),
-    ))
 }
 
 // ---- helper commands --------------------------------------------------------------------

@@ -6,6 +6,10 @@
 
 mod commands;
 mod output;
+mod power;
+pub mod progress;
+mod storage;
+mod tasks;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +21,7 @@ use felhom_protocol::{
 
 use crate::config::ConfigError;
 use crate::helper_client::HelperClientError;
-use crate::pve::{PveError, SnapshotName, StorageId, Upid, VolumeId};
+use crate::pve::{PveError, SnapshotName, StorageId, TaskType, Upid, VolumeId};
 
 pub use output::Outcome;
 
@@ -39,6 +43,9 @@ pub struct Cli {
     /// Print the result as one JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// No live progress on stderr while waiting for a task.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -114,6 +121,17 @@ pub enum Command {
         /// The container.
         vmid: Vmid,
     },
+    /// Shut a container down cleanly and wait for it.
+    Shutdown {
+        /// The container.
+        vmid: Vmid,
+        /// Seconds the container has to shut down (Proxmox's default 60).
+        #[arg(long, value_name = "S", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+        timeout: u32,
+        /// Stop the container hard when it has not shut down within the timeout.
+        #[arg(long)]
+        force_stop: bool,
+    },
     /// Change allowed config keys: memory, cores, netN, hostname, … (KEY=VALUE …).
     SetConfig {
         /// The container.
@@ -122,8 +140,12 @@ pub enum Command {
         #[arg(required = true, value_name = "KEY=VALUE")]
         changes: Vec<String>,
     },
-    /// List the storages on this node.
-    Storage,
+    /// List the storages on this node, or what one holds.
+    Storage {
+        /// What to do (default: list the storages).
+        #[command(subcommand)]
+        action: Option<StorageAction>,
+    },
     /// Proxmox tasks.
     Tasks {
         /// What to do.
@@ -182,6 +204,57 @@ pub enum TasksAction {
         /// The task's UPID.
         upid: Upid,
     },
+    /// Recent tasks on this node (running ones first), with status and duration.
+    List {
+        /// Only tasks of this guest.
+        #[arg(long)]
+        vmid: Option<Vmid>,
+        /// Only tasks of this type (vzdump, vzrestore, vzstart, vzsnapshot, …).
+        #[arg(long = "type", value_name = "T")]
+        task_type: Option<TaskType>,
+        /// Only tasks that did not end OK.
+        #[arg(long)]
+        errors: bool,
+        /// At most this many tasks.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// A task's log.
+    Log {
+        /// The task's UPID.
+        upid: Upid,
+        /// Follow the log until the task stops; exit 0 for OK or WARNINGS, 1 for an error.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+/// Storage subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StorageAction {
+    /// The volumes on a storage: backups, templates, disks.
+    Content {
+        /// The storage, e.g. local.
+        storage: StorageId,
+        /// Only this kind of content.
+        #[arg(long, value_enum)]
+        content: Option<ContentArg>,
+    },
+}
+
+/// Content kinds for `storage content --content`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContentArg {
+    /// vzdump backups.
+    Backup,
+    /// Container templates.
+    Vztmpl,
+    /// Container volumes.
+    Rootdir,
+    /// VM disk images.
+    Images,
+    /// ISO images.
+    Iso,
 }
 
 /// Golden-image subcommands.
@@ -340,8 +413,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
             let code = e.exit_code();
             eprintln!("felhom-agent: error: {e}");
             if json {
-                let doc =
+                let mut doc =
                     serde_json::json!({ "ok": false, "exit_code": code, "error": e.to_string() });
+                if let CliError::Pve(PveError::Task(f)) = &e {
+                    doc["task"] = tasks::failure_json(f);
+                }
                 let _ = writeln!(out, "{doc}");
                 let _ = out.flush();
             }
@@ -432,6 +508,91 @@ mod tests {
                 assert_eq!(a.storage.as_str(), "local-lvm");
                 assert_eq!(a.rootfs_gb.get(), 8);
                 assert_eq!(a.bridge.as_str(), "vmbr0");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_commands_parse_into_typed_arguments() {
+        let c =
+            Cli::try_parse_from(["felhom-agent", "-q", "shutdown", "100", "--force-stop"]).unwrap();
+        assert!(c.quiet);
+        assert!(matches!(
+            c.command,
+            Command::Shutdown {
+                timeout: 60,
+                force_stop: true,
+                ..
+            }
+        ));
+        for bad in [
+            &["felhom-agent", "shutdown", "100", "--timeout", "0"][..],
+            &["felhom-agent", "shutdown", "99"][..],
+            &["felhom-agent", "storage", "content", "bad storage"][..],
+            &[
+                "felhom-agent",
+                "storage",
+                "content",
+                "local",
+                "--content",
+                "snippets",
+            ][..],
+            &["felhom-agent", "tasks", "list", "--type", "VZ"][..],
+            &["felhom-agent", "tasks", "list", "--limit", "0"][..],
+            &["felhom-agent", "tasks", "log", "not-a-upid"][..],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
+        let c = Cli::try_parse_from(["felhom-agent", "storage"]).unwrap();
+        assert!(matches!(c.command, Command::Storage { action: None }));
+        let c = Cli::try_parse_from([
+            "felhom-agent",
+            "storage",
+            "content",
+            "local",
+            "--content",
+            "backup",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Storage {
+                action: Some(StorageAction::Content {
+                    content: Some(ContentArg::Backup),
+                    ..
+                })
+            }
+        ));
+        let c = Cli::try_parse_from([
+            "felhom-agent",
+            "tasks",
+            "list",
+            "--vmid",
+            "100",
+            "--type",
+            "vzdump",
+            "--errors",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Tasks {
+                action:
+                    TasksAction::List {
+                        vmid,
+                        task_type,
+                        errors,
+                        limit,
+                    },
+            } => {
+                assert_eq!(vmid.map(|v| v.get()), Some(100));
+                assert_eq!(task_type.unwrap().as_str(), "vzdump");
+                assert!(errors);
+                assert_eq!(limit, 50);
             }
             other => panic!("{other:?}"),
         }

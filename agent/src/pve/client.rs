@@ -354,12 +354,22 @@ impl PveClient {
     /// `POST …/status/shutdown` (task `vzshutdown`): clean shutdown, failing after
     /// `timeout_secs` (Proxmox's `forceStop` is not set).
     pub async fn shutdown(&self, vmid: Vmid, timeout_secs: u32) -> Result<Upid, PveError> {
-        self.power(
-            vmid,
-            "shutdown",
-            &[("timeout".into(), timeout_secs.to_string())],
-        )
-        .await
+        self.shutdown_with(vmid, timeout_secs, false).await
+    }
+
+    /// `POST …/status/shutdown` (task `vzshutdown`): clean shutdown; after `timeout_secs`
+    /// the task fails, or — with `force_stop` (`forceStop=1`) — stops the container hard.
+    pub async fn shutdown_with(
+        &self,
+        vmid: Vmid,
+        timeout_secs: u32,
+        force_stop: bool,
+    ) -> Result<Upid, PveError> {
+        let mut form = vec![("timeout".to_string(), timeout_secs.to_string())];
+        if force_stop {
+            form.push(("forceStop".into(), flag(true)));
+        }
+        self.power(vmid, "shutdown", &form).await
     }
 
     /// `PUT …/lxc/{vmid}/config` — synchronous; applies `change` only if the config digest

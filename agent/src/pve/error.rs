@@ -117,8 +117,12 @@ pub enum PveError {
 }
 
 /// A task that stopped with an error exit status.
+///
+/// Its text is `task TYPE ID failed: EXITSTATUS`, followed by the reasons, one per
+/// indented line (the final `TASK ERROR:` line is left out when it only repeats the exit
+/// status).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("task {task_type} {id} failed: {exitstatus}{}", fmt_tail(.log_tail))]
+#[error("task {task_type} {id} failed: {exitstatus}{}", fmt_reasons(.exitstatus, .reasons, .reasons_omitted))]
 pub struct TaskFailure {
     /// The task.
     pub upid: Upid,
@@ -128,6 +132,13 @@ pub struct TaskFailure {
     pub id: String,
     /// Proxmox's exit status, e.g. `CT is locked (backup)` or `job errors`.
     pub exitstatus: String,
+    /// The lines that explain the failure: every error line of the log (`ERROR:`, a tool's
+    /// `error:`, `No space left on device`; at most 10 lines and 4 KiB) and the final
+    /// `TASK ERROR:` line, or the last 5 lines when the log has no error line. Empty when
+    /// the log could not be read.
+    pub reasons: Vec<String>,
+    /// Error lines left out of `reasons` by its bound.
+    pub reasons_omitted: u64,
     /// The last lines of the task log.
     pub log_tail: Vec<String>,
     /// The missing privilege, when the task failed a permission check.
@@ -141,11 +152,19 @@ fn fmt_errors(errors: &BTreeMap<String, String>) -> String {
         .collect::<String>()
 }
 
-fn fmt_tail(tail: &[String]) -> String {
-    match tail.iter().rev().find(|l| !l.starts_with("TASK ")) {
-        Some(l) => format!(" (log: {l})"),
-        None => String::new(),
+fn fmt_reasons(exitstatus: &str, reasons: &[String], omitted: &u64) -> String {
+    let mut out = String::new();
+    for r in reasons {
+        if r.strip_prefix("TASK ERROR: ") == Some(exitstatus) {
+            continue;
+        }
+        out.push_str("\n  ");
+        out.push_str(r);
     }
+    if *omitted > 0 {
+        out.push_str(&format!("\n  … {omitted} more error lines in the task log"));
+    }
+    out
 }
 
 fn forbidden_text(path: &Option<String>, privilege: &Option<String>, message: &str) -> String {

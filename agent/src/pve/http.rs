@@ -22,6 +22,32 @@ const READ_ATTEMPTS: u32 = 3;
 /// First back-off between read attempts (doubled each time).
 const READ_BACKOFF: Duration = Duration::from_millis(200);
 
+/// The largest response body read (a task log page of 500 lines, the biggest answer the
+/// agent asks for, is far smaller); a larger body is refused while it is read.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads a response body chunk by chunk, stopping as soon as it passes `max` bytes
+/// (`Ok(None)`), so a hostile or broken server cannot make the agent buffer without bound.
+async fn read_bounded(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > max))
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 /// A decoded success envelope.
 #[derive(Debug)]
 pub(crate) struct Reply {
@@ -184,8 +210,14 @@ impl Http {
             .extensions()
             .get::<hyper::ext::ReasonPhrase>()
             .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
-        let body = match resp.bytes().await {
-            Ok(b) => b,
+        let body = match read_bounded(resp, MAX_BODY_BYTES).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(PveError::Decode {
+                    path,
+                    message: format!("response body larger than {MAX_BODY_BYTES} bytes"),
+                });
+            }
             Err(e) => return Err(self.transport_error(method, &path, &e, idempotent)),
         };
         tracing::debug!(
@@ -278,6 +310,55 @@ mod tests {
             request_timeout: Duration::from_secs(5),
         })
         .unwrap()
+    }
+
+    /// A body larger than the bound is refused while it is read, with or without a
+    /// Content-Length.
+    #[tokio::test]
+    async fn bodies_are_bounded_while_read() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let body = vec![b'x'; 3000];
+                    let head = if req.starts_with("GET /chunked") {
+                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                            .to_string()
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                    };
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    if req.starts_with("GET /chunked") {
+                        for part in body.chunks(500) {
+                            let _ = sock
+                                .write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                                .await;
+                            let _ = sock.write_all(part).await;
+                            let _ = sock.write_all(b"\r\n").await;
+                        }
+                        let _ = sock.write_all(b"0\r\n\r\n").await;
+                    } else {
+                        let _ = sock.write_all(&body).await;
+                    }
+                });
+            }
+        });
+        let client = pinned_http().client;
+        for path in ["sized", "chunked"] {
+            let get = || client.get(format!("http://{addr}/{path}")).send();
+            let small = read_bounded(get().await.unwrap(), 1000).await.unwrap();
+            assert!(small.is_none(), "{path}");
+            let fits = read_bounded(get().await.unwrap(), 3000).await.unwrap();
+            assert_eq!(fits.map(|b| b.len()), Some(3000), "{path}");
+        }
     }
 
     /// The pin report is shared by all connections of a client: a mismatch recorded by one

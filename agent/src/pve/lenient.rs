@@ -110,7 +110,7 @@ pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     to_bool(&v).ok_or_else(|| D::Error::custom(format!("expected a boolean, got {v}")))
 }
 
-/// Optional boolean: like [`bool`], but `null` becomes `None`.
+/// Optional boolean: like [`bool()`], but `null` becomes `None`.
 pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     let v = Value::deserialize(d)?;
     if v.is_null() {

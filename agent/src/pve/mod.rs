@@ -1,18 +1,73 @@
 //! Typed Proxmox VE API client.
 //!
-//! - [`PveClient`] — typed reads, async operations returning a [`Upid`], `set_config`, and
-//!   [`PveClient::wait_task`] (adaptive polling until a task stops).
+//! - [`PveClient`] — typed reads, async operations returning a [`Upid`], `set_config`,
+//!   [`PveClient::wait_task`] (adaptive polling until a task stops) and
+//!   [`PveClient::wait_task_with`] (the same, following the task log for a
+//!   [`TaskObserver`]), [`PveClient::read_task_log`], [`PveClient::tasks`] (the node's task
+//!   list).
 //! - [`ApiSettings`] — where and how to connect (built from [`crate::config::AgentConfig`]).
 //! - [`PveError`] — errors classified from what Proxmox really sends (reason phrase, body
-//!   `message`, `errors` map, 403 privilege, lock name, 595/596 outcome-unknown).
+//!   `message`, `errors` map, 403 privilege, lock name, 595/596 outcome-unknown); a failed
+//!   task is [`PveError::Task`] with its [`TaskFailure::reasons`].
+//! - [`tasklog`] — what a task log says: error and warning lines, progress, clean lines.
 //! - [`tls`] — system roots, CA file, SHA-256 leaf pinning, or explicit insecure mode.
 //!
-//! Ground truth for every quirk handled here: `shared/reference/proxmox-api.md`.
+//! # Follow a task while waiting
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use felhom_agent::pve::{
+//!     ApiSettings, NodeName, PveClient, TaskObserver, TlsMode, TokenId, Upid, WaitOptions,
+//! };
+//! use felhom_agent::secret::Secret;
+//! use felhom_protocol::Vmid;
+//! use felhom_tests::pve_sim::{PveSim, SimOptions};
+//!
+//! /// Collects the log lines as they arrive (a real caller would log or forward them).
+//! #[derive(Default)]
+//! struct Lines(Vec<String>);
+//!
+//! impl TaskObserver for Lines {
+//!     fn on_lines(&mut self, _upid: &Upid, lines: &[String], _elapsed: Duration) {
+//!         self.0.extend(lines.iter().cloned());
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! # let sim = PveSim::start(SimOptions::default()).await?;
+//! # let pve = PveClient::new(&ApiSettings {
+//! #     api_url: sim.base_url().parse()?,
+//! #     node: NodeName::new("pve")?,
+//! #     token_id: TokenId::new("felhom@pve!agent")?,
+//! #     token_secret: Secret::new(sim.token_secret()).expect("a non-empty secret"),
+//! #     tls: TlsMode::Pinned(sim.fingerprint().parse()?),
+//! #     request_timeout: Duration::from_secs(30),
+//! # })?;
+//! let upid = pve.snapshot_create(Vmid::new(100)?, &"before_upgrade".parse()?, None).await?;
+//! let mut lines = Lines::default();
+//! let done = pve
+//!     .wait_task_with(&upid, WaitOptions::default(), &mut lines)
+//!     .await?;
+//! assert_eq!(done.exitstatus, "OK");
+//! assert_eq!(lines.0.last().map(String::as_str), Some("TASK OK"));
+//!
+//! // The same log, read afterwards, and the node's recent tasks.
+//! let log = pve.read_task_log(&upid, 0).await?;
+//! assert_eq!(log.lines, lines.0);
+//! let recent = pve.tasks(&Default::default()).await?;
+//! assert_eq!(recent[0].upid, upid.as_str());
+//! # Ok(())
+//! # }
+//! ```
 
 mod client;
 pub mod error;
 mod http;
 pub mod lenient;
+pub mod tasklist;
+pub mod tasklog;
 pub mod tasks;
 pub mod tls;
 pub mod types;
@@ -24,7 +79,8 @@ use std::time::Duration;
 
 pub use client::PveClient;
 pub use error::{PveError, TaskFailure};
-pub use tasks::{TaskSuccess, WaitOptions};
+pub use tasklist::{TaskFilter, TaskListEntry, TaskType};
+pub use tasks::{LogChunk, TaskObserver, TaskSuccess, WaitOptions};
 pub use tls::{Fingerprint, TlsMode};
 pub use types::*;
 pub use upid::Upid;

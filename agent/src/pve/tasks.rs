@@ -12,13 +12,21 @@
 //!
 //! Exit status rules (pve-common `PVE::Tools::upid_status_is_error`): `OK` is success,
 //! `WARNINGS: N` is success with the log's `WARN:` lines, anything else is
-//! [`PveError::Task`] ([`TaskFailure`]) with the last log lines and, for a permission failure, the privilege.
+//! [`PveError::Task`] ([`TaskFailure`]) with the lines that explain it (every error line
+//! of the log, bounded — see [`tasklog`](super::tasklog)), the last log lines and, for a permission
+//! failure, the privilege.
+//!
+//! [`PveClient::wait_task_with`] also follows the task log while it waits, handing every
+//! poll and every new line to a [`TaskObserver`] (live progress), with at most one log
+//! request per status poll. [`PveClient::read_task_log`] reads a whole log, or the part
+//! after a given line, bounded.
 
 use std::time::{Duration, Instant};
 
 use super::client::PveClient;
 use super::error::{PveError, TaskFailure, parse_permission_check};
-use super::types::TaskState;
+use super::tasklog::{LogDigest, clean_line};
+use super::types::{TaskLog, TaskState, TaskStatus};
 use super::upid::Upid;
 
 /// How [`PveClient::wait_task`] polls.
@@ -94,8 +102,10 @@ pub struct TaskSuccess {
     pub upid: Upid,
     /// `OK` or `WARNINGS: N`.
     pub exitstatus: String,
-    /// The `WARN:` lines of the log (empty for `OK`).
+    /// The `WARN:` lines of the log (empty for `OK`; at most 10 lines and 4 KiB).
     pub warnings: Vec<String>,
+    /// `WARN:` lines left out of `warnings` by its bound.
+    pub warnings_omitted: u64,
 }
 
 /// `start + timeout`, or a far-away instant when that does not fit (`Duration::MAX`).
@@ -111,19 +121,169 @@ fn is_warnings(exitstatus: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Lines asked for per task-log request.
+pub const LOG_PAGE: u64 = 500;
+/// At most this many lines are read from the start of one log in one call of
+/// [`PveClient::read_task_log`]; a longer log is skipped to its end (see there).
+pub const MAX_LOG_LINES: u64 = 10_000;
+
+/// Watches a task while [`PveClient::wait_task_with`] waits for it: gets every status poll
+/// and every new log line, each once, in order. Used by the CLI for live progress; a
+/// library caller can log, forward or ignore them.
+pub trait TaskObserver: Send {
+    /// After every successful status poll.
+    fn on_poll(&mut self, upid: &Upid, status: &TaskStatus, elapsed: Duration) {
+        let _ = (upid, status, elapsed);
+    }
+    /// New log lines (already cleaned by [`clean_line`]), in log order.
+    fn on_lines(&mut self, upid: &Upid, lines: &[String], elapsed: Duration) {
+        let _ = (upid, lines, elapsed);
+    }
+}
+
+/// A stretch of a task log read by [`PveClient::read_task_log`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogChunk {
+    /// The lines, cleaned ([`clean_line`]), in log order.
+    pub lines: Vec<String>,
+    /// The 0-based line number to read from next time.
+    pub next: u64,
+    /// The log's line count as Proxmox reported it (envelope `total`).
+    pub total: Option<u64>,
+    /// Lines that were skipped to stay within [`MAX_LOG_LINES`].
+    pub skipped: u64,
+}
+
+/// The `no content` placeholder Proxmox sends for an empty log is not a line.
+fn is_placeholder(page: &TaskLog, start: u64) -> bool {
+    start == 0
+        && page.lines.len() == 1
+        && page.lines[0].n <= 1
+        && page.lines[0].t == "no content"
+        && page.total.is_none_or(|t| t <= 1)
+}
+
+/// Follows a task log: the next line to ask for, and the digest of what was seen.
+struct Follower {
+    next: u64,
+    digest: LogDigest,
+}
+
+impl Follower {
+    /// Feeds one page; returns the cleaned new lines.
+    fn take(&mut self, start: u64, page: TaskLog) -> Vec<String> {
+        if is_placeholder(&page, start) {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(page.lines.len());
+        for l in page.lines {
+            // `n` is 1-based; a line before `next` was already seen (never twice).
+            if l.n <= self.next && l.n != 0 {
+                continue;
+            }
+            self.next = if l.n == 0 { self.next + 1 } else { l.n };
+            out.push(self.digest.push(&l.t));
+        }
+        out
+    }
+}
+
 impl PveClient {
+    /// Reads a task log from the 0-based line `start`: pages of [`LOG_PAGE`] lines until
+    /// the end, at most [`MAX_LOG_LINES`] lines; when the log is longer, the middle is
+    /// skipped and its last [`LOG_PAGE`] lines are read (so the final `TASK …` line is
+    /// always there). Lines are cleaned ([`clean_line`]); Proxmox's `no content`
+    /// placeholder of an empty log is dropped.
+    ///
+    /// Works on a running task too (it returns what is written so far); pass the returned
+    /// [`LogChunk::next`] as `start` to read only what came since.
+    pub async fn read_task_log(&self, upid: &Upid, start: u64) -> Result<LogChunk, PveError> {
+        let mut chunk = LogChunk {
+            next: start,
+            ..LogChunk::default()
+        };
+        let mut f = Follower {
+            next: start,
+            digest: LogDigest::new(0),
+        };
+        let mut read: u64 = 0;
+        loop {
+            let page = self.task_log(upid, f.next, LOG_PAGE).await?;
+            let asked = f.next;
+            let total = page.total;
+            let got = page.lines.len() as u64;
+            chunk.total = total;
+            let lines = f.take(asked, page);
+            read += lines.len() as u64;
+            chunk.lines.extend(lines);
+            chunk.next = f.next;
+            let at_end = got < LOG_PAGE || total.is_some_and(|t| f.next >= t) || f.next == asked;
+            if at_end {
+                return Ok(chunk);
+            }
+            if read >= MAX_LOG_LINES {
+                if let Some(t) = total.filter(|t| *t > f.next + LOG_PAGE) {
+                    chunk.skipped = t - LOG_PAGE - f.next;
+                    f.next = t - LOG_PAGE;
+                    let page = self.task_log(upid, f.next, LOG_PAGE).await?;
+                    let asked = f.next;
+                    chunk.total = page.total;
+                    chunk.lines.extend(f.take(asked, page));
+                    chunk.next = f.next;
+                    return Ok(chunk);
+                }
+                chunk.skipped = total.map_or(0, |t| t.saturating_sub(f.next));
+                return Ok(chunk);
+            }
+        }
+    }
+
+    /// Like [`PveClient::wait_task`], and follows the task log meanwhile: after each status
+    /// poll that finds the task running, one log request fetches only the new lines
+    /// (`start=<lines seen>`); once the task has stopped, the rest of the log is read once.
+    /// So following costs at most one log request per status poll. The observer gets every
+    /// poll and every new line, each once.
+    ///
+    /// The result is the same as [`PveClient::wait_task`]'s, and a failure's reasons and a
+    /// success's warnings come from the lines already followed (no second read of the
+    /// log). A log request that fails while the task runs is skipped (the next poll tries
+    /// again); the wait itself only fails as `wait_task` does.
+    pub async fn wait_task_with(
+        &self,
+        upid: &Upid,
+        opts: WaitOptions,
+        observer: &mut dyn TaskObserver,
+    ) -> Result<TaskSuccess, PveError> {
+        self.wait_inner(upid, opts, Some(observer)).await
+    }
+
     /// Polls the task until it stops, then interprets its exit status. See the module docs.
     ///
     /// The whole wait, including every status poll (with the HTTP layer's read retries) and
     /// the final log read, ends at `opts.timeout`: a poll still running at the deadline is
-    /// abandoned and the result is [`PveError::Timeout`].
+    /// abandoned and the result is [`PveError::Timeout`]. The log is read only when the task
+    /// did not end with `OK` (for its warnings or the reasons of its failure).
     pub async fn wait_task(&self, upid: &Upid, opts: WaitOptions) -> Result<TaskSuccess, PveError> {
+        self.wait_inner(upid, opts, None).await
+    }
+
+    async fn wait_inner(
+        &self,
+        upid: &Upid,
+        opts: WaitOptions,
+        mut observer: Option<&mut dyn TaskObserver>,
+    ) -> Result<TaskSuccess, PveError> {
         let started = Instant::now();
         let deadline = deadline_after(started, opts.timeout);
         let timed_out = || PveError::Timeout {
             what: format!("task {upid}"),
             waited: started.elapsed(),
         };
+        let tail_lines = usize::try_from(opts.log_tail_lines).unwrap_or(usize::MAX);
+        let mut follower = observer.is_some().then(|| Follower {
+            next: 0,
+            digest: LogDigest::new(tail_lines),
+        });
         let mut interval = opts.initial_interval;
         let mut polls: u32 = 0;
         // Start of the first poll in the current unbroken run of failed polls.
@@ -143,11 +303,70 @@ impl PveClient {
             };
             match polled {
                 Ok(st) if st.status == TaskState::Stopped => {
+                    if let Some(o) = observer.as_deref_mut() {
+                        o.on_poll(upid, &st, started.elapsed());
+                    }
                     let exitstatus = st.exitstatus.unwrap_or_else(|| "unexpected status".into());
                     tracing::debug!(upid = %upid, polls, %exitstatus, "task stopped");
-                    return self.finish(upid, exitstatus, &opts, deadline).await;
+                    let digest = match follower.take() {
+                        Some(mut f) => {
+                            // The rest of the log, once.
+                            let read = tokio::time::timeout_at(
+                                deadline.into(),
+                                self.read_task_log(upid, f.next),
+                            )
+                            .await;
+                            match read {
+                                Ok(Ok(chunk)) => {
+                                    for l in &chunk.lines {
+                                        f.digest.push(l);
+                                    }
+                                    if let Some(o) = observer.as_deref_mut() {
+                                        if !chunk.lines.is_empty() {
+                                            o.on_lines(upid, &chunk.lines, started.elapsed());
+                                        }
+                                    }
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::warn!(upid = %upid, error = %e, "cannot read the end of the task log");
+                                }
+                                Err(_) => {
+                                    tracing::warn!(upid = %upid, "deadline passed while reading the task log");
+                                }
+                            }
+                            Some(f.digest)
+                        }
+                        None => None,
+                    };
+                    return self.finish(upid, exitstatus, &opts, deadline, digest).await;
                 }
-                Ok(_) => failing_since = None,
+                Ok(st) => {
+                    failing_since = None;
+                    if let Some(o) = observer.as_deref_mut() {
+                        o.on_poll(upid, &st, started.elapsed());
+                    }
+                    if let (Some(f), Some(o)) = (follower.as_mut(), observer.as_deref_mut()) {
+                        // One log request per poll, only for the new lines.
+                        let asked = f.next;
+                        let page = tokio::time::timeout_at(
+                            deadline.into(),
+                            self.task_log(upid, asked, LOG_PAGE),
+                        )
+                        .await;
+                        match page {
+                            Ok(Ok(page)) => {
+                                let lines = f.take(asked, page);
+                                if !lines.is_empty() {
+                                    o.on_lines(upid, &lines, started.elapsed());
+                                }
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(upid = %upid, error = %e, "cannot read the task log, will retry");
+                            }
+                            Err(_) => return Err(timed_out()),
+                        }
+                    }
+                }
                 Err(e) if e.is_no_such_task() && started.elapsed() < opts.not_found_grace => {
                     tracing::debug!(upid = %upid, "task not visible yet, retrying");
                 }
@@ -170,38 +389,47 @@ impl PveClient {
         }
     }
 
+    /// Interprets the exit status; `digest` is the followed log, if any (else the log is
+    /// read here when the status is not `OK`).
     async fn finish(
         &self,
         upid: &Upid,
         exitstatus: String,
         opts: &WaitOptions,
         deadline: Instant,
+        digest: Option<LogDigest>,
     ) -> Result<TaskSuccess, PveError> {
         if exitstatus == "OK" {
             return Ok(TaskSuccess {
                 upid: upid.clone(),
                 exitstatus,
                 warnings: Vec::new(),
+                warnings_omitted: 0,
             });
         }
+        let digest = match digest {
+            Some(d) => d,
+            None => {
+                let tail_lines = usize::try_from(opts.log_tail_lines).unwrap_or(usize::MAX);
+                let mut d = LogDigest::new(tail_lines);
+                match tokio::time::timeout_at(deadline.into(), self.read_task_log(upid, 0)).await {
+                    Ok(Ok(chunk)) => {
+                        for l in &chunk.lines {
+                            d.push(l);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(upid = %upid, error = %e, "cannot read task log");
+                    }
+                    Err(_) => {
+                        tracing::warn!(upid = %upid, "deadline passed while reading the task log");
+                    }
+                }
+                d
+            }
+        };
         if is_warnings(&exitstatus) {
-            let log = tokio::time::timeout_at(deadline.into(), self.task_log(upid, 0, 0)).await;
-            let warnings = match log {
-                Ok(Ok(log)) => log
-                    .lines
-                    .into_iter()
-                    .map(|l| l.t)
-                    .filter(|t| t.contains("WARN:") || t.starts_with("WARN"))
-                    .collect(),
-                Ok(Err(e)) => {
-                    tracing::warn!(upid = %upid, error = %e, "cannot read warnings from task log");
-                    Vec::new()
-                }
-                Err(_) => {
-                    tracing::warn!(upid = %upid, "deadline passed while reading the task warnings");
-                    Vec::new()
-                }
-            };
+            let warnings = digest.warnings().lines().to_vec();
             for w in &warnings {
                 tracing::warn!(upid = %upid, warning = %w, "task warning");
             }
@@ -209,51 +437,25 @@ impl PveClient {
                 upid: upid.clone(),
                 exitstatus,
                 warnings,
+                warnings_omitted: digest.warnings().omitted(),
             });
         }
-        let log_tail =
-            tokio::time::timeout_at(deadline.into(), self.log_tail(upid, opts.log_tail_lines))
-                .await
-                .unwrap_or_else(|_| {
-                    tracing::warn!(upid = %upid, "deadline passed while reading the task log");
-                    Vec::new()
-                });
+        let reasons = digest.reasons();
+        let log_tail = digest.tail();
         let privilege = std::iter::once(exitstatus.as_str())
+            .chain(reasons.iter().map(String::as_str))
             .chain(log_tail.iter().map(String::as_str))
             .find_map(|l| parse_permission_check(l).1);
         Err(PveError::Task(Box::new(TaskFailure {
             upid: upid.clone(),
             task_type: upid.task_type().to_string(),
             id: upid.id().to_string(),
-            exitstatus,
+            exitstatus: clean_line(&exitstatus),
+            reasons,
+            reasons_omitted: digest.errors().omitted(),
             log_tail,
             privilege,
         })))
-    }
-
-    /// The last `lines` lines of a task log (empty if the log cannot be read: the task's
-    /// own error is more useful than a log error).
-    async fn log_tail(&self, upid: &Upid, lines: u64) -> Vec<String> {
-        let first = match self.task_log(upid, 0, lines).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(upid = %upid, error = %e, "cannot read task log");
-                return Vec::new();
-            }
-        };
-        let page = match first.total {
-            Some(total) if total > lines => match self.task_log(upid, total - lines, lines).await {
-                Ok(l) => l,
-                Err(_) => first,
-            },
-            _ => first,
-        };
-        let mut out: Vec<String> = page.lines.into_iter().map(|l| l.t).collect();
-        let keep = usize::try_from(lines).unwrap_or(usize::MAX);
-        if out.len() > keep {
-            out.drain(..out.len() - keep);
-        }
-        out
     }
 }
 
@@ -277,6 +479,52 @@ mod tests {
         assert_eq!(
             f.next_interval(Duration::from_secs(1)),
             Duration::from_secs(1)
+        );
+    }
+
+    fn page(lines: &[(u64, &str)], total: Option<u64>) -> TaskLog {
+        TaskLog {
+            lines: lines
+                .iter()
+                .map(|(n, t)| super::super::types::TaskLogLine {
+                    n: *n,
+                    t: t.to_string(),
+                })
+                .collect(),
+            total,
+        }
+    }
+
+    #[test]
+    fn follower_hands_over_each_line_once_and_skips_the_placeholder() {
+        let mut f = Follower {
+            next: 0,
+            digest: LogDigest::new(10),
+        };
+        // An empty log is sent as one `no content` line: not a line, nothing consumed.
+        assert!(f.take(0, page(&[(1, "no content")], Some(0))).is_empty());
+        assert_eq!(f.next, 0);
+        assert_eq!(
+            f.take(0, page(&[(1, "a"), (2, "b\x1b[2J")], Some(2))),
+            ["a", "b [2J"]
+        );
+        assert_eq!(f.next, 2);
+        // A page that repeats seen lines (an overlapping request) yields only new ones.
+        assert_eq!(
+            f.take(1, page(&[(2, "b"), (3, "ERROR: c")], Some(3))),
+            ["ERROR: c"]
+        );
+        assert_eq!(f.next, 3);
+        assert_eq!(f.digest.lines_seen(), 3);
+        assert_eq!(f.digest.reasons(), ["ERROR: c"]);
+        // A real line 1 reading "no content" in a longer log is a line.
+        let mut g = Follower {
+            next: 0,
+            digest: LogDigest::new(10),
+        };
+        assert_eq!(
+            g.take(0, page(&[(1, "no content"), (2, "x")], Some(2))),
+            ["no content", "x"]
         );
     }
 

@@ -117,6 +117,45 @@ async fn step(
     args: &[&str],
     check: impl Fn(&str) -> Option<String>,
 ) -> StepResult {
+    step_full(sb, title, args, 0, |out, _| check(out)).await
+}
+
+/// How a step's stderr is shown: live-progress lines (`[1.2s] vzdump 100: …`, what the
+/// agent prints while it waits for a task when stderr is not a terminal) and the agent's
+/// error text.
+fn show_stderr(stderr: &str) {
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.starts_with('[')).collect();
+    for l in progress.iter().take(SHOWN_LINES) {
+        println!("  stderr (progress): {l}");
+    }
+    if progress.len() > SHOWN_LINES {
+        println!(
+            "  stderr (progress): … ({} more lines)",
+            progress.len() - SHOWN_LINES
+        );
+    }
+    let mut in_error = false;
+    for l in stderr.lines() {
+        if l.starts_with("felhom-agent: error:") {
+            in_error = true;
+        } else if !l.starts_with("  ") {
+            in_error = false;
+        }
+        if in_error {
+            println!("  stderr: {l}");
+        }
+    }
+}
+
+/// Runs `felhom-agent --config … <args>` expecting exit code `want`; `check` gets stdout
+/// and stderr. Progress lines and the agent's error text from stderr are shown.
+async fn step_full(
+    sb: &Sandbox,
+    title: &str,
+    args: &[&str],
+    want: i32,
+    check: impl Fn(&str, &str) -> Option<String>,
+) -> StepResult {
     println!();
     println!("── {title}");
     println!("$ felhom-agent {}", args.join(" "));
@@ -140,6 +179,7 @@ async fn step(
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    show_stderr(&stderr);
     let lines: Vec<&str> = stdout.lines().collect();
     for l in lines.iter().take(SHOWN_LINES) {
         println!("  {l}");
@@ -148,14 +188,14 @@ async fn step(
         println!("  … ({} more lines)", lines.len() - SHOWN_LINES);
     }
     let code = out.status.code();
-    let problem = if code != Some(0) {
-        Some(format!("exit status {}", out.status))
+    let problem = if code != Some(want) {
+        Some(format!("exit status {} (expected {want})", out.status))
     } else {
-        check(&stdout)
+        check(&stdout, &stderr)
     };
     let ok = problem.is_none();
     match problem {
-        None => println!("  → ok (exit 0, {} ms)", started.elapsed().as_millis()),
+        None => println!("  → ok (exit {want}, {} ms)", started.elapsed().as_millis()),
         Some(p) => {
             println!("  → FAILED: {p}");
             for l in stderr
@@ -174,6 +214,32 @@ async fn step(
         title: title.into(),
         ok,
     }
+}
+
+/// Checks that the backup's progress reached stderr while the task ran: log lines of the
+/// vzdump task, with more than one elapsed time (they arrived over the task's run), ending
+/// with `TASK OK`.
+fn backup_progress(stderr: &str) -> Option<String> {
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with('[') && l.contains("] vzdump 100: "))
+        .collect();
+    let mut times: Vec<&str> = progress
+        .iter()
+        .filter_map(|l| l.split(']').next())
+        .collect();
+    times.dedup();
+    if !progress.last().is_some_and(|l| l.ends_with(": TASK OK")) {
+        return Some(format!(
+            "no progress lines ending in TASK OK on stderr: {progress:?}"
+        ));
+    }
+    if times.len() < 2 {
+        return Some(format!(
+            "progress lines did not arrive while the task ran: {progress:?}"
+        ));
+    }
+    None
 }
 
 /// Applies a check of the system's state after a step: the step fails when `problem` is
@@ -283,15 +349,42 @@ async fn tour(sb: &Sandbox) -> Vec<StepResult> {
             });
         }
     }
+    // A slower task, so the live progress has something to show.
+    state.set_task_duration(Duration::from_millis(1500));
     results.push(
-        step(
+        step_full(
             sb,
-            "back up CT 100 to storage local",
+            "back up CT 100 to storage local (progress on stderr while the task runs)",
             &["backup", "100", "--storage", "local", "--mode", "snapshot"],
-            expect("archive: local:backup/"),
+            0,
+            |out, err| {
+                if !out.contains("archive: local:backup/") {
+                    return Some("output does not mention the archive".into());
+                }
+                backup_progress(err)
+            },
         )
         .await,
     );
+    state.set_task_duration(Duration::from_millis(200));
+    // A failing task: CT 101 is locked by a snapshot in progress; the agent must say why,
+    // although the log's last lines are only `Backup job finished with errors` and
+    // `TASK ERROR: job errors`.
+    state.set_lock(101, Some("snapshot"));
+    results.push(
+        step_full(
+            sb,
+            "back up CT 101 while it is locked: a failing task and its reason",
+            &["--quiet", "backup", "101", "--storage", "local"],
+            1,
+            |_, err| {
+                let want = "ERROR: Backup of VM 101 failed - CT is locked (snapshot)";
+                (!err.contains(want)).then(|| format!("stderr does not say {want:?}"))
+            },
+        )
+        .await,
+    );
+    state.set_lock(101, None);
     let r = step(
         sb,
         "golden image through the helper (pct create, keyctl + nesting)",

@@ -258,7 +258,7 @@ fn node_scoped(
 ) -> Option<ApiResult> {
     Some(match (method, rest) {
         ("GET", ["status"]) => node_status(inner),
-        ("GET", ["tasks"]) => Ok(task_list(inner).into()),
+        ("GET", ["tasks"]) => task_list(inner, params),
         ("GET", ["lxc"]) => Ok(lxc_list(inner).into()),
         ("POST", ["lxc"]) => create(inner, params),
         ("GET", ["storage"]) => Ok(storage_list(inner, params).into()),
@@ -1215,6 +1215,35 @@ fn create(inner: &mut Inner, params: &Params) -> ApiResult {
             ],
         )
     };
+    // A restore onto a storage without room for the root filesystem fails the way tar
+    // reports it; the task's own error only says that tar failed.
+    let mut running_log = running_log;
+    let mut forced = None;
+    let room = inner
+        .storage(&storage)
+        .map_or(u64::MAX, |s| s.total.saturating_sub(s.used));
+    if restore && room < rootfs_bytes(&config) {
+        for file in [
+            "./usr/lib/x86_64-linux-gnu/libicudata.so.72.1",
+            "./usr/share/locale/locale.alias",
+            "./var/lib/dpkg/status",
+        ] {
+            running_log.push(format!(
+                "tar: {file}: Cannot write: No space left on device"
+            ));
+        }
+        running_log.push(format!(
+            "Total bytes read: {} (1.1GiB, 212MiB/s)",
+            1_181_116_006u64 + u64::from(vmid)
+        ));
+        running_log.push("tar: Exiting with failure status due to previous errors".into());
+        running_log.push(format!(
+            "  Logical volume \"vm-{vmid}-disk-0\" successfully removed."
+        ));
+        forced = Some(format!(
+            "unable to restore CT {vmid} - command 'lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- tar xpf - --zstd --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs -C /var/lib/lxc/{vmid}/rootfs --skip-old-files --anchored --exclude ./dev/*' failed: exit code 2"
+        ));
+    }
     if !exists {
         // Placeholder guest carrying the `create` lock while the task runs (pid 0 marks it).
         let mut placeholder = Map::new();
@@ -1245,7 +1274,7 @@ fn create(inner: &mut Inner, params: &Params) -> ApiResult {
             start,
         }),
         Some((vmid, "create")),
-        None,
+        forced,
     );
     Ok(json!(upid).into())
 }
@@ -1331,10 +1360,42 @@ fn storage_content(inner: &Inner, storage: &str, params: &Params) -> ApiResult {
                 if let Some(n) = &v.notes {
                     m.insert("notes".into(), json!(n));
                 }
+                if v.protected {
+                    m.insert("protected".into(), json!(1));
+                }
             }
             Value::Object(m)
         })
         .collect();
+    // Container volumes on this storage come from the containers' `rootfs` (raw LVs).
+    let mut list = list;
+    if s.content.iter().any(|c| c == "rootdir")
+        && params.get("content").is_none_or(|c| c == "rootdir")
+    {
+        let prefix = format!("{storage}:");
+        for (vmid, ct) in &inner.containers {
+            if want_vmid.is_some_and(|w| w != *vmid) || ct.pid == 0 {
+                continue;
+            }
+            let Some(rootfs) = ct.config.get("rootfs").and_then(Value::as_str) else {
+                continue;
+            };
+            let Some(vol) = rootfs.split(',').next().filter(|v| v.starts_with(&prefix)) else {
+                continue;
+            };
+            if !full && !inner.has(&format!("/vms/{vmid}"), "VM.Audit") {
+                continue;
+            }
+            list.push(json!({
+                "volid": vol,
+                "content": "rootdir",
+                "format": "raw",
+                "size": rootfs_bytes(&ct.config),
+                "ctime": ct.started_at,
+                "vmid": vmid,
+            }));
+        }
+    }
     Ok(Value::Array(list).into())
 }
 
@@ -1497,6 +1558,7 @@ fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
         ));
         if let Some(msg) = locked_error(ct) {
             lines.push(format!("ERROR: Backup of VM {vmid} failed - {msg}"));
+            lines.push(format!("INFO: Failed at {stamp}"));
             failed = true;
             continue;
         }
@@ -1675,12 +1737,56 @@ fn task_log(inner: &Inner, node: &str, upid: &str, params: &Params) -> ApiResult
     })
 }
 
-fn task_list(inner: &Inner) -> Value {
-    let list: Vec<Value> = inner
-        .tasks
-        .iter()
-        .rev()
+/// `GET /nodes/{node}/tasks`: `source` (`archive` = finished, the default; `active`;
+/// `all`), `vmid`, `typefilter`, `errors` (drop `OK`), `start`, `limit` (default 50);
+/// running tasks first with status `RUNNING`, then finished ones, newest first; envelope
+/// `total` counts every match. Token tasks are shown as `user` + `tokenid`.
+fn task_list(inner: &Inner, params: &Params) -> ApiResult {
+    let int = |name: &str, default: usize| -> Result<usize, ApiError> {
+        match params.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::param(&[(name, format!("type check ('integer') failed - got '{v}'"))])
+            }),
+        }
+    };
+    let start = int("start", 0)?;
+    let limit = int("limit", 50)?;
+    let source = params.get("source").map_or("archive", String::as_str);
+    if !matches!(source, "archive" | "active" | "all") {
+        return Err(ApiError::param(&[(
+            "source",
+            format!(
+                "value '{source}' does not have a value in the enumeration 'archive, active, all'"
+            ),
+        )]));
+    }
+    let vmid = match params.get("vmid") {
+        Some(v) => Some(parse_vmid("vmid", v)?.to_string()),
+        None => None,
+    };
+    let errors = truthy(params.get("errors"));
+    let typefilter = params.get("typefilter");
+    let active = inner.tasks.iter().rev().filter(|t| t.finished.is_none());
+    let archived = inner.tasks.iter().rev().filter(|t| t.finished.is_some());
+    let ordered: Vec<&super::state::Task> = match source {
+        "active" => active.collect(),
+        "all" => active.chain(archived).collect(),
+        _ => archived.collect(),
+    };
+    let matching: Vec<&super::state::Task> = ordered
+        .into_iter()
+        .filter(|t| typefilter.is_none_or(|f| *f == t.kind))
+        .filter(|t| vmid.as_ref().is_none_or(|v| *v == t.id))
+        .filter(|t| !errors || t.finished.as_ref().is_none_or(|(_, exit)| exit != "OK"))
+        .collect();
+    let total = matching.len();
+    let list: Vec<Value> = matching
+        .into_iter()
+        .skip(start)
+        .take(limit)
         .map(|t| {
+            let (user, tokenid) = t.user.split_once('!').unwrap_or((t.user.as_str(), ""));
             let mut m = Map::new();
             m.insert("upid".into(), json!(t.upid));
             m.insert("node".into(), json!(t.node));
@@ -1689,13 +1795,24 @@ fn task_list(inner: &Inner) -> Value {
             m.insert("starttime".into(), json!(t.starttime));
             m.insert("type".into(), json!(t.kind));
             m.insert("id".into(), json!(t.id));
-            m.insert("user".into(), json!(t.user));
-            if let Some((_, exit)) = &t.finished {
-                m.insert("status".into(), json!(exit));
-                m.insert("endtime".into(), json!(t.starttime + t.duration.as_secs()));
+            m.insert("user".into(), json!(user));
+            if !tokenid.is_empty() {
+                m.insert("tokenid".into(), json!(tokenid));
+            }
+            match &t.finished {
+                Some((_, exit)) => {
+                    m.insert("status".into(), json!(exit));
+                    m.insert("endtime".into(), json!(t.starttime + t.duration.as_secs()));
+                }
+                None => {
+                    m.insert("status".into(), json!("RUNNING"));
+                }
             }
             Value::Object(m)
         })
         .collect();
-    Value::Array(list)
+    Ok(ApiOk {
+        data: Value::Array(list),
+        extra: vec![("total".into(), json!(total))],
+    })
 }

@@ -33,6 +33,17 @@
 //!   `snapshot-delete`, `rollback`, `create`, `destroyed`), so PUT config answers
 //!   `500 CT is locked (…)`. Power operations on a locked guest fail inside the task (PVE
 //!   8.2+) or synchronously with `legacy_wire` (PVE 7).
+//! * A running task's log grows over its duration (first line at once, the rest spread
+//!   evenly), so a client following it sees new lines arrive. `GET tasks` honours `source`
+//!   (`archive` by default, `active`, `all`; running tasks have status `RUNNING`), `vmid`,
+//!   `typefilter`, `errors`, `start`, `limit`, and sends `total`.
+//! * Failures whose reason is not the last log line: vzdump of a locked guest
+//!   (`ERROR: Backup of VM … failed - CT is locked (…)` … `TASK ERROR: job errors`), a
+//!   restore onto a storage without room for the root filesystem (tar's
+//!   `Cannot write: No space left on device` lines; see [`SimState::set_storage_used`]), and
+//!   any scripted [`TaskOutcome::ErrorWithLog`].
+//! * Storage content lists backups (`notes`, `protected`, `subtype`), templates, and the
+//!   containers' root volumes on a `rootdir` storage.
 //! * vzdump names archives `vzdump-lxc-<vmid>-YYYY_MM_DD-HH_MM_SS.tar[.zst|.gz|.lzo]` from
 //!   `compress` (default `0` = plain `.tar`, as in PVE), in UTC.
 //! * Faults are checked before authentication, for the next `times` requests whose method
@@ -102,6 +113,14 @@ pub enum TaskOutcome {
     Warnings(Vec<String>),
     /// `TASK ERROR: <msg>`; exit status `<msg>`; no effect.
     Error(String),
+    /// `lines` (e.g. an `ERROR:` line and cleanup lines), then `TASK ERROR: <message>`; exit
+    /// status `<message>`; no effect. For logs where the reason is not the last line.
+    ErrorWithLog {
+        /// Lines written before the final `TASK ERROR:` line.
+        lines: Vec<String>,
+        /// The exit status.
+        message: String,
+    },
 }
 
 /// A fault injected into the next `times` matching requests.

@@ -91,6 +91,8 @@ pub(crate) struct Volume {
     pub(crate) ctime: u64,
     pub(crate) vmid: Option<u32>,
     pub(crate) notes: Option<String>,
+    /// Protected from pruning and removal (backups).
+    pub(crate) protected: bool,
     /// For backups: the guest config stored in the archive.
     pub(crate) archive_config: Option<Map<String, Value>>,
 }
@@ -170,11 +172,22 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    /// The log as currently visible.
+    /// The log as currently visible. A running task's log grows over its duration like a
+    /// real worker's: the first line at once, the others spread evenly until its end.
     pub(crate) fn log(&self) -> Vec<String> {
         match &self.finished {
             Some((log, _)) => log.clone(),
-            None => self.log_running.clone(),
+            None => {
+                let n = self.log_running.len();
+                let elapsed = self.started.elapsed().as_secs_f64();
+                let total = self.duration.as_secs_f64();
+                let shown = if n == 0 || total <= 0.0 {
+                    n
+                } else {
+                    (1 + ((n - 1) as f64 * (elapsed / total)) as usize).min(n)
+                };
+                self.log_running[..shown].to_vec()
+            }
         }
     }
 }
@@ -305,6 +318,7 @@ impl Inner {
                         ctime: now.saturating_sub(86_400 * 40),
                         vmid: None,
                         notes: None,
+                        protected: false,
                         archive_config: None,
                     }],
                 },
@@ -409,6 +423,7 @@ impl Inner {
             ctime: t,
             vmid: Some(vmid),
             notes: None,
+            protected: false,
             archive_config: Some(archive_config),
         }
     }
@@ -561,7 +576,13 @@ impl Inner {
                 log.push(format!("TASK WARNINGS: {}", warnings.len()));
                 format!("WARNINGS: {}", warnings.len())
             }
-            TaskOutcome::Error(msg) => {
+            TaskOutcome::Error(_) | TaskOutcome::ErrorWithLog { .. } => {
+                let (lines, msg) = match &task.outcome {
+                    TaskOutcome::ErrorWithLog { lines, message } => (lines.clone(), message),
+                    TaskOutcome::Error(m) => (Vec::new(), m),
+                    _ => (Vec::new(), &String::new()),
+                };
+                log.extend(lines);
                 if let Some(Effect::Create { vmid, .. }) = &task.effect {
                     // A failed create leaves no container behind.
                     let placeholder = self.containers.get(vmid).is_some_and(|c| c.pid == 0);
@@ -871,6 +892,31 @@ impl SimState {
             t.duration = Duration::ZERO;
         }
         g.settle();
+    }
+
+    /// Sets how much of a storage is used (bytes); a restore needing more than what is
+    /// left fails inside its task the way tar reports a full disk. Returns false for an
+    /// unknown storage.
+    pub fn set_storage_used(&self, storage: &str, used: u64) -> bool {
+        match self.lock().storage_mut(storage) {
+            Some(s) => {
+                s.used = used.min(s.total);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks a volume protected (or not); false when there is no such volume.
+    pub fn set_volume_protected(&self, volid: &str, protected: bool) -> bool {
+        let mut g = self.lock();
+        for s in &mut g.storages {
+            if let Some(v) = s.volumes.iter_mut().find(|v| v.volid == volid) {
+                v.protected = protected;
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether any task is still running.
