@@ -10,12 +10,15 @@
 //! - [`server`]: the tarpc service, the global operation lock, time caps, audit log, idle
 //!   exit.
 //! - [`exec`]: the only code that starts processes.
+//! - [`logging`]: journal entries with fields (and the audit `MESSAGE_ID`) under systemd,
+//!   plain lines on stderr elsewhere.
 //! - [`ops`]: the operations themselves.
 
 pub mod config;
 pub mod error;
 pub mod exec;
 pub mod listener;
+pub mod logging;
 pub mod ops;
 pub mod server;
 
