@@ -11,6 +11,7 @@ pub mod secret;
 pub mod cli;
 pub mod helper_client;
 pub mod logging;
+pub mod metrics;
 pub mod report;
 pub mod service;
 pub mod smart;
