@@ -18,7 +18,7 @@
 //! | `felhom_storage_size_bytes`, `_used_bytes`, `_available_bytes` | `storage` | space |
 //! | `felhom_storage_active` | `storage` | 1 active |
 //! | `felhom_disk_smart_passed` | `disk` | SMART self-assessment: 1 passed, 0 failed (absent: no verdict) |
-//! | `felhom_disk_smart_state` | `disk`, `state` | 1 for the disk's state: ok, warning, failing, unknown, unreadable |
+//! | `felhom_disk_smart_state` | `disk`, `state` | 1 for the disk's state: ok, warning, failing, unknown, unsupported (no SMART support), unreadable |
 //! | `felhom_disk_temperature_celsius` | `disk` | current temperature |
 //! | `felhom_disk_power_on_seconds` | `disk` | power-on time (hours × 3600) |
 //! | `felhom_disk_reallocated_sectors`, `felhom_disk_pending_sectors` | `disk` | ATA 5 and 197, raw |
@@ -176,7 +176,7 @@ pub fn render(report: &HealthReport, node: &str, cycle: CycleInfo) -> String {
     );
     let state = fam(
         "felhom_disk_smart_state",
-        "1 for the disk's SMART state (ok, warning, failing, unknown, unreadable), 0 for the others.",
+        "1 for the disk's SMART state (ok, warning, failing, unknown, unsupported, unreadable), 0 for the others.",
     );
     let temp = fam(
         "felhom_disk_temperature_celsius",
@@ -259,6 +259,7 @@ pub fn render(report: &HealthReport, node: &str, cycle: CycleInfo) -> String {
             let l = [n, ("disk", d.disk.as_str())];
             let current = match &d.summary {
                 None => "unreadable",
+                Some(s) if s.no_smart_support => "unsupported",
                 Some(s) => match s.health {
                     Health::Ok => "ok",
                     Health::Warning => "warning",
@@ -266,7 +267,14 @@ pub fn render(report: &HealthReport, node: &str, cycle: CycleInfo) -> String {
                     Health::Unknown => "unknown",
                 },
             };
-            for st in ["ok", "warning", "failing", "unknown", "unreadable"] {
+            for st in [
+                "ok",
+                "warning",
+                "failing",
+                "unknown",
+                "unsupported",
+                "unreadable",
+            ] {
                 fams[state].add(
                     &[n, ("disk", d.disk.as_str()), ("state", st)],
                     flag(st == current),
