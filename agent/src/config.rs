@@ -497,6 +497,33 @@ mod tests {
     }
 
     #[test]
+    fn metrics_file_defaults_into_the_state_dir_and_must_be_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/etc/felhom/pve-token""#;
+        let p = write(dir.path(), &format!(r#"{{{base},"state_dir":"/srv/fa"}}"#));
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert_eq!(c.metrics_file, PathBuf::from("/srv/fa/felhom-agent.prom"));
+        let c = AgentConfig::load_with_env(
+            Some(&p),
+            &env_of(&[(
+                "FELHOM_METRICS_FILE",
+                "/var/lib/prometheus/node-exporter/f.prom",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics_file,
+            PathBuf::from("/var/lib/prometheus/node-exporter/f.prom")
+        );
+        let p = write(
+            dir.path(),
+            &format!(r#"{{{base},"metrics_file":"rel.prom"}}"#),
+        );
+        let e = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+        assert!(e.to_string().contains("metrics_file"), "{e}");
+    }
+
+    #[test]
     fn env_wins_over_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(
