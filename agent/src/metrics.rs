@@ -371,6 +371,63 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn disks_nvme_and_no_smart_states_have_their_series() {
+        use crate::report::{DiskHealth, Section};
+        use felhom_protocol::{DiskName, SmartReport};
+        let dir = tempfile::tempdir().unwrap();
+        let helper = crate::helper_client::HelperClient::new(dir.path().join("none.sock"));
+        let mut report = crate::report::collect(Err("not configured".into()), &helper).await;
+        let disk = |name: &str, exit: u8, json: &str| {
+            let raw = SmartReport {
+                disk: DiskName::new(name).unwrap(),
+                device_type: None,
+                exit_status: exit,
+                json: json.into(),
+                truncated: false,
+            };
+            DiskHealth {
+                disk: name.into(),
+                size_bytes: 1,
+                summary: Some(crate::smart::summarize(&raw).unwrap()),
+                error: None,
+            }
+        };
+        report.smart = Section::ok(vec![
+            disk(
+                "nvme0n1",
+                0,
+                r#"{"smart_status":{"passed":true},"nvme_smart_health_information_log":{"critical_warning":0,"temperature":41,"percentage_used":7,"media_errors":2,"power_on_hours":100}}"#,
+            ),
+            disk("vda", 2, r#"{"smartctl":{"exit_status":2}}"#),
+            DiskHealth {
+                disk: "sdz".into(),
+                size_bytes: 1,
+                summary: None,
+                error: Some("timed out".into()),
+            },
+        ]);
+        let text = render(
+            &report,
+            "pve",
+            CycleInfo {
+                duration_seconds: 1.0,
+                last_success: Some(5),
+            },
+        );
+        let has = |line: &str| assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
+        has(r#"felhom_disk_nvme_used_ratio{node="pve",disk="nvme0n1"} 0.07"#);
+        has(r#"felhom_disk_nvme_media_errors{node="pve",disk="nvme0n1"} 2"#);
+        has(r#"felhom_disk_power_on_seconds{node="pve",disk="nvme0n1"} 360000"#);
+        has(r#"felhom_disk_smart_passed{node="pve",disk="nvme0n1"} 1"#);
+        has(r#"felhom_disk_smart_state{node="pve",disk="vda",state="unsupported"} 1"#);
+        has(r#"felhom_disk_smart_state{node="pve",disk="vda",state="failing"} 0"#);
+        has(r#"felhom_disk_smart_state{node="pve",disk="sdz",state="unreadable"} 1"#);
+        has(r#"felhom_last_success_timestamp_seconds{node="pve"} 5"#);
+        // No verdict: no passed series for vda (not a made-up 0).
+        assert!(!text.contains(r#"felhom_disk_smart_passed{node="pve",disk="vda"}"#));
+    }
+
     #[test]
     fn label_values_are_escaped_and_bounded() {
         assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
