@@ -4,12 +4,16 @@
 //! Under systemd (`JOURNAL_STREAM` names the device and inode of stderr) events go straight
 //! to journald through `tracing-journald`: the level as `PRIORITY`, the message as `MESSAGE`,
 //! every other field as `FELHOM_<NAME>`, `SYSLOG_IDENTIFIER=felhom-agent`. Elsewhere they are
-//! lines on stderr, with colour escapes only when stderr is a terminal.
+//! lines on stderr, with colour escapes only when stderr is a terminal. In those lines every
+//! control character inside the message and the field values is written escaped
+//! (`\u{1b}`, `\n`), so text that came from outside (a Proxmox error body, a disk's model)
+//! can neither start a new line nor send a terminal escape.
 
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::prelude::*;
 
 /// Prefix of the journal fields made from an event's fields (tracing-journald adds the `_`).
@@ -56,15 +60,45 @@ pub fn init(filter: EnvFilter) {
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
                     .with_target(false)
-                    .with_ansi(std::io::stderr().is_terminal()),
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .fmt_fields(
+                        tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                            let text = escape_controls(&format!("{value:?}"));
+                            if field.name() == "message" {
+                                write!(w, "{text}")
+                            } else {
+                                write!(w, "{field}={text}")
+                            }
+                        })
+                        .delimited(" "),
+                    ),
             )
             .init(),
     }
 }
 
+/// `text` with every control character written escaped (`\u{1b}`, `\n`, `\t`).
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("a\u{1b}[31mb\nc"), "a\\u{1b}[31mb\\nc");
+        assert_eq!(escape_controls("plain €"), "plain €");
+    }
 
     #[test]
     fn journal_stream_must_name_stderr() {
