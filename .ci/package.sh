@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian package build and checks (called by .ci/run). Never touches the host's system:
-#   1. builds both release binaries and the .deb with cargo-deb (installed from crates.io
-#      with `cargo install cargo-deb --locked --version 3.8.0` when missing);
+#   1. builds both release binaries, the man pages and completions (felhom-gen-docs) and the
+#      .deb with cargo-deb (installed from crates.io with
+#      `cargo install cargo-deb --locked --version 3.8.0` when missing);
 #   2. prints its control data and contents (dpkg-deb -I / -c);
 #   3. extracts it into a throwaway root and checks that every file lands where the units,
 #      the sysusers/tmpfiles entries and the maintainer scripts expect it, then runs
@@ -19,7 +20,9 @@
 #      user, /run/felhom, the socket, the sandboxes (the helper shares PID 1's mount namespace
 #      and its mounts are visible there, as does the running socket-activated helper;
 #      felhom-sandbox-run sees drop-ins), the agent running against the Proxmox simulator,
-#      upgrade and purge. Infrastructure problems (no mirror, no namespaces) make it a SKIP.
+#      the journal (the helper's audit entries with FELHOM_* fields and MESSAGE_ID, agent
+#      lines without escape characters), the metrics file, `man -w`, upgrade and purge.
+#      Infrastructure problems (no mirror, no namespaces) make it a SKIP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +55,14 @@ cargo build --release --quiet -p felhom-agent -p felhom-helper
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 out_dir="$target_dir/debian"
 mkdir -p "$out_dir"
+# Man pages and completions, rendered from the clap definitions (never drift from --help);
+# the package's assets take them from target/release/felhom-docs.
+echo "--- man pages and completions (felhom-gen-docs)"
+docs="$target_dir/release/felhom-docs"
+rm -rf "$docs"
+cargo run --quiet -p felhom-tests --bin felhom-gen-docs -- "$docs"
+gzip -9n "$docs"/man/*
+note "$(find "$docs" -type f | wc -l) files in $docs"
 deb=$(cargo deb -p felhom-agent --no-build --quiet --output "$out_dir" | tail -n 1)
 [ -f "$deb" ] || fail "cargo deb did not produce a package (got '$deb')"
 note "built $deb"
@@ -98,6 +109,16 @@ expect_file /usr/lib/tmpfiles.d/felhom-agent.conf 644
 expect_file /etc/felhom/helper.json 644
 expect_file /etc/felhom/agent.json.example 644
 expect_file /usr/share/doc/felhom-agent/README.md 644
+expect_file /usr/share/man/man1/felhom-agent.1.gz 644
+expect_file /usr/share/man/man1/felhom-agent-smart.1.gz 644
+expect_file /usr/share/man/man8/felhom-helper.8.gz 644
+expect_file /usr/share/bash-completion/completions/felhom-agent 644
+expect_file /usr/share/zsh/vendor-completions/_felhom-agent 644
+expect_file /usr/share/fish/vendor_completions.d/felhom-agent.fish 644
+# Every page felhom-gen-docs rendered is in the package (one per subcommand).
+[ "$(find "$root/usr/share/man/man1" -name 'felhom-agent*.1.gz' | wc -l)" = "$(find "$docs/man" -name '*.1.gz' | wc -l)" ] ||
+  fail "the package lacks some of the man pages in $docs/man"
+gzip -dc "$root/usr/share/man/man8/felhom-helper.8.gz" | grep -q '^\.TH FELHOM-HELPER 8' || fail "felhom-helper.8 is not a section 8 page"
 # The operator's files are not in the package: postinst must not find agent.json and start
 # an unconfigured agent, and the token never ships.
 [ ! -e "$root/etc/felhom/agent.json" ] || fail "the package must not ship /etc/felhom/agent.json"
@@ -335,8 +356,8 @@ boot_test() {
   # A slow or black-holed mirror must not hold CI for long: debootstrap gets
   # FELHOM_DEBOOTSTRAP_TIMEOUT seconds (default 600), then TERM, then KILL 30 s later.
   local dbs_timeout=${FELHOM_DEBOOTSTRAP_TIMEOUT:-600} rc=0
-  echo "  debootstrap bookworm (minbase + systemd, at most ${dbs_timeout}s) ..."
-  timeout -k 30 "$dbs_timeout" debootstrap --variant=minbase --include=systemd,dbus bookworm "$broot" \
+  echo "  debootstrap bookworm (minbase + systemd, man-db, at most ${dbs_timeout}s) ..."
+  timeout -k 30 "$dbs_timeout" debootstrap --variant=minbase --include=systemd,dbus,man-db bookworm "$broot" \
         "${FELHOM_DEBIAN_MIRROR:-http://deb.debian.org/debian}" > "$vm/debootstrap.log" 2>&1 || rc=$?
   if [ "$rc" != 0 ]; then
     tail -n 5 "$vm/debootstrap.log"
@@ -435,6 +456,13 @@ BOOT
   inside systemctl is-active --quiet felhom-helper.socket || fail "felhom-helper.socket not listening after install"
   ! inside systemctl is-active --quiet felhom-agent.service || fail "the agent was started without a config"
   note "ok: apt install: user, /run/felhom 0750 and helper.sock 0660 root:felhom-agent, units enabled, socket listening, agent not started"
+  # The man pages are where man finds them (man-db is in the scratch system).
+  local page
+  for page in "felhom-agent" "8 felhom-helper" "felhom-agent-usb-mount"; do
+    # shellcheck disable=SC2086
+    inside man -w $page >/dev/null 2>&1 || fail "man -w $page finds no page after install"
+  done
+  note "ok: man -w felhom-agent -> $(inside man -w felhom-agent), man -w 8 felhom-helper -> $(inside man -w 8 felhom-helper)"
 
   local run=/usr/libexec/felhom/felhom-sandbox-run pid1_ns helper_ns agent_ns
   # felhom-sandbox-run reads the unit through `systemctl cat`, so the operator's drop-ins count.
@@ -499,6 +527,39 @@ BOOT
     printf '%s\n' "$sel" | grep -Eq '^pve +ok' || { printf '%s\n' "$sel"; fail "selftest: Proxmox (simulator) not reachable from the agent's sandbox"; }
     printf '%s\n' "$sel" | grep -Eq '^helper +ok' || { printf '%s\n' "$sel"; fail "selftest: the helper was not reachable through felhom-helper.socket"; }
     note "ok: selftest in the agent's sandbox: $(printf '%s\n' "$sel" | grep -E '^helper ' | tr -s ' ')"
+    # The helper's audit records of that selftest are journal entries with their own fields
+    # and the fixed MESSAGE_ID (helper/src/logging.rs), queryable per operation and uid.
+    local audit_id=848502c4b01247f996a33908f7914733 agent_uid aud
+    agent_uid=$(inside id -u felhom-agent)
+    # journald stores datagrams asynchronously: give it a few seconds.
+    for _ in $(seq 20); do
+      aud=$(inside journalctl -u felhom-helper.service --no-pager -o verbose \
+              "MESSAGE_ID=$audit_id" FELHOM_OP=smart_scan "FELHOM_PEER_UID=$agent_uid" 2>&1 || true)
+      printf '%s\n' "$aud" | grep -q '^ *FELHOM_OP=smart_scan' && break
+      sleep 0.5
+    done
+    for field in "MESSAGE=" "FELHOM_OP=smart_scan" "FELHOM_PEER_UID=$agent_uid" \
+                 "FELHOM_PEER_PID=[0-9]" "FELHOM_REQUEST=" "FELHOM_OUTCOME=." "FELHOM_DURATION_MS=[0-9]" \
+                 "FELHOM_TARGET=audit" "PRIORITY=[0-7]" "SYSLOG_IDENTIFIER=felhom-helper" "_SYSTEMD_UNIT=felhom-helper.service"; do
+      printf '%s\n' "$aud" | grep -q "^ *$field" ||
+        { printf '%s\n' "$aud"; inside journalctl -u felhom-helper.service --no-pager | tail -n 20; fail "no audit journal entry with $field"; }
+    done
+    note "ok: audit entries in the journal: journalctl -u felhom-helper.service MESSAGE_ID=$audit_id FELHOM_OP=smart_scan FELHOM_PEER_UID=$agent_uid"
+    # The agent's own journal lines: fields, no escape sequences.
+    local alog
+    alog=$(inside journalctl -u felhom-agent.service --no-pager --all -o cat)
+    [ -n "$alog" ] || fail "the agent logged nothing to the journal"
+    ! printf '%s\n' "$alog" | grep -q $'\x1b' || { printf '%s\n' "$alog" | cat -v | head -n 20; fail "an agent journal line contains an escape character"; }
+    inside journalctl -u felhom-agent.service --no-pager -o verbose SYSLOG_IDENTIFIER=felhom-agent | grep -q '^ *FELHOM_CYCLE=1$' ||
+      fail "the agent's cycle log is not a journal entry with FELHOM_CYCLE"
+    note "ok: agent journal: $(printf '%s\n' "$alog" | wc -l) lines, no escape character, fields such as FELHOM_CYCLE"
+    # The metrics file of the service, as node_exporter would read it (another user).
+    inside test -s /var/lib/felhom-agent/felhom-agent.prom || fail "the agent wrote no metrics file"
+    [ "$(inside stat -c '%a %U' /var/lib/felhom-agent/felhom-agent.prom)" = "644 felhom-agent" ] ||
+      fail "metrics file: $(inside stat -c '%a %U' /var/lib/felhom-agent/felhom-agent.prom)"
+    inside setpriv --reuid=65534 --regid=65534 --clear-groups cat /var/lib/felhom-agent/felhom-agent.prom | grep -q '^felhom_up{node="pve"} [01]$' ||
+      fail "the metrics file is not readable by another user, or has no felhom_up"
+    note "ok: /var/lib/felhom-agent/felhom-agent.prom (0644) readable by another user (nobody)"
     local before after
     before=$(inside systemctl show -p MainPID --value felhom-agent.service)
     inside timeout 300 dpkg -i /root/felhom-agent.deb > "$vm/upgrade.log" 2>&1 || { cat "$vm/upgrade.log"; fail "reinstall/upgrade failed"; }

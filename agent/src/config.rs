@@ -15,6 +15,7 @@
 //! | `helper_socket` | `FELHOM_HELPER_SOCKET` | default `/run/felhom/helper.sock` |
 //! | `state_dir` | `FELHOM_STATE_DIR` | default `/var/lib/felhom-agent` |
 //! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval, default 300 |
+//! | `metrics_file` | `FELHOM_METRICS_FILE` | Prometheus metrics written by `run`, default `<state_dir>/felhom-agent.prom` |
 //! | `request_timeout_secs` | `FELHOM_REQUEST_TIMEOUT_SECS` | per HTTP request, default 30 |
 //!
 //! At most one of the three TLS keys may be set; none means the system trust store. If any
@@ -54,6 +55,7 @@ pub const KEYS: &[&str] = &[
     "state_dir",
     "interval_secs",
     "request_timeout_secs",
+    "metrics_file",
 ];
 
 /// The keys that together choose the TLS mode (at most one may be set).
@@ -143,6 +145,8 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// Where `run` writes the Prometheus metrics after each cycle.
+    pub metrics_file: PathBuf,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -158,6 +162,7 @@ impl fmt::Debug for AgentConfig {
             .field("state_dir", &self.state_dir)
             .field("interval", &self.interval)
             .field("request_timeout", &self.request_timeout)
+            .field("metrics_file", &self.metrics_file)
             .finish()
     }
 }
@@ -408,6 +413,12 @@ impl AgentConfig {
             _ => TlsMode::SystemRoots,
         };
 
+        let state_dir = l
+            .parsed("state_dir", abs_path)?
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let metrics_file = l
+            .parsed("metrics_file", abs_path)?
+            .unwrap_or_else(|| state_dir.join(crate::metrics::DEFAULT_METRICS_FILE));
         Ok(AgentConfig {
             api_url,
             node,
@@ -417,9 +428,8 @@ impl AgentConfig {
             helper_socket: l
                 .parsed("helper_socket", abs_path)?
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_HELPER_SOCKET)),
-            state_dir: l
-                .parsed("state_dir", abs_path)?
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir,
+            metrics_file,
             interval: l
                 .parsed("interval_secs", parse_secs(86_400))?
                 .unwrap_or(Duration::from_secs(300)),
@@ -484,6 +494,33 @@ mod tests {
         let s = c.api_settings().unwrap();
         assert_eq!(s.token_secret.expose(), "sekrit-1234");
         assert!(!format!("{s:?}{c:?}").contains("sekrit-1234"));
+    }
+
+    #[test]
+    fn metrics_file_defaults_into_the_state_dir_and_must_be_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/etc/felhom/pve-token""#;
+        let p = write(dir.path(), &format!(r#"{{{base},"state_dir":"/srv/fa"}}"#));
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert_eq!(c.metrics_file, PathBuf::from("/srv/fa/felhom-agent.prom"));
+        let c = AgentConfig::load_with_env(
+            Some(&p),
+            &env_of(&[(
+                "FELHOM_METRICS_FILE",
+                "/var/lib/prometheus/node-exporter/f.prom",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics_file,
+            PathBuf::from("/var/lib/prometheus/node-exporter/f.prom")
+        );
+        let p = write(
+            dir.path(),
+            &format!(r#"{{{base},"metrics_file":"rel.prom"}}"#),
+        );
+        let e = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+        assert!(e.to_string().contains("metrics_file"), "{e}");
     }
 
     #[test]

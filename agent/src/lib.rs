@@ -127,6 +127,8 @@ pub mod secret;
 // Helper client, SMART parsing, health report, CLI and service (issue 4).
 pub mod cli;
 pub mod helper_client;
+pub mod logging;
+pub mod metrics;
 pub mod report;
 pub mod service;
 pub mod smart;

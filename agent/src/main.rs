@@ -22,11 +22,8 @@ fn main() -> ExitCode {
         "warn,tarpc=error"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    // Journal entries with fields under systemd; colour only on a terminal.
+    felhom_agent::logging::init(filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

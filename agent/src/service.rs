@@ -4,7 +4,9 @@
 //! one-line summary, and writes the report atomically to `<state_dir>/health.json` (temp
 //! file, fsync, rename, fsync of the directory). It tells systemd `READY=1` as soon as the
 //! state directory and the signal handlers are set up (before the first cycle, which may be
-//! slow on a host with many or slow disks), and `STATUS=…` after each cycle. It lets go of
+//! slow on a host with many or slow disks), and `STATUS=…` after each cycle. After each
+//! cycle it also writes the [Prometheus metrics](crate::metrics) atomically to
+//! `metrics_file` (default `<state_dir>/felhom-agent.prom`). It lets go of
 //! the helper's connection after each cycle, so the socket-activated helper can reach its
 //! idle exit.
 //!
@@ -27,11 +29,17 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::AgentConfig;
 use crate::helper_client::HelperClient;
+use crate::metrics::CycleInfo;
 use crate::pve::PveClient;
 use crate::report::{self, HealthReport};
 
 /// The report's file name inside the state directory.
 pub const HEALTH_FILE: &str = "health.json";
+
+/// Mode of the metrics file: world-readable, so node_exporter (another user) can read it
+/// through the state directory's search bit (`StateDirectoryMode=0751`). `health.json`
+/// keeps the service's umask (0600).
+pub const METRICS_MODE: u32 = 0o644;
 
 /// The longest a collection cycle is expected to take (a SMART read of each disk, bounded
 /// by the helper's deadlines, plus the Proxmox reads). With the sleep between cycles, the
@@ -71,22 +79,47 @@ pub enum ServiceError {
 /// never a partial one.
 pub fn write_report(dir: &Path, report: &HealthReport) -> std::io::Result<PathBuf> {
     let target = dir.join(HEALTH_FILE);
-    let tmp = dir.join(format!(".{HEALTH_FILE}.{}.tmp", std::process::id()));
-    let body = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    let mut body = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    body.push(b'\n');
+    write_atomically(&target, &body, None)?;
+    Ok(target)
+}
+
+/// Writes `body` to `target` through a temp file in the same directory (fsync, rename,
+/// fsync of the directory): readers such as node_exporter's textfile collector see the old
+/// or the new file, never a partial one. With `mode`, the file gets exactly that mode
+/// (regardless of the umask); without, the umask decides.
+pub fn write_atomically(target: &Path, body: &[u8], mode: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = target
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a file", target.display())))?;
+    // A dot name: the textfile collector reads only *.prom, so it never sees the temp file.
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.write_all(b"\n")?;
+        if let Some(mode) = mode {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        f.write_all(body)?;
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&tmp, &target)?;
+        std::fs::rename(&tmp, target)?;
         // Make the rename itself durable.
         std::fs::File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map(|()| target)
+    result
 }
 
 fn notify(states: &[NotifyState<'_>]) {
@@ -160,8 +193,10 @@ pub async fn run(
         NotifyState::Status("started; first cycle running"),
     ]);
     let mut cycle: u64 = 0;
+    let mut last_success: Option<u64> = None;
     let signal_name = loop {
         cycle += 1;
+        let cycle_started = Instant::now();
         let collected = tokio::select! {
             r = report::collect(Ok(&pve), &helper) => Some(r),
             _ = term.recv() => None,
@@ -183,6 +218,19 @@ pub async fn run(
                 }
             }
             Err(e) => tracing::error!(cycle, error = %e, "{line}; cannot write {HEALTH_FILE}"),
+        }
+        if !report.is_degraded() {
+            last_success = Some(report.generated_at);
+        }
+        let info = CycleInfo {
+            duration_seconds: cycle_started.elapsed().as_secs_f64(),
+            last_success,
+        };
+        let metrics = crate::metrics::render(&report, config.node.as_str(), info);
+        if let Err(e) =
+            write_atomically(&config.metrics_file, metrics.as_bytes(), Some(METRICS_MODE))
+        {
+            tracing::error!(cycle, error = %e, file = %config.metrics_file.display(), "cannot write the metrics file");
         }
         progress_ms.store(elapsed_ms(), Ordering::Relaxed);
         let status = format!("cycle {cycle}: {line}");
@@ -223,6 +271,22 @@ mod tests {
         ));
         // A huge interval does not overflow.
         assert!(watchdog_allows(Duration::from_secs(1), Duration::MAX));
+    }
+
+    #[test]
+    fn write_atomically_sets_the_exact_mode_and_replaces_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.prom");
+        std::fs::write(&target, "old").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomically(&target, b"new\n", Some(0o644)).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A directory that does not exist: an error, nothing left behind.
+        assert!(write_atomically(&dir.path().join("no/x.prom"), b"", Some(0o644)).is_err());
     }
 
     #[tokio::test]

@@ -120,6 +120,13 @@ pub struct SmartSummary {
     pub firmware: Option<String>,
     /// `smart_status.passed`; `None` when SMART gave no verdict.
     pub passed: Option<bool>,
+    /// `smart_support.available`, if reported (ATA and SCSI; NVMe always has its log).
+    pub smart_available: Option<bool>,
+    /// True when the disk gave no verdict because it has no SMART support that smartctl can
+    /// reach: it says so (`smart_support.available: false`), or smartctl could not open it
+    /// as a SMART device (exit bit 1: virtual disks such as virtio, some USB bridges). Such
+    /// a disk is `unknown`, never failing; tables show it as `no SMART`.
+    pub no_smart_support: bool,
     /// Current temperature, °C. A reported 0 (RAID volumes, some bridges) is not a reading.
     pub temperature_c: Option<i64>,
     /// Power-on hours.
@@ -363,6 +370,13 @@ pub fn summarize_value(
             b.meaning = EXIT_BIT0_DEVICE_TYPE;
         }
     }
+    let smart_available = v
+        .get("smart_support")
+        .and_then(|s| s.get("available"))
+        .and_then(Value::as_bool);
+    let no_smart_support = passed.is_none()
+        && nvme.is_none()
+        && (smart_available == Some(false) || exit_bits.iter().any(|b| b.bit == 1));
     let mut summary = SmartSummary {
         disk,
         device_type: text(v, &["device", "type"]).or(requested_type),
@@ -371,6 +385,8 @@ pub fn summarize_value(
         serial: text(v, &["serial_number"]),
         firmware: text(v, &["firmware_version"]).or_else(|| text(v, &["scsi_revision"])),
         passed,
+        smart_available,
+        no_smart_support,
         temperature_c,
         power_on_hours,
         reallocated_sectors: attribute_raw(v, 5),
@@ -442,6 +458,16 @@ fn verdict(s: &SmartSummary) -> (Health, Vec<String>) {
     for a in &s.failed_attributes {
         warnings.push(format!("attribute failed: {a}"));
     }
+    if s.no_smart_support {
+        let why = if s.smart_available == Some(false) {
+            "the device reports none"
+        } else {
+            "smartctl could not open it as a SMART device (exit bit 1; usual for virtual \
+             disks such as virtio and for some USB bridges; on a physical disk, check the \
+             helper's capabilities)"
+        };
+        unknown.insert(0, format!("no SMART support: {why}; not a disk failure"));
+    }
     if s.passed.is_none() && s.nvme.is_none() && unknown.is_empty() {
         unknown.push("SMART gave no overall-health verdict (not supported or not enabled)".into());
     }
@@ -488,6 +514,34 @@ mod tests {
         assert_eq!(bits, vec![3, 4, 6, 7]);
         assert!(explain_exit_status(8)[0].meaning.contains("DISK FAILING"));
         assert!(explain_exit_status(0).is_empty());
+    }
+
+    #[test]
+    fn a_disk_without_smart_is_unknown_and_says_so_never_failing() {
+        // What smartctl says for a virtio disk: no device type, then (with -d sat) the
+        // device cannot be opened as a SMART device: exit bit 1.
+        let virtio = r#"{"smartctl":{"messages":[{"string":"open device: /dev/vda [SAT] failed: Operation not permitted","severity":"error"}],"exit_status":2}}"#;
+        let s = summarize(&report(virtio, 2)).unwrap();
+        assert_eq!(s.health, Health::Unknown);
+        assert!(s.no_smart_support);
+        assert!(s.problems[0].starts_with("no SMART support: smartctl could not open it"));
+        assert!(s.problems.iter().any(|p| p.starts_with("exit bit 1:")));
+        // A device that says it has no SMART.
+        let none = r#"{"smart_support":{"available":false},"model_name":"QEMU HARDDISK"}"#;
+        let s = summarize(&report(none, 4)).unwrap();
+        assert_eq!(s.health, Health::Unknown);
+        assert_eq!(s.smart_available, Some(false));
+        assert!(s.no_smart_support);
+        assert!(s.problems[0].starts_with("no SMART support: the device reports none"));
+        // A disk whose SMART says FAILED stays failing even with exit bit 1 set.
+        let failed = r#"{"smart_status":{"passed":false}}"#;
+        let s = summarize(&report(failed, 2 | 8)).unwrap();
+        assert_eq!(s.health, Health::Failing);
+        assert!(!s.no_smart_support);
+        // A healthy disk is not "no SMART".
+        let ok =
+            r#"{"smart_support":{"available":true,"enabled":true},"smart_status":{"passed":true}}"#;
+        assert!(!summarize(&report(ok, 0)).unwrap().no_smart_support);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   exit.
 //! - [`exec`]: the only code that starts processes.
 //! - [`contain`]: the helper as subreaper; no process outlives its operation.
+//! - [`logging`]: journal entries with fields (and the audit `MESSAGE_ID`) under systemd,
+//!   plain lines on stderr elsewhere.
 //! - [`ops`]: the operations themselves.
 
 pub mod audit;
@@ -19,6 +21,7 @@ pub mod contain;
 pub mod error;
 pub mod exec;
 pub mod listener;
+pub mod logging;
 pub mod ops;
 pub mod server;
 

@@ -6,14 +6,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = felhom_helper::Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(false)
-        .init();
+    // Journal entries with fields under systemd, plain lines on stderr elsewhere.
+    felhom_helper::logging::init();
     match felhom_helper::run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -94,11 +94,12 @@ async fn run_cycles_write_valid_json_notify_systemd_and_stop_on_sigterm() {
     assert!(all.contains("WATCHDOG=1"), "{all}");
     assert!(all.contains("STOPPING=1"), "{all}");
     // No temporary file is left in the state directory.
-    let names: Vec<String> = std::fs::read_dir(dir.path().join("state"))
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("state"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["health.json".to_string()]);
+    names.sort();
+    assert_eq!(names, vec!["felhom-agent.prom", "health.json"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

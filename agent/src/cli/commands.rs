@@ -843,7 +843,11 @@ fn render_smart(rows: &[SmartRow]) -> String {
         match &r.summary {
             Some(s) => t.row(vec![
                 r.disk.clone(),
-                s.health.as_str().into(),
+                if s.no_smart_support {
+                    "no SMART".into()
+                } else {
+                    s.health.as_str().into()
+                },
                 opt(s.model.as_deref()),
                 opt(s.serial.as_deref()),
                 opt(s.temperature_c.map(|t| format!("{t}°C"))),
