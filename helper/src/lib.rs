@@ -55,8 +55,11 @@ pub fn run(args: &Args) -> Result<(), StartupError> {
     contain::become_subreaper().map_err(|e| {
         StartupError::Runtime(format!("cannot become the subreaper of its tools: {e}"))
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread serves every connection: requests are handled one at a time per connection
+    // and privileged operations one at a time overall, blocking work (sysfs, /proc, files)
+    // goes to the blocking pool, and tools run as child processes. A multi-threaded runtime
+    // would only add thread start-up and cross-thread hand-offs to every call.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StartupError::Runtime(format!("cannot start the runtime: {e}")))?;

@@ -2,15 +2,22 @@
 //!
 //! Run: `cargo bench -p felhom-tests --bench helper_rpc`
 //!
-//! Prints one table with three rows:
+//! Prints one table, then the ratios of the real helper to the design's floor on their own
+//! lines (`ratio warm: …`, `ratio cold: …`, medians), all measured in the same run:
 //! 1. **floor** — a 64-byte ping-pong between two processes over an AF_UNIX stream socket
 //!    (this bench re-executes itself as the echo process);
-//! 2. **hello, warm** — the agent's `HelperClient::ping` (tarpc `hello`, bincode framing) to the
-//!    real `felhom-helper` in development mode (`--listen`) on an open connection;
-//! 3. **first call, socket-activated** — `systemd-socket-activate` holds the socket, and the
-//!    agent's first call (connect + `hello` handshake + `hello`) has to start the helper; a
-//!    fresh activation for every iteration. Skipped with a reason when
-//!    `systemd-socket-activate` is not installed.
+//! 2. **reference, warm** — a plain tarpc client's `hello` to `felhom-ref-helper` (a minimal
+//!    server of the same service, transport and crate versions, current-thread runtime; see
+//!    `tests/src/bin/felhom-ref-helper.rs`) on an open connection;
+//! 3. **helper, warm** — the agent's `HelperClient::ping` (tarpc `hello`) to the real
+//!    `felhom-helper` in development mode (`--listen`) on an open connection;
+//! 4. **reference, cold** — `systemd-socket-activate` holds the socket and execs the reference
+//!    server on the first connection; connect and two `hello` round trips (what the agent
+//!    makes on a new connection: its handshake, then the call);
+//! 5. **helper, cold** — the same with the real helper and the agent's first `ping` (connect,
+//!    handshake `hello`, `hello`); a fresh activation for every iteration.
+//!
+//! The cold rows are skipped with a reason when `systemd-socket-activate` is not installed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use felhom_agent::helper_client::HelperClient;
+use felhom_protocol::PROTOCOL_VERSION;
 use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions};
 
 const ECHO_ENV: &str = "FELHOM_BENCH_ECHO_SOCKET";
@@ -38,7 +46,7 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64, f64, usize) {
 
 fn row(name: &str, sample: Vec<Duration>) {
     let (mean, p50, p99, n) = stats(sample);
-    println!("{name:<42} {n:>6} {mean:>11.1} {p50:>11.1} {p99:>11.1}");
+    println!("{name:<46} {n:>6} {mean:>11.1} {p50:>11.1} {p99:>11.1}");
 }
 
 /// The echo side of the floor measurement: connect, then echo 64-byte messages until EOF.
@@ -79,11 +87,79 @@ fn floor(dir: &Path, iterations: usize) -> Vec<Duration> {
     out
 }
 
-async fn warm_hello(iterations: usize) -> Vec<Duration> {
+const REF: &str = env!("CARGO_BIN_EXE_felhom-ref-helper");
+const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
+
+/// A plain tarpc client of the helper service on `path`.
+async fn raw_client(path: &Path) -> felhom_protocol::HelperClient {
+    let stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    felhom_protocol::HelperClient::new(
+        tarpc::client::Config::default(),
+        felhom_protocol::transport::client_transport(stream),
+    )
+    .spawn()
+}
+
+fn ctx() -> tarpc::context::Context {
+    let mut c = tarpc::context::current();
+    c.deadline = Instant::now() + Duration::from_secs(5);
+    c
+}
+
+/// Starts `cmd` and waits for `socket` to appear; the child is killed by the guard.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(mut cmd: Command, socket: &Path) -> Server {
+    let _ = std::fs::remove_file(socket);
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let until = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < until, "{} did not appear", socket.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server
+}
+
+async fn reference_warm(dir: &Path, iterations: usize) -> Vec<Duration> {
+    let sock = dir.join("ref-warm.sock");
+    let mut cmd = Command::new(REF);
+    cmd.arg("--listen").arg(&sock);
+    let _server = serve(cmd, &sock);
+    let client = raw_client(&sock).await;
+    for _ in 0..200 {
+        client.hello(ctx(), PROTOCOL_VERSION).await.unwrap().unwrap();
+    }
+    let mut out = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        client.hello(ctx(), PROTOCOL_VERSION).await.unwrap().unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
+
+async fn helper_warm(iterations: usize) -> Vec<Duration> {
     let harness = HelperHarness::start_dev(HelperHarnessOptions::default()).unwrap();
     let client = HelperClient::new(harness.socket_path());
     for _ in 0..200 {
-        client.ping().await.unwrap();
+        if let Err(e) = client.ping().await {
+            panic!("{e}\n{}", harness.log());
+        }
     }
     let mut out = Vec::with_capacity(iterations);
     for _ in 0..iterations {
@@ -94,16 +170,34 @@ async fn warm_hello(iterations: usize) -> Vec<Duration> {
     out
 }
 
-async fn activated_first_call(iterations: usize) -> Option<Vec<Duration>> {
+async fn reference_cold(dir: &Path, iterations: usize) -> Option<Vec<Duration>> {
+    if !Path::new(ACTIVATE).exists() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let sock = dir.join(format!("ref-cold-{i}.sock"));
+        let mut cmd = Command::new(ACTIVATE);
+        cmd.arg("-l").arg(&sock).arg(REF);
+        let _server = serve(cmd, &sock);
+        let t = Instant::now();
+        let client = raw_client(&sock).await;
+        client.hello(ctx(), PROTOCOL_VERSION).await.unwrap().unwrap();
+        client.hello(ctx(), PROTOCOL_VERSION).await.unwrap().unwrap();
+        out.push(t.elapsed());
+    }
+    Some(out)
+}
+
+async fn helper_cold(iterations: usize) -> Option<Vec<Duration>> {
     let mut out = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         // Prepares a fresh directory and config, and waits until systemd-socket-activate
         // has bound the socket; the helper itself starts only on the first connection.
-        let harness = HelperHarness::start(HelperHarnessOptions::default());
-        let harness = match harness {
+        let harness = match HelperHarness::start(HelperHarnessOptions::default()) {
             Ok(h) => h,
             Err(e) => {
-                println!("(socket-activated row skipped: {e})");
+                println!("(socket-activated rows skipped: {e})");
                 return None;
             }
         };
@@ -113,6 +207,12 @@ async fn activated_first_call(iterations: usize) -> Option<Vec<Duration>> {
         out.push(t.elapsed());
     }
     Some(out)
+}
+
+fn p50(v: &[Duration]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2].as_secs_f64()
 }
 
 fn main() {
@@ -136,17 +236,35 @@ fn main() {
         .unwrap();
 
     let floor = floor(dir.path(), n_floor);
-    let warm = runtime.block_on(warm_hello(n_warm));
-    let cold = runtime.block_on(activated_first_call(n_cold));
+    let ref_warm = runtime.block_on(reference_warm(dir.path(), n_warm));
+    let warm = runtime.block_on(helper_warm(n_warm));
+    let ref_cold = runtime.block_on(reference_cold(dir.path(), n_cold));
+    let cold = runtime.block_on(helper_cold(n_cold));
 
     println!();
     println!(
-        "{:<42} {:>6} {:>11} {:>11} {:>11}",
+        "{:<46} {:>6} {:>11} {:>11} {:>11}",
         "round trip", "n", "mean µs", "p50 µs", "p99 µs"
     );
+    let ratio_warm = p50(&warm) / p50(&ref_warm);
     row("floor: 64 B ping-pong over AF_UNIX", floor);
-    row("agent → helper hello (warm connection)", warm);
-    if let Some(cold) = cold {
-        row("first call, socket-activates the helper", cold);
+    row("reference server: hello (warm connection)", ref_warm);
+    row("felhom-helper: agent hello (warm connection)", warm);
+    let ratio_cold = match (ref_cold, cold) {
+        (Some(r), Some(c)) => {
+            let ratio = p50(&c) / p50(&r);
+            row("reference server: socket-activated, 2 calls", r);
+            row("felhom-helper: socket-activated first ping", c);
+            Some(ratio)
+        }
+        _ => {
+            println!("(cold rows skipped: {ACTIVATE} is not installed)");
+            None
+        }
+    };
+    println!();
+    println!("ratio warm: {ratio_warm:.2}");
+    if let Some(r) = ratio_cold {
+        println!("ratio cold: {r:.2}");
     }
 }

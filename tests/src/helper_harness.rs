@@ -299,6 +299,14 @@ impl HelperHarness {
         let mut h = Self::prepare(&opts)?;
         let cmd = h.helper_command(&["--listen".into(), h.socket.clone().into()]);
         h.spawn(cmd)?;
+        // The file appears at bind(), a moment before listen(): wait until it accepts.
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&h.socket).is_err() {
+            if Instant::now() > until {
+                bail!("helper socket never accepted a connection:\n{}", h.log());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Ok(h)
     }
 
