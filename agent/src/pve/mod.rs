@@ -62,6 +62,7 @@
 //! # }
 //! ```
 
+pub mod archive;
 mod client;
 pub mod error;
 mod http;

@@ -1522,10 +1522,14 @@ fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
             "storage '{storage}' does not support backups"
         )));
     }
-    let now = now_epoch();
+    // vzdump stamps each archive when that guest's backup begins, after the task started
+    // (so the archive's ctime is never before the UPID's start time).
+    let now = now_epoch() + 1;
     let stamp = inner.stamp();
+    let remove = params.get("remove").is_none_or(|r| truthy(Some(r)));
+    let quirk = inner.backup_quirk.take();
     let mut cmd = format!("vzdump {}", list);
-    for k in ["mode", "storage", "compress", "notes-template"] {
+    for k in ["mode", "storage", "compress", "remove", "notes-template"] {
         if let Some(v) = params.get(k) {
             cmd.push_str(&format!(" --{k} '{v}'"));
         }
@@ -1556,7 +1560,8 @@ fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
             "INFO: status = {}",
             if ct.running { "running" } else { "stopped" }
         ));
-        if let Some(msg) = locked_error(ct) {
+        let limit = super::backup::limit_error(inner, &storage, *vmid, remove);
+        if let Some(msg) = locked_error(ct).or(limit) {
             lines.push(format!("ERROR: Backup of VM {vmid} failed - {msg}"));
             lines.push(format!("INFO: Failed at {stamp}"));
             failed = true;
@@ -1575,10 +1580,9 @@ fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
                 .replace("{{cluster}}", "");
             volume.notes = Some(notes);
         }
-        lines.push(format!(
-            "INFO: creating vzdump archive '{}'",
-            inner.archive_path(&volume.volid)
-        ));
+        if quirk.is_none_or(|q| q.logs_archive()) {
+            lines.push(super::backup::archive_line(inner, &volume));
+        }
         done_log.push(format!(
             "INFO: Total bytes written: {} (1.1GiB, 289MiB/s)",
             volume.size * 3
@@ -1592,10 +1596,18 @@ fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
         }
         done_log.push(format!("INFO: Finished Backup of VM {vmid} (00:00:04)"));
         done_log.push(format!("INFO: Backup finished at {stamp}"));
-        effects.push(Effect::Backup {
-            storage: storage.clone(),
-            volume,
-        });
+        let pruned = if remove {
+            super::backup::prune(inner, &storage, *vmid, &mut done_log)
+        } else {
+            Vec::new()
+        };
+        if quirk.is_none_or(|q| q.lists_archive()) {
+            effects.push(Effect::Backup {
+                storage: storage.clone(),
+                volume,
+            });
+        }
+        effects.extend(pruned);
     }
     let forced = if failed {
         done_log.push("INFO: Backup job finished with errors".to_string());

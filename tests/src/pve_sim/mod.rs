@@ -50,6 +50,7 @@
 //!   and path match; every request is recorded first (without headers, so never the secret).
 
 mod api;
+mod backup;
 mod server;
 mod state;
 mod tls;
@@ -63,6 +64,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use backup::BackupQuirk;
 pub use state::SimState;
 
 /// How the simulator behaves; [`Default`] gives a PVE 9 node called `pve`.
