@@ -43,6 +43,7 @@
 //! #     token_id: TokenId::new("felhom@pve!agent")?,
 //! #     token_secret: Secret::new(sim.token_secret()).expect("a non-empty secret"),
 //! #     tls: TlsMode::Pinned(sim.fingerprint().parse()?),
+//! #     tls_server_name: None,
 //! #     request_timeout: Duration::from_secs(30),
 //! # })?;
 //! let upid = pve.snapshot_create(Vmid::new(100)?, &"before_upgrade".parse()?, None).await?;
@@ -196,6 +197,10 @@ pub struct ApiSettings {
     pub token_secret: Secret,
     /// Certificate verification.
     pub tls: TlsMode,
+    /// Verify the certificate chain for this DNS name (or IP) instead of the URL's host,
+    /// while connecting to the URL's address (`tls_server_name`; system roots and CA file
+    /// modes only).
+    pub tls_server_name: Option<String>,
     /// Per-request timeout.
     pub request_timeout: Duration,
 }
@@ -238,6 +243,7 @@ mod tests {
             token_id: TokenId::new("felhom@pve!agent").unwrap(),
             token_secret: Secret::new("s3cr3t-value").unwrap(),
             tls: TlsMode::Insecure,
+            tls_server_name: None,
             request_timeout: Duration::from_secs(30),
         };
         let dbg = format!("{s:?}");
