@@ -409,7 +409,7 @@ impl PveClient {
     }
 
     /// `PUT …/lxc/{vmid}/config` — synchronous; applies `change` only if the config digest
-    /// still matches (when one is given). Never retried: a 595/596 is
+    /// still matches (when one is given). Never retried: a 595/596 or 502/503/504 is
     /// [`PveError::OutcomeUnknown`].
     pub async fn set_config(&self, vmid: Vmid, change: &ConfigChange) -> Result<(), PveError> {
         let form = change

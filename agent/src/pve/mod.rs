@@ -7,7 +7,7 @@
 //!   list).
 //! - [`ApiSettings`] — where and how to connect (built from [`crate::config::AgentConfig`]).
 //! - [`PveError`] — errors classified from what Proxmox really sends (reason phrase, body
-//!   `message`, `errors` map, 403 privilege, lock name, 595/596 outcome-unknown); a failed
+//!   `message`, `errors` map, 403 privilege, lock name, 595/596 — and 502/503/504 on writes — outcome-unknown, 501 final); a failed
 //!   task is [`PveError::Task`] with its [`TaskFailure::reasons`].
 //! - [`tasklog`] — what a task log says: error and warning lines, progress, clean lines.
 //! - [`tls`] — system roots, CA file, SHA-256 leaf pinning, or explicit insecure mode.
