@@ -16,8 +16,7 @@ use super::{
 use crate::config::AgentConfig;
 use crate::helper_client::HelperClient;
 use crate::pve::{
-    ConfigChange, ConfigKey, GuestState, PveClient, RestoreRequest, SnapshotName, TaskSuccess,
-    Upid, WaitOptions,
+    ConfigKey, GuestState, PveClient, RestoreRequest, SnapshotName, TaskSuccess, Upid, WaitOptions,
 };
 use crate::report::{self, HealthReport};
 use crate::smart::{Health, SmartSummary, summarize};
@@ -102,7 +101,7 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         } => super::power::shutdown(&pve_client(&config)?, *vmid, *timeout, *force_stop, pm).await,
         Command::SetConfig { vmid, changes } => {
             let change = parse_changes(changes)?;
-            set_config(&pve_client(&config)?, *vmid, change).await
+            super::setconfig::set_config(&pve_client(&config)?, *vmid, change).await
         }
         Command::Storage { action: None } => storage(&pve_client(&config)?).await,
         Command::Storage {
@@ -501,32 +500,6 @@ pub fn parse_changes(changes: &[String]) -> Result<Vec<(ConfigKey, String)>, Cli
         out.push((key, v.to_string()));
     }
     Ok(out)
-}
-
-async fn set_config(
-    pve: &PveClient,
-    vmid: Vmid,
-    changes: Vec<(ConfigKey, String)>,
-) -> Result<Outcome, CliError> {
-    let current = pve.container_config(vmid).await?;
-    let mut change = ConfigChange::new();
-    if !current.digest.is_empty() {
-        change = change
-            .digest(&current.digest)
-            .map_err(|e| CliError::Failed(e.to_string()))?;
-    }
-    let mut shown = Vec::new();
-    for (k, v) in changes {
-        shown.push(format!("{k}={v}"));
-        change = change
-            .set(k, v)
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-    }
-    pve.set_config(vmid, &change).await?;
-    Ok(Outcome::new(
-        &json!({ "ok": true, "vmid": vmid, "set": shown }),
-        format!("CT {vmid}: set {}\n", shown.join(" ")),
-    ))
 }
 
 async fn storage(pve: &PveClient) -> Result<Outcome, CliError> {

@@ -9,6 +9,7 @@ mod commands;
 mod output;
 mod power;
 pub mod progress;
+mod setconfig;
 mod storage;
 mod tasks;
 

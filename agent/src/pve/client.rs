@@ -132,6 +132,14 @@ impl PveClient {
             .await
     }
 
+    /// `GET /nodes/{node}/lxc/{vmid}/pending` — every config key with its current value and
+    /// the change waiting for the next start, if any.
+    pub async fn pending(&self, vmid: Vmid) -> Result<Vec<super::pending::PendingEntry>, PveError> {
+        let id = vmid.to_string();
+        self.get(&["nodes", self.node.as_str(), "lxc", &id, "pending"], &[])
+            .await
+    }
+
     /// `GET /nodes/{node}/lxc/{vmid}/snapshot` (includes the pseudo-entry `current`).
     pub async fn snapshots(&self, vmid: Vmid) -> Result<Vec<SnapshotEntry>, PveError> {
         let id = vmid.to_string();

@@ -68,6 +68,7 @@ mod client;
 pub mod error;
 mod http;
 pub mod lenient;
+pub mod pending;
 pub mod tasklist;
 pub mod tasklog;
 pub mod tasks;

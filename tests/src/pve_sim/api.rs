@@ -79,7 +79,7 @@ impl From<Value> for ApiOk {
     }
 }
 
-type ApiResult = Result<ApiOk, ApiError>;
+pub(crate) type ApiResult = Result<ApiOk, ApiError>;
 type Params = BTreeMap<String, String>;
 
 const VM_CONFIG_PRIVS: &[&str] = &[
@@ -313,6 +313,7 @@ fn node_scoped(
                 ) => power(inner, vmid, action),
                 ("GET", ["config"]) => get_config(inner, vmid, params),
                 ("PUT", ["config"]) => put_config(inner, vmid, params),
+                ("GET", ["pending"]) => super::pending::get_pending(inner, vmid),
                 ("GET", ["snapshot"]) => snapshot_list(inner, vmid),
                 ("POST", ["snapshot"]) => snapshot_create(inner, vmid, params),
                 ("DELETE", ["snapshot", name]) => snapshot_delete(inner, vmid, name),
@@ -731,11 +732,21 @@ fn put_config(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
         }
     }
     if let Some(ct) = inner.containers.get_mut(&vmid) {
+        let running = ct.running;
         for d in &deletes {
-            ct.config.remove(d);
+            if running && super::pending::needs_restart(d) {
+                ct.pending.insert(d.clone(), Value::Null);
+            } else {
+                ct.config.remove(d);
+            }
         }
         for (k, v) in sets {
-            ct.config.insert(k, v);
+            if running && super::pending::needs_restart(&k) {
+                ct.pending.insert(k, v);
+            } else {
+                ct.pending.remove(&k);
+                ct.config.insert(k, v);
+            }
         }
     }
     Ok(Value::Null.into())
@@ -1260,6 +1271,7 @@ fn create(inner: &mut Inner, params: &Params) -> ApiResult {
                 pid: 0,
                 snapshots: Vec::new(),
                 parent: None,
+                pending: Map::new(),
             },
         );
     }

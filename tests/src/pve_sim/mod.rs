@@ -51,6 +51,7 @@
 
 mod api;
 mod backup;
+mod pending;
 mod server;
 mod state;
 mod tls;

@@ -79,6 +79,8 @@ pub(crate) struct Container {
     pub(crate) pid: u32,
     pub(crate) snapshots: Vec<Snapshot>,
     pub(crate) parent: Option<String>,
+    /// Changes waiting for the next start (`Null` = delete).
+    pub(crate) pending: Map<String, Value>,
 }
 
 /// A volume on a storage (template or backup archive).
@@ -373,6 +375,7 @@ impl Inner {
                 pid,
                 snapshots: Vec::new(),
                 parent: None,
+                pending: Map::new(),
             },
         );
     }
@@ -623,6 +626,7 @@ impl Inner {
                     ct.running = true;
                     ct.started_at = now;
                     ct.pid = pid;
+                    super::pending::apply(&mut ct.config, &mut ct.pending);
                 }
             }
             Effect::Stop(vmid) => {
@@ -705,6 +709,7 @@ impl Inner {
                         pid,
                         snapshots: Vec::new(),
                         parent: None,
+                        pending: Map::new(),
                     },
                 );
             }
