@@ -1,6 +1,7 @@
 //! The real `felhom-agent` binary: `set-config` on a running container reports which
 //! changes Proxmox applied and which wait in `…/pending` for the next start (human and
-//! JSON output), read from the simulator's `GET …/pending`.
+//! JSON output), read from the simulator's `GET …/pending`; and start/stop/shutdown of an
+//! HA-managed guest wait for the state the HA manager brings it to.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -112,4 +113,50 @@ async fn set_config_says_what_is_applied_and_what_is_pending() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["pending_known"], false);
     assert!(r.json()["applied"].is_null());
+}
+
+/// An HA-managed guest: the `hastart`/`hastop` task ends once the request is queued; the
+/// agent waits until `status/current` shows the target state and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_managed_power_waits_for_the_real_state() {
+    let env = env().await;
+    let state = env.sim.state();
+    state.set_ha_managed(101, true);
+    let r = agent(&env, &["--json", "start", "101"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert!(
+        v["task"]["upid"]
+            .as_str()
+            .unwrap()
+            .contains(":hastart:101:"),
+        "{v:#}"
+    );
+    assert_eq!(v["ha"]["managed"], true, "{v:#}");
+    assert_eq!(v["ha"]["reached"], true, "{v:#}");
+    // When the agent returns, the guest really runs (the LRM's vzstart took longer than
+    // the hastart task).
+    assert_eq!(state.container_running(101), Some(true));
+    assert!(
+        state
+            .task_upids()
+            .iter()
+            .any(|u| u.contains(":vzstart:101:")),
+        "the LRM started it"
+    );
+
+    let r = agent(&env, &["shutdown", "101", "--timeout", "5"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("CT 101 is HA-managed: the HA manager brought it to stopped"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(state.container_running(101), Some(false));
+
+    // A guest that is not HA-managed has no HA part.
+    let r = agent(&env, &["--json", "stop", "100"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.json()["ha"].is_null());
 }

@@ -472,9 +472,10 @@ async fn power(
     };
     let done = progress::wait(pve, &upid, WaitOptions::with_timeout(SHORT_TASK), pm).await?;
     let verb = if start { "start" } else { "stop" };
+    let (ha_line, ha) = super::ha::follow(pve, vmid, &upid, start, super::ha::HA_WAIT).await;
     Ok(Outcome::new(
-        &json!({ "ok": true, "action": verb, "vmid": vmid, "task": task_json(&done) }),
-        task_line(&format!("{verb} CT {vmid}"), &done),
+        &json!({ "ok": true, "action": verb, "vmid": vmid, "task": task_json(&done), "ha": ha }),
+        task_line(&format!("{verb} CT {vmid}"), &done) + &ha_line,
     ))
 }
 

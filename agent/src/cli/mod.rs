@@ -6,6 +6,7 @@
 
 mod backup;
 mod commands;
+mod ha;
 mod output;
 mod power;
 pub mod progress;

@@ -66,6 +66,7 @@
 pub mod archive;
 mod client;
 pub mod error;
+pub mod ha;
 mod http;
 pub mod lenient;
 pub mod pending;

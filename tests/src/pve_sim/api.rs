@@ -517,7 +517,7 @@ fn ct_entry(inner: &Inner, vmid: u32, ct: &Container, full: bool) -> Value {
         m.insert("template".into(), num(1));
     }
     if full {
-        m.insert("ha".into(), json!({"managed": 0}));
+        m.insert("ha".into(), super::ha::ha_object(inner, vmid));
     }
     Value::Object(m)
 }
@@ -754,6 +754,10 @@ fn put_config(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
 
 fn power(inner: &mut Inner, vmid: u32, action: &str) -> ApiResult {
     check(inner, &format!("/vms/{vmid}"), "VM.PowerMgmt")?;
+    container(inner, vmid)?;
+    if let Some(r) = super::ha::power(inner, vmid, action) {
+        return r;
+    }
     let ct = container(inner, vmid)?;
     let (kind, effect) = match action {
         "start" => {

@@ -51,6 +51,7 @@
 
 mod api;
 mod backup;
+mod ha;
 mod pending;
 mod server;
 mod state;

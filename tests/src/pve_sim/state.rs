@@ -215,6 +215,8 @@ pub(crate) struct Inner {
     pub(crate) faults: Vec<Fault>,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) next_pid: u32,
+    /// HA-managed containers and their requested state (`started`, `stopped`).
+    pub(crate) ha: BTreeMap<u32, String>,
     /// A deviation for the next vzdump (taken by it).
     pub(crate) backup_quirk: Option<super::backup::BackupQuirk>,
 }
@@ -350,6 +352,7 @@ impl Inner {
             requests: Vec::new(),
             next_pid: 0x0001_D3A0,
             backup_quirk: None,
+            ha: BTreeMap::new(),
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);
@@ -850,6 +853,22 @@ impl SimState {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Puts a container under (or removes it from) the HA manager: `status/current` then
+    /// has `ha.managed = 1`, and power requests become `hastart`/`hastop` tasks.
+    pub fn set_ha_managed(&self, vmid: u32, managed: bool) {
+        let mut g = self.settled();
+        if managed {
+            let state = if g.containers.get(&vmid).is_some_and(|c| c.running) {
+                "started"
+            } else {
+                "stopped"
+            };
+            g.ha.insert(vmid, state.to_string());
+        } else {
+            g.ha.remove(&vmid);
         }
     }
 
