@@ -128,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         token_secret: Secret::new(sim.token_secret())
             .ok_or_else(|| anyhow::anyhow!("empty simulator secret"))?,
         tls: TlsMode::Pinned(sim.fingerprint().parse()?),
+        tls_server_name: None,
         request_timeout: Duration::from_secs(30),
     })?;
     reads(&pve).await?;

@@ -12,6 +12,7 @@
 //! | `tls_fingerprint` | `FELHOM_TLS_FINGERPRINT` | SHA-256 leaf pin, colon hex |
 //! | `tls_ca_file` | `FELHOM_TLS_CA_FILE` | PEM CA file |
 //! | `tls_insecure` | `FELHOM_TLS_INSECURE` | `true` only when explicitly wanted |
+//! | `tls_server_name` | `FELHOM_TLS_SERVER_NAME` | verify the chain for this DNS name while connecting to `api_url` (system roots or `tls_ca_file`) |
 //! | `helper_socket` | `FELHOM_HELPER_SOCKET` | default `/run/felhom/helper.sock` |
 //! | `state_dir` | `FELHOM_STATE_DIR` | default `/var/lib/felhom-agent` |
 //! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval, default 300 |
@@ -51,6 +52,7 @@ pub const KEYS: &[&str] = &[
     "tls_fingerprint",
     "tls_ca_file",
     "tls_insecure",
+    "tls_server_name",
     "helper_socket",
     "state_dir",
     "interval_secs",
@@ -137,6 +139,8 @@ pub struct AgentConfig {
     pub token_secret_file: PathBuf,
     /// Certificate verification.
     pub tls: TlsMode,
+    /// The name the certificate chain is verified for, instead of `api_url`'s host.
+    pub tls_server_name: Option<String>,
     /// Helper socket.
     pub helper_socket: PathBuf,
     /// State directory.
@@ -158,6 +162,7 @@ impl fmt::Debug for AgentConfig {
             .field("token_secret_file", &self.token_secret_file)
             .field("token_secret", &crate::secret::REDACTED)
             .field("tls", &self.tls)
+            .field("tls_server_name", &self.tls_server_name)
             .field("helper_socket", &self.helper_socket)
             .field("state_dir", &self.state_dir)
             .field("interval", &self.interval)
@@ -412,6 +417,16 @@ impl AgentConfig {
             (_, _, true) => TlsMode::Insecure,
             _ => TlsMode::SystemRoots,
         };
+        let tls_server_name = l.parsed("tls_server_name", |s| {
+            crate::pve::tls::parse_server_name(s).map(|_| s.trim().to_string())
+        })?;
+        if tls_server_name.is_some() && matches!(tls, TlsMode::Pinned(_) | TlsMode::Insecure) {
+            return Err(ConfigError::Invalid {
+                key: "tls_server_name",
+                source_name: "the TLS settings".into(),
+                reason: "it applies only to chain verification (system roots or tls_ca_file); a pinned or unverified certificate is not checked for a name".into(),
+            });
+        }
 
         let state_dir = l
             .parsed("state_dir", abs_path)?
@@ -425,6 +440,7 @@ impl AgentConfig {
             token_id,
             token_secret_file,
             tls,
+            tls_server_name,
             helper_socket: l
                 .parsed("helper_socket", abs_path)?
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_HELPER_SOCKET)),
@@ -448,6 +464,7 @@ impl AgentConfig {
             token_id: self.token_id.clone(),
             token_secret,
             tls: self.tls.clone(),
+            tls_server_name: self.tls_server_name.clone(),
             request_timeout: self.request_timeout,
         })
     }
@@ -645,6 +662,42 @@ mod tests {
             matches!(&err, ConfigError::TlsConflict(keys) if keys == "tls_fingerprint and tls_insecure"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn tls_server_name_goes_with_chain_verification_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/x""#;
+        let p = write(
+            dir.path(),
+            &format!(r#"{{{base},"tls_ca_file":"/ca.pem","tls_server_name":"pve.example.com"}}"#),
+        );
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert_eq!(c.tls_server_name.as_deref(), Some("pve.example.com"));
+        assert_eq!(c.tls, TlsMode::CaFile("/ca.pem".into()));
+        // With a pin or no verification it would silently do nothing: refused.
+        let p = write(
+            dir.path(),
+            &format!(r#"{{{base},"tls_insecure":true,"tls_server_name":"pve.example.com"}}"#),
+        );
+        let err = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Invalid {
+                    key: "tls_server_name",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // Not a name.
+        let p = write(
+            dir.path(),
+            &format!(r#"{{{base},"tls_server_name":"bad name!"}}"#),
+        );
+        let err = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("tls_server_name"), "{err}");
     }
 
     /// Any `FELHOM_TLS_*` variable replaces the file's whole TLS choice (env wins), instead

@@ -40,6 +40,7 @@
 //!     token_id: TokenId::new("felhom@pve!agent")?,
 //!     token_secret: Secret::new(sim.token_secret()).expect("a non-empty secret"),
 //!     tls: TlsMode::Pinned(sim.fingerprint().parse()?),
+//!     tls_server_name: None,
 //!     request_timeout: Duration::from_secs(30),
 //! };
 //! let pve = PveClient::new(&settings)?; // sends nothing yet
@@ -86,6 +87,7 @@
 //! #     token_id: TokenId::new("felhom@pve!agent")?,
 //! #     token_secret: Secret::new(sim.token_secret()).expect("a non-empty secret"),
 //! #     tls: TlsMode::Pinned(sim.fingerprint().parse()?),
+//! #     tls_server_name: None,
 //! #     request_timeout: Duration::from_secs(30),
 //! # })?;
 //! // A backup holds the guest's lock; Proxmox refuses a config change meanwhile.

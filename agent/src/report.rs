@@ -5,7 +5,7 @@
 //! data and a message) or `error` (with a message). Proxmox or the helper being unreachable
 //! makes the affected sections `error` and the report `degraded`; it never aborts collection.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use felhom_protocol::{Capability, HelloReply, MountBackend, SensorReading};
 use serde::Serialize;
@@ -278,8 +278,32 @@ async fn collect_smart(helper: &HelperClient) -> Section<Vec<DiskHealth>> {
     }
 }
 
+/// The longest the Proxmox part and the helper part of a report may each take; a part that
+/// is not done by then is cut off and its sections are errors that say so. The worst case
+/// the configuration allows is far longer (every disk × the helper's 30 s SMART deadline;
+/// every read × 3 attempts × `request_timeout_secs`, up to an hour each), so the cycle bounds
+/// itself here, below the service's [`MAX_CYCLE_TIME`](crate::service::MAX_CYCLE_TIME),
+/// which the watchdog budget covers.
+pub const COLLECT_BOUND: Duration = Duration::from_secs(9 * 60);
+
 /// Collects the report. `pve` is an error message when no API client could be built.
+/// Each half (Proxmox, helper) is bounded by [`COLLECT_BOUND`].
 pub async fn collect(pve: Result<&PveClient, String>, helper: &HelperClient) -> HealthReport {
+    collect_within(pve, helper, COLLECT_BOUND).await
+}
+
+/// [`collect`] with another bound (tests).
+pub async fn collect_within(
+    pve: Result<&PveClient, String>,
+    helper: &HelperClient,
+    bound: Duration,
+) -> HealthReport {
+    let cut = || {
+        format!(
+            "not collected within {} s (the cycle's bound); the rest of the report is current",
+            bound.as_secs()
+        )
+    };
     let pve_part = async {
         match pve {
             Ok(pve) => {
@@ -320,6 +344,28 @@ pub async fn collect(pve: Result<&PveClient, String>, helper: &HelperClient) -> 
                 )
             }
         }
+    };
+    let pve_part = async {
+        tokio::time::timeout(bound, pve_part)
+            .await
+            .unwrap_or_else(|_| {
+                (
+                    Section::error(cut()),
+                    Section::error(cut()),
+                    Section::error(cut()),
+                )
+            })
+    };
+    let helper_part = async {
+        tokio::time::timeout(bound, helper_part)
+            .await
+            .unwrap_or_else(|_| {
+                (
+                    Section::error(cut()),
+                    Section::error(cut()),
+                    Section::error(cut()),
+                )
+            })
     };
     let ((pve, guests, storage), (helper, smart, sensors)) = tokio::join!(pve_part, helper_part);
     let mut report = HealthReport {
@@ -367,5 +413,32 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["overall"], "degraded");
         assert_eq!(json["smart"]["status"], "error");
+    }
+
+    #[tokio::test]
+    async fn a_part_that_hangs_is_cut_at_the_bound() {
+        // A helper socket that accepts connections and never answers.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        let _listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let helper = HelperClient::new(path);
+        let r = collect_within(
+            Err("no API configured".into()),
+            &helper,
+            Duration::from_millis(300),
+        )
+        .await;
+        for s in [&r.helper.message, &r.smart.message, &r.sensors.message] {
+            assert!(
+                s.as_deref().unwrap().contains("not collected within 0 s"),
+                "{s:?}"
+            );
+        }
+        assert!(r.is_degraded());
+    }
+
+    #[test]
+    fn the_cycle_bound_is_inside_the_watchdog_budget() {
+        assert!(COLLECT_BOUND < crate::service::MAX_CYCLE_TIME);
     }
 }

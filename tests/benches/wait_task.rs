@@ -121,6 +121,7 @@ async fn scenario(
         token_secret: Secret::new(sim.token_secret())
             .ok_or_else(|| anyhow::anyhow!("bad simulator secret"))?,
         tls: TlsMode::Pinned(sim.fingerprint().parse()?),
+        tls_server_name: None,
         request_timeout: Duration::from_secs(10),
     };
     let client = PveClient::new(&settings)?;

@@ -26,6 +26,7 @@ fn settings(sim: &PveSim, tls: TlsMode) -> ApiSettings {
         token_id: TokenId::new(sim.token_id()).unwrap(),
         token_secret: Secret::new(sim.token_secret()).unwrap(),
         tls,
+        tls_server_name: None,
         request_timeout: Duration::from_secs(5),
     }
 }

@@ -32,6 +32,7 @@ async fn sim_with(task_duration: Duration) -> (PveSim, PveClient) {
         token_id: TokenId::new(sim.token_id()).unwrap(),
         token_secret: Secret::new(sim.token_secret()).unwrap(),
         tls: TlsMode::Pinned(sim.fingerprint().parse().unwrap()),
+        tls_server_name: None,
         request_timeout: Duration::from_secs(5),
     };
     let client = PveClient::new(&settings).unwrap();

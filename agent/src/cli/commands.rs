@@ -11,13 +11,12 @@ use serde_json::json;
 use super::output::{Outcome, Table, bytes, opt, uptime};
 use super::progress::{self, ProgressMode};
 use super::{
-    Cli, CliError, Command, GoldenImageAction, GoldenImageArgs, Mode, SnapshotAction, UsbAction,
+    Cli, CliError, Command, GoldenImageAction, GoldenImageArgs, SnapshotAction, UsbAction,
 };
 use crate::config::AgentConfig;
 use crate::helper_client::HelperClient;
 use crate::pve::{
-    BackupMode, BackupRequest, BackupStarted, ConfigChange, ConfigKey, ContentKind, GuestState,
-    PveClient, RestoreRequest, SnapshotName, StorageId, TaskSuccess, Upid, WaitOptions,
+    ConfigKey, GuestState, PveClient, RestoreRequest, SnapshotName, TaskSuccess, Upid, WaitOptions,
 };
 use crate::report::{self, HealthReport};
 use crate::smart::{Health, SmartSummary, summarize};
@@ -67,7 +66,8 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             vmid,
             storage,
             mode,
-        } => backup(&pve_client(&config)?, *vmid, storage, *mode, pm).await,
+            prune,
+        } => super::backup::backup(&pve_client(&config)?, *vmid, storage, *mode, *prune, pm).await,
         Command::Restore {
             archive,
             vmid,
@@ -90,7 +90,7 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             } else {
                 Some(hostname.as_ref().map(|h| h.to_string()))
             };
-            restore(&pve_client(&config)?, req, identity, pm).await
+            super::backup::restore(&pve_client(&config)?, req, identity, pm).await
         }
         Command::Start { vmid } => power(&pve_client(&config)?, *vmid, true, pm).await,
         Command::Stop { vmid } => power(&pve_client(&config)?, *vmid, false, pm).await,
@@ -101,7 +101,7 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         } => super::power::shutdown(&pve_client(&config)?, *vmid, *timeout, *force_stop, pm).await,
         Command::SetConfig { vmid, changes } => {
             let change = parse_changes(changes)?;
-            set_config(&pve_client(&config)?, *vmid, change).await
+            super::setconfig::set_config(&pve_client(&config)?, *vmid, change).await
         }
         Command::Storage { action: None } => storage(&pve_client(&config)?).await,
         Command::Storage {
@@ -459,198 +459,6 @@ async fn snapshot(
     ))
 }
 
-async fn backup(
-    pve: &PveClient,
-    vmid: Vmid,
-    storage: &StorageId,
-    mode: Mode,
-    pm: ProgressMode,
-) -> Result<Outcome, CliError> {
-    let req = BackupRequest {
-        vmid,
-        mode: match mode {
-            Mode::Stop => BackupMode::Stop,
-            Mode::Snapshot => BackupMode::Snapshot,
-        },
-        storage: storage.clone(),
-        notes_template: Some("{{guestname}} (felhom-agent)".into()),
-    };
-    let upid = match pve.vzdump(&req).await? {
-        BackupStarted::Task(u) => u,
-        BackupStarted::NothingToDo => {
-            return Err(CliError::Failed(format!(
-                "Proxmox started no backup task: CT {vmid} is not on node {}",
-                pve.node()
-            )));
-        }
-    };
-    let done = progress::wait(pve, &upid, WaitOptions::with_timeout(LONG_TASK), pm).await?;
-    // The newest backup of this guest on the target storage is the one just written.
-    let archive = match pve
-        .storage_content(storage, Some(ContentKind::Backup))
-        .await
-    {
-        Ok(list) => list
-            .into_iter()
-            .filter(|e| e.vmid == Some(vmid))
-            .max_by_key(|e| e.ctime.unwrap_or(0))
-            .map(|e| e.volid),
-        Err(e) => {
-            tracing::warn!(error = %e, "backup done, but the storage content could not be listed");
-            None
-        }
-    };
-    let mut human = task_line(&format!("backup of CT {vmid} to {storage}"), &done);
-    if let Some(a) = &archive {
-        let _ = writeln!(human, "archive: {a}");
-    }
-    Ok(Outcome::new(
-        &json!({ "ok": true, "vmid": vmid, "storage": storage.as_str(), "archive": archive, "task": task_json(&done) }),
-        human,
-    ))
-}
-
-/// The value of a `netN` entry without its `hwaddr=` option, when it has one.
-fn without_hwaddr(value: &str) -> Option<String> {
-    let parts: Vec<&str> = value.split(',').collect();
-    let kept: Vec<&str> = parts
-        .iter()
-        .copied()
-        .filter(|p| !p.trim_start().starts_with("hwaddr="))
-        .collect();
-    (kept.len() != parts.len()).then(|| kept.join(","))
-}
-
-/// The hostname a restored container gets when none is given: `<source>-<vmid>`, applied to
-/// the first label of the source's hostname (a domain after it is kept), with that label
-/// truncated so the result fits a 63-character RFC 1123 label. Falls back to `ct-<vmid>`
-/// when the source has no usable hostname.
-pub fn derived_hostname(source: Option<&str>, vmid: Vmid) -> String {
-    let suffix = format!("-{vmid}");
-    let fallback = format!("ct{suffix}");
-    let Some(source) = source.map(str::trim).filter(|s| !s.is_empty()) else {
-        return fallback;
-    };
-    let (label, domain) = match source.split_once('.') {
-        Some((l, d)) => (l, Some(d)),
-        None => (source, None),
-    };
-    let keep = 63usize.saturating_sub(suffix.len());
-    let label: String = label.chars().take(keep).collect();
-    let label = label.trim_end_matches('-');
-    let mut name = format!("{label}{suffix}");
-    if let Some(d) = domain {
-        name.push('.');
-        name.push_str(d);
-    }
-    if label.is_empty() || ConfigKey::Hostname.check_value(&name).is_err() {
-        // Try without the domain, then give up on the source's name.
-        let short = format!("{label}{suffix}");
-        if !label.is_empty() && ConfigKey::Hostname.check_value(&short).is_ok() {
-            return short;
-        }
-        return fallback;
-    }
-    name
-}
-
-/// `identity`: `None` keeps the archive's identity; `Some(hostname)` resets the MAC addresses
-/// and sets the hostname — the given one, or [`derived_hostname`] when none was given.
-async fn restore(
-    pve: &PveClient,
-    req: RestoreRequest,
-    identity: Option<Option<String>>,
-    pm: ProgressMode,
-) -> Result<Outcome, CliError> {
-    let vmid = req.vmid;
-    let upid = pve.restore(&req).await?;
-    let done = progress::wait(pve, &upid, WaitOptions::with_timeout(LONG_TASK), pm).await?;
-    let mut human = task_line(&format!("restore of {} to CT {vmid}", req.archive), &done);
-    let mut identity_doc = json!({ "reset": false });
-    match identity {
-        None => {
-            let _ = writeln!(
-                human,
-                "network identity kept (--keep-identity): the container has the archive's MAC addresses and hostname"
-            );
-        }
-        Some(given) => {
-            let config = pve.container_config(vmid).await.map_err(|e| {
-                CliError::Failed(format!(
-                    "CT {vmid} was restored, but reading its config to reset the network identity failed: {e}; the container exists and still has the source's MAC addresses and hostname — fix them (felhom-agent set-config) before starting it next to the original"
-                ))
-            })?;
-            let source_hostname = config.entries.get("hostname").map(String::as_str);
-            let (hostname, hostname_origin) = match given {
-                Some(h) => (h, "given"),
-                None => (derived_hostname(source_hostname, vmid), "derived"),
-            };
-            let mut change = ConfigChange::new();
-            if !config.digest.is_empty() {
-                change = change
-                    .digest(&config.digest)
-                    .map_err(|e| CliError::Failed(e.to_string()))?;
-            }
-            let mut reset = Vec::new();
-            for (key, value) in &config.entries {
-                let Ok(k @ ConfigKey::Net(_)) = key.parse::<ConfigKey>() else {
-                    continue;
-                };
-                if let Some(v) = without_hwaddr(value) {
-                    change = change
-                        .set(k, v)
-                        .map_err(|e| CliError::Failed(e.to_string()))?;
-                    reset.push(key.clone());
-                }
-            }
-            let hostname_changed = source_hostname != Some(hostname.as_str());
-            if hostname_changed {
-                change = change
-                    .set(ConfigKey::Hostname, hostname.clone())
-                    .map_err(|e| CliError::Failed(e.to_string()))?;
-            }
-            if change.is_empty() {
-                let _ = writeln!(
-                    human,
-                    "network identity: nothing to reset (no MAC address in the restored config, hostname already {hostname})"
-                );
-            } else {
-                pve.set_config(vmid, &change).await.map_err(|e| {
-                    CliError::Failed(format!(
-                        "CT {vmid} was restored, but resetting its network identity failed: {e}; it still has the archive's MAC addresses and hostname — fix them before starting it next to the original"
-                    ))
-                })?;
-                if !reset.is_empty() {
-                    let _ = writeln!(
-                        human,
-                        "network identity reset: removed the MAC address of {} (Proxmox assigns new ones)",
-                        reset.join(", ")
-                    );
-                }
-                if hostname_changed {
-                    let how = if hostname_origin == "given" {
-                        "(--hostname)"
-                    } else {
-                        "(derived from the source's; use --hostname to choose one)"
-                    };
-                    let _ = writeln!(human, "hostname set to {hostname} {how}");
-                }
-            }
-            identity_doc = json!({
-                "reset": !change.is_empty(),
-                "interfaces": reset,
-                "hostname": hostname,
-                "hostname_origin": hostname_origin,
-                "source_hostname": source_hostname,
-            });
-        }
-    }
-    Ok(Outcome::new(
-        &json!({ "ok": true, "vmid": vmid, "archive": req.archive.as_str(), "task": task_json(&done), "identity": identity_doc }),
-        human,
-    ))
-}
-
 async fn power(
     pve: &PveClient,
     vmid: Vmid,
@@ -664,9 +472,10 @@ async fn power(
     };
     let done = progress::wait(pve, &upid, WaitOptions::with_timeout(SHORT_TASK), pm).await?;
     let verb = if start { "start" } else { "stop" };
+    let (ha_line, ha) = super::ha::follow(pve, vmid, &upid, start, super::ha::HA_WAIT).await;
     Ok(Outcome::new(
-        &json!({ "ok": true, "action": verb, "vmid": vmid, "task": task_json(&done) }),
-        task_line(&format!("{verb} CT {vmid}"), &done),
+        &json!({ "ok": true, "action": verb, "vmid": vmid, "task": task_json(&done), "ha": ha }),
+        task_line(&format!("{verb} CT {vmid}"), &done) + &ha_line,
     ))
 }
 
@@ -692,32 +501,6 @@ pub fn parse_changes(changes: &[String]) -> Result<Vec<(ConfigKey, String)>, Cli
         out.push((key, v.to_string()));
     }
     Ok(out)
-}
-
-async fn set_config(
-    pve: &PveClient,
-    vmid: Vmid,
-    changes: Vec<(ConfigKey, String)>,
-) -> Result<Outcome, CliError> {
-    let current = pve.container_config(vmid).await?;
-    let mut change = ConfigChange::new();
-    if !current.digest.is_empty() {
-        change = change
-            .digest(&current.digest)
-            .map_err(|e| CliError::Failed(e.to_string()))?;
-    }
-    let mut shown = Vec::new();
-    for (k, v) in changes {
-        shown.push(format!("{k}={v}"));
-        change = change
-            .set(k, v)
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-    }
-    pve.set_config(vmid, &change).await?;
-    Ok(Outcome::new(
-        &json!({ "ok": true, "vmid": vmid, "set": shown }),
-        format!("CT {vmid}: set {}\n", shown.join(" ")),
-    ))
 }
 
 async fn storage(pve: &PveClient) -> Result<Outcome, CliError> {
@@ -970,16 +753,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hwaddr_is_removed_from_net_entries() {
-        assert_eq!(
-            without_hwaddr("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth")
-                .as_deref(),
-            Some("name=eth0,bridge=vmbr0,ip=dhcp,type=veth")
-        );
-        assert_eq!(without_hwaddr("name=eth0,bridge=vmbr0"), None);
-    }
-
-    #[test]
     fn set_config_arguments_go_through_the_allowlist() {
         let ok =
             parse_changes(&["memory=2048".into(), "net0=name=eth0,bridge=vmbr0".into()]).unwrap();
@@ -997,40 +770,5 @@ mod tests {
         let e = parse_changes(&["hookscript=local:snippets/x".into()]).unwrap_err();
         assert!(e.to_string().contains("allowed keys"), "{e}");
         assert!(parse_changes(&["cores=1".into(), "cores=2".into()]).is_err());
-    }
-}
-
-#[cfg(test)]
-mod hostname_tests {
-    use super::*;
-
-    fn vmid(n: u32) -> Vmid {
-        Vmid::new(n).unwrap()
-    }
-
-    #[test]
-    fn derived_hostname_appends_the_vmid_and_fits_a_label() {
-        assert_eq!(derived_hostname(Some("web"), vmid(201)), "web-201");
-        assert_eq!(
-            derived_hostname(Some("web.example.com"), vmid(201)),
-            "web-201.example.com"
-        );
-        assert_eq!(derived_hostname(None, vmid(7000)), "ct-7000");
-        assert_eq!(derived_hostname(Some(""), vmid(7000)), "ct-7000");
-        let long = "a".repeat(63);
-        let d = derived_hostname(Some(&long), vmid(123_456));
-        assert_eq!(d.len(), 63, "{d}");
-        assert!(d.ends_with("a-123456"), "{d}");
-        // Truncation must not leave "--".
-        let dashy = format!("{}-bbb", "a".repeat(56));
-        let d = derived_hostname(Some(&dashy), vmid(12345));
-        assert_eq!(d, format!("{}-12345", "a".repeat(56)));
-        for d in [
-            derived_hostname(Some(&long), vmid(100)),
-            derived_hostname(Some("x_y"), vmid(100)),
-        ] {
-            assert!(ConfigKey::Hostname.check_value(&d).is_ok(), "{d}");
-        }
-        assert_eq!(derived_hostname(Some("x_y"), vmid(100)), "ct-100");
     }
 }

@@ -4,10 +4,13 @@
 //! configuration error (clap's own usage errors also exit 2). With `--json` the result is one
 //! JSON document on stdout; otherwise a human table. Logs always go to stderr.
 
+mod backup;
 mod commands;
+mod ha;
 mod output;
 mod power;
 pub mod progress;
+mod setconfig;
 mod storage;
 mod tasks;
 
@@ -83,11 +86,16 @@ pub enum Command {
         /// Backup mode.
         #[arg(long, value_enum, default_value_t = Mode::Snapshot)]
         mode: Mode,
+        /// Let vzdump prune older backups of the guest by the storage's retention settings
+        /// (remove=1). Without it nothing is deleted (remove=0).
+        #[arg(long)]
+        prune: bool,
     },
-    /// Restore a container from a backup archive. Resets the network identity of the
-    /// restored container unless --keep-identity is given: removes the MAC addresses
-    /// (Proxmox assigns new ones) and sets the hostname (--hostname, or
-    /// `<source hostname>-<vmid>`).
+    /// Restore a container from a backup archive. When the target vmid differs from the
+    /// archive's guest (a copy), resets the network identity unless --keep-identity is
+    /// given: removes the MAC addresses (Proxmox assigns new ones) and sets the hostname
+    /// (--hostname, or `<source hostname>-<vmid>`). Restoring over the archive's own vmid
+    /// (--force, disaster recovery) keeps MAC addresses and hostname.
     Restore {
         /// The backup volume, e.g. local:backup/vzdump-lxc-101-….tar.zst.
         archive: VolumeId,
@@ -97,7 +105,8 @@ pub enum Command {
         /// Storage for the root filesystem.
         #[arg(long)]
         storage: StorageId,
-        /// Ask Proxmox for unique values (unique=1).
+        /// Ask Proxmox itself for unique values (unique=1): new MAC addresses, and IPAM
+        /// handling on SDN; the hostname and static addresses stay.
         #[arg(long)]
         unique: bool,
         /// Overwrite an existing container with this id.

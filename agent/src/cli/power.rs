@@ -23,8 +23,11 @@ pub(super) async fn shutdown(
     let upid = pve.shutdown_with(vmid, timeout, force_stop).await?;
     let wait = Duration::from_secs(u64::from(timeout)) + Duration::from_secs(300);
     let done = progress::wait(pve, &upid, WaitOptions::with_timeout(wait), pm).await?;
+    // HA carries the shutdown out with the guest's own timeout: wait that long too.
+    let bound = super::ha::HA_WAIT + Duration::from_secs(u64::from(timeout));
+    let (ha_line, ha) = super::ha::follow(pve, vmid, &upid, false, bound).await;
     Ok(Outcome::new(
-        &json!({ "ok": true, "action": "shutdown", "vmid": vmid, "timeout": timeout, "force_stop": force_stop, "task": task_json(&done) }),
-        task_line(&format!("shutdown CT {vmid}"), &done),
+        &json!({ "ok": true, "action": "shutdown", "vmid": vmid, "timeout": timeout, "force_stop": force_stop, "task": task_json(&done), "ha": ha }),
+        task_line(&format!("shutdown CT {vmid}"), &done) + &ha_line,
     ))
 }

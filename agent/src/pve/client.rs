@@ -132,6 +132,14 @@ impl PveClient {
             .await
     }
 
+    /// `GET /nodes/{node}/lxc/{vmid}/pending` — every config key with its current value and
+    /// the change waiting for the next start, if any.
+    pub async fn pending(&self, vmid: Vmid) -> Result<Vec<super::pending::PendingEntry>, PveError> {
+        let id = vmid.to_string();
+        self.get(&["nodes", self.node.as_str(), "lxc", &id, "pending"], &[])
+            .await
+    }
+
     /// `GET /nodes/{node}/lxc/{vmid}/snapshot` (includes the pseudo-entry `current`).
     pub async fn snapshots(&self, vmid: Vmid) -> Result<Vec<SnapshotEntry>, PveError> {
         let id = vmid.to_string();
@@ -163,6 +171,29 @@ impl PveClient {
                 "content",
             ],
             &query,
+        )
+        .await
+    }
+
+    /// `GET /nodes/{node}/storage/{storage}/content?content=backup&vmid=N` — the backups
+    /// of one guest on one storage.
+    pub async fn guest_backups(
+        &self,
+        storage: &StorageId,
+        vmid: Vmid,
+    ) -> Result<Vec<StorageContentEntry>, PveError> {
+        self.get(
+            &[
+                "nodes",
+                self.node.as_str(),
+                "storage",
+                storage.as_str(),
+                "content",
+            ],
+            &[
+                ("content", ContentKind::Backup.as_str().to_string()),
+                ("vmid", vmid.to_string()),
+            ],
         )
         .await
     }
@@ -227,14 +258,27 @@ impl PveClient {
             .await
     }
 
-    /// Backs up one container with vzdump (zstd). Proxmox answers the literal `"OK"` when no
-    /// task was started (guest not on this node); that is [`BackupStarted::NothingToDo`].
+    /// Backs up one container with vzdump (zstd) without pruning older backups
+    /// (`remove=0`, like the web UI's "Backup now"). Proxmox answers the literal `"OK"` when
+    /// no task was started (guest not on this node); that is [`BackupStarted::NothingToDo`].
     pub async fn vzdump(&self, req: &BackupRequest) -> Result<BackupStarted, PveError> {
+        self.vzdump_with(req, false).await
+    }
+
+    /// Like [`PveClient::vzdump`]; `prune` sends `remove=1`, so vzdump prunes older backups
+    /// of the guest by the storage's retention settings after a successful backup (the API
+    /// default when `remove` is absent, which this client never leaves it).
+    pub async fn vzdump_with(
+        &self,
+        req: &BackupRequest,
+        prune: bool,
+    ) -> Result<BackupStarted, PveError> {
         let mut form = vec![
             ("vmid".to_string(), req.vmid.to_string()),
             ("mode".to_string(), req.mode.as_str().to_string()),
             ("storage".to_string(), req.storage.to_string()),
             ("compress".to_string(), "zstd".to_string()),
+            ("remove".to_string(), flag(prune)),
         ];
         if let Some(notes) = &req.notes_template {
             if notes.chars().any(char::is_control) || notes.len() > 1024 {
@@ -373,7 +417,7 @@ impl PveClient {
     }
 
     /// `PUT …/lxc/{vmid}/config` — synchronous; applies `change` only if the config digest
-    /// still matches (when one is given). Never retried: a 595/596 is
+    /// still matches (when one is given). Never retried: a 595/596 or 502/503/504 is
     /// [`PveError::OutcomeUnknown`].
     pub async fn set_config(&self, vmid: Vmid, change: &ConfigChange) -> Result<(), PveError> {
         let form = change

@@ -191,11 +191,12 @@ impl PveError {
     }
 
     /// True when an idempotent request may be retried: connect/transport errors, 5xx and
-    /// 59x that are not a definite answer (not-found, locked).
+    /// 59x that are not a definite answer (not-found, locked). 501 (not implemented: the
+    /// endpoint or method does not exist on this release) is final.
     pub fn is_retryable_read(&self) -> bool {
         match self {
             PveError::Transport { .. } => true,
-            PveError::Api { status, .. } => *status >= 500,
+            PveError::Api { status, .. } => *status >= 500 && *status != 501,
             _ => false,
         }
     }
@@ -235,7 +236,8 @@ pub fn parse_lock(message: &str) -> Option<String> {
 /// Turns an HTTP error response into a [`PveError`].
 ///
 /// `reason` is the real reason phrase from the status line (where Proxmox puts the message);
-/// `idempotent` tells whether a 595/596 means "unknown outcome".
+/// `idempotent` tells whether a 595/596 — or a 502/503/504 from a reverse proxy in front
+/// of pveproxy, which may have passed the request on — means "unknown outcome".
 pub fn classify(
     method: &str,
     path: &str,
@@ -289,7 +291,7 @@ pub fn classify(
             message,
         };
     }
-    if (595..=599).contains(&status) && !idempotent {
+    if ((502..=504).contains(&status) || (595..=599).contains(&status)) && !idempotent {
         return PveError::OutcomeUnknown {
             method: method.to_string(),
             path: path.to_string(),
@@ -395,6 +397,29 @@ mod tests {
         let e = classify("POST", "/x", 596, Some("Connection timed out"), b"", false);
         assert!(matches!(e, PveError::OutcomeUnknown { status: 596, .. }));
         let e = classify("GET", "/x", 596, Some("Connection timed out"), b"", true);
+        assert!(e.is_retryable_read());
+    }
+
+    #[test]
+    fn gateway_errors_on_writes_are_outcome_unknown_and_501_is_final() {
+        for code in [502, 503, 504] {
+            let e = classify("POST", "/x", code, Some("Bad Gateway"), b"", false);
+            assert!(matches!(e, PveError::OutcomeUnknown { status, .. } if status == code));
+            let e = classify("GET", "/x", code, Some("Bad Gateway"), b"", true);
+            assert!(e.is_retryable_read(), "{code}");
+        }
+        let e = classify(
+            "GET",
+            "/x",
+            501,
+            Some("Method 'GET /x' not implemented"),
+            b"",
+            true,
+        );
+        assert!(!e.is_retryable_read());
+        let e = classify("POST", "/x", 501, Some("not implemented"), b"", false);
+        assert!(matches!(e, PveError::Api { status: 501, .. }), "{e:?}");
+        let e = classify("GET", "/x", 500, Some("got timeout"), b"", true);
         assert!(e.is_retryable_read());
     }
 

@@ -109,7 +109,7 @@ impl Http {
                 "tls_insecure is set: the Proxmox API certificate is NOT verified"
             );
         }
-        let (config, pin) = tls::client_config(&settings.tls)?;
+        let (config, pin) = tls::client_config(&settings.tls, settings.tls_server_name.as_deref())?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
             .timeout(settings.request_timeout)
@@ -307,6 +307,7 @@ mod tests {
             token_id: TokenId::new("felhom@pve!agent").unwrap(),
             token_secret: Secret::new("0b4cf2e1-aaaa-bbbb-cccc-123456789abc").unwrap(),
             tls: TlsMode::Pinned(Fingerprint::of_der(b"expected")),
+            tls_server_name: None,
             request_timeout: Duration::from_secs(5),
         })
         .unwrap()

@@ -7,7 +7,7 @@
 //!   list).
 //! - [`ApiSettings`] — where and how to connect (built from [`crate::config::AgentConfig`]).
 //! - [`PveError`] — errors classified from what Proxmox really sends (reason phrase, body
-//!   `message`, `errors` map, 403 privilege, lock name, 595/596 outcome-unknown); a failed
+//!   `message`, `errors` map, 403 privilege, lock name, 595/596 — and 502/503/504 on writes — outcome-unknown, 501 final); a failed
 //!   task is [`PveError::Task`] with its [`TaskFailure::reasons`].
 //! - [`tasklog`] — what a task log says: error and warning lines, progress, clean lines.
 //! - [`tls`] — system roots, CA file, SHA-256 leaf pinning, or explicit insecure mode.
@@ -43,6 +43,7 @@
 //! #     token_id: TokenId::new("felhom@pve!agent")?,
 //! #     token_secret: Secret::new(sim.token_secret()).expect("a non-empty secret"),
 //! #     tls: TlsMode::Pinned(sim.fingerprint().parse()?),
+//! #     tls_server_name: None,
 //! #     request_timeout: Duration::from_secs(30),
 //! # })?;
 //! let upid = pve.snapshot_create(Vmid::new(100)?, &"before_upgrade".parse()?, None).await?;
@@ -62,10 +63,13 @@
 //! # }
 //! ```
 
+pub mod archive;
 mod client;
 pub mod error;
+pub mod ha;
 mod http;
 pub mod lenient;
+pub mod pending;
 pub mod tasklist;
 pub mod tasklog;
 pub mod tasks;
@@ -195,6 +199,10 @@ pub struct ApiSettings {
     pub token_secret: Secret,
     /// Certificate verification.
     pub tls: TlsMode,
+    /// Verify the certificate chain for this DNS name (or IP) instead of the URL's host,
+    /// while connecting to the URL's address (`tls_server_name`; system roots and CA file
+    /// modes only).
+    pub tls_server_name: Option<String>,
     /// Per-request timeout.
     pub request_timeout: Duration,
 }
@@ -237,6 +245,7 @@ mod tests {
             token_id: TokenId::new("felhom@pve!agent").unwrap(),
             token_secret: Secret::new("s3cr3t-value").unwrap(),
             tls: TlsMode::Insecure,
+            tls_server_name: None,
             request_timeout: Duration::from_secs(30),
         };
         let dbg = format!("{s:?}");

@@ -6,8 +6,8 @@
 //! (snapshot, start) are therefore noticed within tens of milliseconds, and a long task
 //! (backup, restore) costs at most one request per second — the rate of fixed-interval
 //! clients. The whole wait — every poll and the final log read included — runs under
-//! [`WaitOptions::timeout`]. A poll that fails with a retryable error (connect error, 5xx,
-//! 595/596 from the proxy) does not end the wait: the task keeps running on the node, so
+//! [`WaitOptions::timeout`]. A poll that fails with a retryable error (connect error, 5xx
+//! other than 501, 595/596 from the proxy) does not end the wait: the task keeps running on the node, so
 //! polling continues until the failures have lasted [`WaitOptions::error_grace`] (30 s).
 //!
 //! Exit status rules (pve-common `PVE::Tools::upid_status_is_error`): `OK` is success,

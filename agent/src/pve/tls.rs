@@ -1,6 +1,12 @@
 //! TLS for the Proxmox API: system roots (default), a CA file, a pinned SHA-256 leaf
 //! fingerprint, or — only when configured explicitly — no verification.
 //!
+//! In the chain-verifying modes (system roots, CA file) the certificate is checked against
+//! the URL's host unless a server name is configured (`tls_server_name`): then the chain
+//! is verified for that name while the connection still goes to the URL's address. That is
+//! how an ACME or other CA-signed certificate for the host's DNS name works with
+//! `api_url = https://127.0.0.1:8006`. A name mismatch is reported with that fix.
+//!
 //! The `rustls::ClientConfig` is built here with the `ring` provider and handed to reqwest
 //! as a preconfigured backend. Pinning works like Proxmox's own clients (PVE::APIClient,
 //! proxmox-client): only the end-entity certificate is compared, hostname and chain are not
@@ -13,6 +19,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use rustls::DigitallySignedStruct;
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
@@ -207,15 +214,118 @@ impl ServerCertVerifier for LeafVerifier {
     }
 }
 
+/// A certificate that does not hold the name it was checked for, with the fix.
+#[derive(thiserror::Error)]
+#[error(
+    "the certificate is not valid for {checked} ({detail}); if it is a CA-signed (e.g. ACME) certificate for the host's DNS name, set tls_server_name to that name to verify it while still connecting to the api_url address, or pin it with tls_fingerprint"
+)]
+struct NameMismatch {
+    checked: String,
+    detail: String,
+}
+
+/// rustls shows the inner error of `CertificateError::Other` with `Debug`, and that text
+/// reaches the operator: make it the readable message.
+impl fmt::Debug for NameMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Verifies the chain with webpki, for a configured server name instead of the URL's host
+/// when one is given, and explains a name mismatch.
+#[derive(Debug)]
+struct ChainVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    name: Option<ServerName<'static>>,
+}
+
+impl ServerCertVerifier for ChainVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let checked = self.name.as_ref().unwrap_or(server_name);
+        self.inner
+            .verify_server_cert(end_entity, intermediates, checked, ocsp_response, now)
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(
+                    ref c @ (rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. }),
+                ) => {
+                    let checked = checked.to_str().into_owned();
+                    tracing::error!(name = %checked, "TLS certificate does not hold the name it was checked for");
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                        rustls::OtherError(Arc::new(NameMismatch {
+                            checked,
+                            detail: c.to_string(),
+                        })),
+                    ))
+                }
+                other => other,
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Parses a `tls_server_name` value: a DNS name or an IP address.
+pub fn parse_server_name(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.trim().to_string())
+        .map_err(|e| format!("{name:?} is not a DNS name or IP address: {e}"))
+}
+
 /// Builds the rustls client configuration for `mode` (ring provider, TLS 1.2 and 1.3).
+/// `server_name` (`tls_server_name`) replaces the URL's host in the chain-verifying modes.
 /// Returns the pin report when pinning, so transport errors can name the presented
 /// fingerprint.
 pub(crate) fn client_config(
     mode: &TlsMode,
+    server_name: Option<&str>,
 ) -> Result<(rustls::ClientConfig, Option<Arc<PinReport>>), PveError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let name = server_name
+        .map(|n| {
+            parse_server_name(n).map_err(|e| PveError::TlsSetup(format!("tls_server_name: {e}")))
+        })
+        .transpose()?;
+    let chain = |roots: rustls::RootCertStore, provider: Arc<rustls::crypto::CryptoProvider>| {
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map(|inner| {
+                Arc::new(ChainVerifier {
+                    inner,
+                    name: name.clone(),
+                })
+            })
+            .map_err(|e| PveError::TlsSetup(format!("TLS verifier setup: {e}")))
+    };
     let algorithms = provider.signature_verification_algorithms;
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| PveError::TlsSetup(format!("TLS protocol setup: {e}")))?;
     let (config, report) = match mode {
@@ -233,7 +343,10 @@ pub(crate) fn client_config(
                 ));
             }
             (
-                builder.with_root_certificates(roots).with_no_client_auth(),
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(chain(roots, provider.clone())?)
+                    .with_no_client_auth(),
                 None,
             )
         }
@@ -255,7 +368,10 @@ pub(crate) fn client_config(
                 )));
             }
             (
-                builder.with_root_certificates(roots).with_no_client_auth(),
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(chain(roots, provider.clone())?)
+                    .with_no_client_auth(),
                 None,
             )
         }
@@ -332,8 +448,15 @@ mod tests {
     #[test]
     fn configs_build() {
         let fp: Fingerprint = PVE_FP.parse().unwrap();
-        assert!(client_config(&TlsMode::Pinned(fp)).unwrap().1.is_some());
-        assert!(client_config(&TlsMode::Insecure).unwrap().1.is_none());
-        assert!(client_config(&TlsMode::CaFile("/nonexistent/ca.pem".into())).is_err());
+        assert!(
+            client_config(&TlsMode::Pinned(fp), None)
+                .unwrap()
+                .1
+                .is_some()
+        );
+        assert!(client_config(&TlsMode::Insecure, None).unwrap().1.is_none());
+        assert!(client_config(&TlsMode::CaFile("/nonexistent/ca.pem".into()), None).is_err());
+        assert!(client_config(&TlsMode::Insecure, Some("pve.example.com")).is_ok());
+        assert!(client_config(&TlsMode::Insecure, Some("not a name!")).is_err());
     }
 }

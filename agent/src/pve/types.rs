@@ -195,6 +195,9 @@ pub struct ContainerStatus {
     /// The config lock, when set (`backup`, `snapshot`, …).
     #[serde(default, deserialize_with = "le::opt_string")]
     pub lock: Option<String>,
+    /// HA state (`status/current` only; absent in the list).
+    #[serde(default)]
+    pub ha: Option<super::ha::HaStatus>,
 }
 
 /// `GET /nodes/{node}/lxc/{vmid}/config`: every key as text, plus the digest needed for a

@@ -354,12 +354,18 @@ async fn tour(sb: &Sandbox) -> Vec<StepResult> {
     results.push(
         step_full(
             sb,
-            "back up CT 100 to storage local (progress on stderr while the task runs)",
+            "back up CT 100 to storage local (progress on stderr; the archive named by the task log)",
             &["backup", "100", "--storage", "local", "--mode", "snapshot"],
             0,
             |out, err| {
-                if !out.contains("archive: local:backup/") {
+                if !out.contains("archive: local:backup/vzdump-lxc-100-") {
                     return Some("output does not mention the archive".into());
+                }
+                if !out.contains("(named in the task log, listed by the storage)") {
+                    return Some("the archive was not taken from the task log".into());
+                }
+                if !err.contains("creating vzdump archive '/var/lib/vz/dump/vzdump-lxc-100-") {
+                    return Some("the task log line naming the archive was not shown".into());
                 }
                 backup_progress(err)
             },

@@ -79,7 +79,7 @@ impl From<Value> for ApiOk {
     }
 }
 
-type ApiResult = Result<ApiOk, ApiError>;
+pub(crate) type ApiResult = Result<ApiOk, ApiError>;
 type Params = BTreeMap<String, String>;
 
 const VM_CONFIG_PRIVS: &[&str] = &[
@@ -313,6 +313,7 @@ fn node_scoped(
                 ) => power(inner, vmid, action),
                 ("GET", ["config"]) => get_config(inner, vmid, params),
                 ("PUT", ["config"]) => put_config(inner, vmid, params),
+                ("GET", ["pending"]) => super::pending::get_pending(inner, vmid),
                 ("GET", ["snapshot"]) => snapshot_list(inner, vmid),
                 ("POST", ["snapshot"]) => snapshot_create(inner, vmid, params),
                 ("DELETE", ["snapshot", name]) => snapshot_delete(inner, vmid, name),
@@ -516,7 +517,7 @@ fn ct_entry(inner: &Inner, vmid: u32, ct: &Container, full: bool) -> Value {
         m.insert("template".into(), num(1));
     }
     if full {
-        m.insert("ha".into(), json!({"managed": 0}));
+        m.insert("ha".into(), super::ha::ha_object(inner, vmid));
     }
     Value::Object(m)
 }
@@ -731,11 +732,21 @@ fn put_config(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
         }
     }
     if let Some(ct) = inner.containers.get_mut(&vmid) {
+        let running = ct.running;
         for d in &deletes {
-            ct.config.remove(d);
+            if running && super::pending::needs_restart(d) {
+                ct.pending.insert(d.clone(), Value::Null);
+            } else {
+                ct.config.remove(d);
+            }
         }
         for (k, v) in sets {
-            ct.config.insert(k, v);
+            if running && super::pending::needs_restart(&k) {
+                ct.pending.insert(k, v);
+            } else {
+                ct.pending.remove(&k);
+                ct.config.insert(k, v);
+            }
         }
     }
     Ok(Value::Null.into())
@@ -743,6 +754,10 @@ fn put_config(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
 
 fn power(inner: &mut Inner, vmid: u32, action: &str) -> ApiResult {
     check(inner, &format!("/vms/{vmid}"), "VM.PowerMgmt")?;
+    container(inner, vmid)?;
+    if let Some(r) = super::ha::power(inner, vmid, action) {
+        return r;
+    }
     let ct = container(inner, vmid)?;
     let (kind, effect) = match action {
         "start" => {
@@ -1260,6 +1275,7 @@ fn create(inner: &mut Inner, params: &Params) -> ApiResult {
                 pid: 0,
                 snapshots: Vec::new(),
                 parent: None,
+                pending: Map::new(),
             },
         );
     }
@@ -1522,10 +1538,14 @@ fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
             "storage '{storage}' does not support backups"
         )));
     }
-    let now = now_epoch();
+    // vzdump stamps each archive when that guest's backup begins, after the task started
+    // (so the archive's ctime is never before the UPID's start time).
+    let now = now_epoch() + 1;
     let stamp = inner.stamp();
+    let remove = params.get("remove").is_none_or(|r| truthy(Some(r)));
+    let quirk = inner.backup_quirk.take();
     let mut cmd = format!("vzdump {}", list);
-    for k in ["mode", "storage", "compress", "notes-template"] {
+    for k in ["mode", "storage", "compress", "remove", "notes-template"] {
         if let Some(v) = params.get(k) {
             cmd.push_str(&format!(" --{k} '{v}'"));
         }
@@ -1556,7 +1576,8 @@ fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
             "INFO: status = {}",
             if ct.running { "running" } else { "stopped" }
         ));
-        if let Some(msg) = locked_error(ct) {
+        let limit = super::backup::limit_error(inner, &storage, *vmid, remove);
+        if let Some(msg) = locked_error(ct).or(limit) {
             lines.push(format!("ERROR: Backup of VM {vmid} failed - {msg}"));
             lines.push(format!("INFO: Failed at {stamp}"));
             failed = true;
@@ -1575,10 +1596,9 @@ fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
                 .replace("{{cluster}}", "");
             volume.notes = Some(notes);
         }
-        lines.push(format!(
-            "INFO: creating vzdump archive '{}'",
-            inner.archive_path(&volume.volid)
-        ));
+        if quirk.is_none_or(|q| q.logs_archive()) {
+            lines.push(super::backup::archive_line(inner, &volume));
+        }
         done_log.push(format!(
             "INFO: Total bytes written: {} (1.1GiB, 289MiB/s)",
             volume.size * 3
@@ -1592,10 +1612,18 @@ fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
         }
         done_log.push(format!("INFO: Finished Backup of VM {vmid} (00:00:04)"));
         done_log.push(format!("INFO: Backup finished at {stamp}"));
-        effects.push(Effect::Backup {
-            storage: storage.clone(),
-            volume,
-        });
+        let pruned = if remove {
+            super::backup::prune(inner, &storage, *vmid, &mut done_log)
+        } else {
+            Vec::new()
+        };
+        if quirk.is_none_or(|q| q.lists_archive()) {
+            effects.push(Effect::Backup {
+                storage: storage.clone(),
+                volume,
+            });
+        }
+        effects.extend(pruned);
     }
     let forced = if failed {
         done_log.push("INFO: Backup job finished with errors".to_string());

@@ -50,6 +50,9 @@
 //!   and path match; every request is recorded first (without headers, so never the secret).
 
 mod api;
+mod backup;
+mod ha;
+mod pending;
 mod server;
 mod state;
 mod tls;
@@ -63,6 +66,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use backup::BackupQuirk;
 pub use state::SimState;
 
 /// How the simulator behaves; [`Default`] gives a PVE 9 node called `pve`.
@@ -196,9 +200,22 @@ impl PveSim {
         Self::start_on(opts, 0).await
     }
 
+    /// Starts the simulator on `127.0.0.1` (ephemeral port) with a leaf certificate for
+    /// exactly `names`, like a host with an ACME certificate for its DNS name reached at
+    /// `127.0.0.1`.
+    pub async fn start_with_cert_names(opts: SimOptions, names: &[&str]) -> anyhow::Result<PveSim> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let pki = tls::generate_for(&opts.node, &names)?;
+        Self::start_with_pki(opts, 0, pki).await
+    }
+
     /// Starts the simulator on `127.0.0.1:port` (`0` = ephemeral).
     pub async fn start_on(opts: SimOptions, port: u16) -> anyhow::Result<PveSim> {
         let pki = tls::generate(&opts.node)?;
+        Self::start_with_pki(opts, port, pki).await
+    }
+
+    async fn start_with_pki(opts: SimOptions, port: u16, pki: tls::Pki) -> anyhow::Result<PveSim> {
         let listener = server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
             .await
             .with_context(|| format!("binding 127.0.0.1:{port}"))?;

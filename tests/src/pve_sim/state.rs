@@ -79,6 +79,8 @@ pub(crate) struct Container {
     pub(crate) pid: u32,
     pub(crate) snapshots: Vec<Snapshot>,
     pub(crate) parent: Option<String>,
+    /// Changes waiting for the next start (`Null` = delete).
+    pub(crate) pending: Map<String, Value>,
 }
 
 /// A volume on a storage (template or backup archive).
@@ -107,6 +109,8 @@ pub(crate) struct Storage {
     pub(crate) total: u64,
     pub(crate) used: u64,
     pub(crate) volumes: Vec<Volume>,
+    /// The storage's `prune-backups keep-last` (`None`: keep all).
+    pub(crate) keep_last: Option<u32>,
 }
 
 /// What a task does to the state when it ends successfully.
@@ -211,6 +215,10 @@ pub(crate) struct Inner {
     pub(crate) faults: Vec<Fault>,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) next_pid: u32,
+    /// HA-managed containers and their requested state (`started`, `stopped`).
+    pub(crate) ha: BTreeMap<u32, String>,
+    /// A deviation for the next vzdump (taken by it).
+    pub(crate) backup_quirk: Option<super::backup::BackupQuirk>,
 }
 
 /// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
@@ -321,6 +329,7 @@ impl Inner {
                         protected: false,
                         archive_config: None,
                     }],
+                    keep_last: None,
                 },
                 Storage {
                     name: "local-lvm".into(),
@@ -330,6 +339,7 @@ impl Inner {
                     total: 374_538_764_288,
                     used: 21_093_238_374,
                     volumes: Vec::new(),
+                    keep_last: None,
                 },
             ],
             grants: vec![(
@@ -341,6 +351,8 @@ impl Inner {
             faults: Vec::new(),
             requests: Vec::new(),
             next_pid: 0x0001_D3A0,
+            backup_quirk: None,
+            ha: BTreeMap::new(),
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);
@@ -366,6 +378,7 @@ impl Inner {
                 pid,
                 snapshots: Vec::new(),
                 parent: None,
+                pending: Map::new(),
             },
         );
     }
@@ -399,11 +412,16 @@ impl Inner {
             .map(|s| s.volumes.iter().map(|v| v.volid.clone()).collect())
             .unwrap_or_default();
         let mut t = at;
+        let pbs = super::backup::is_pbs(self, storage);
         let volid = loop {
-            let v = format!(
-                "{storage}:backup/vzdump-lxc-{vmid}-{}.tar{ext}",
-                vzdump_stamp(t)
-            );
+            let v = if pbs {
+                super::backup::pbs_volid(storage, vmid, t)
+            } else {
+                format!(
+                    "{storage}:backup/vzdump-lxc-{vmid}-{}.tar{ext}",
+                    vzdump_stamp(t)
+                )
+            };
             if !existing.contains(&v) {
                 break v;
             }
@@ -414,7 +432,11 @@ impl Inner {
             .get(&vmid)
             .map(|c| c.config.clone())
             .unwrap_or_else(|| default_ct_config(vmid, &format!("CT{vmid}")));
-        let format = format!("tar{ext}");
+        let format = if pbs {
+            "pbs-ct".to_string()
+        } else {
+            format!("tar{ext}")
+        };
         Volume {
             volid,
             content: "backup".into(),
@@ -607,6 +629,7 @@ impl Inner {
                     ct.running = true;
                     ct.started_at = now;
                     ct.pid = pid;
+                    super::pending::apply(&mut ct.config, &mut ct.pending);
                 }
             }
             Effect::Stop(vmid) => {
@@ -689,6 +712,7 @@ impl Inner {
                         pid,
                         snapshots: Vec::new(),
                         parent: None,
+                        pending: Map::new(),
                     },
                 );
             }
@@ -800,6 +824,64 @@ impl SimState {
     pub fn add_backup(&self, storage: &str, vmid: u32) -> String {
         let mut g = self.settled();
         g.add_backup_at(storage, vmid, now_epoch())
+    }
+
+    /// Adds a Proxmox Backup Server storage (`type` `pbs`, content `backup`): its archives
+    /// are `<name>:backup/ct/<vmid>/<ISO time>`.
+    pub fn add_pbs_storage(&self, name: &str) {
+        let mut g = self.settled();
+        g.storages.push(Storage {
+            name: name.to_string(),
+            kind: "pbs".into(),
+            content: vec!["backup".into()],
+            path: None,
+            total: 2_000_000_000_000,
+            used: 310_000_000_000,
+            volumes: Vec::new(),
+            keep_last: None,
+        });
+    }
+
+    /// Sets a storage's `prune-backups keep-last` (`None`: keep all). vzdump with
+    /// `remove=1` prunes to it; with `remove=0` it fails with "max backup limit" once the
+    /// guest has that many unprotected backups there. `false` when there is no such storage.
+    pub fn set_storage_keep_last(&self, storage: &str, keep_last: Option<u32>) -> bool {
+        let mut g = self.settled();
+        match g.storage_mut(storage) {
+            Some(s) => {
+                s.keep_last = keep_last;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Puts a container under (or removes it from) the HA manager: `status/current` then
+    /// has `ha.managed = 1`, and power requests become `hastart`/`hastop` tasks.
+    pub fn set_ha_managed(&self, vmid: u32, managed: bool) {
+        let mut g = self.settled();
+        if managed {
+            let state = if g.containers.get(&vmid).is_some_and(|c| c.running) {
+                "started"
+            } else {
+                "stopped"
+            };
+            g.ha.insert(vmid, state.to_string());
+        } else {
+            g.ha.remove(&vmid);
+        }
+    }
+
+    /// Makes the next vzdump deviate as `quirk` says (one shot).
+    pub fn set_backup_quirk(&self, quirk: super::backup::BackupQuirk) {
+        self.settled().backup_quirk = Some(quirk);
+    }
+
+    /// Adds a backup archive of `vmid` to `storage` created `age` seconds ago; returns its
+    /// volid.
+    pub fn add_backup_aged(&self, storage: &str, vmid: u32, age: u64) -> String {
+        let mut g = self.settled();
+        g.add_backup_at(storage, vmid, now_epoch().saturating_sub(age))
     }
 
     /// Sets or clears the container's config `lock`.

@@ -26,8 +26,14 @@ pub(crate) fn fingerprint_of(der: &[u8]) -> String {
         .join(":")
 }
 
-/// Generates a CA and a leaf signed by it, and builds a rustls server config (ring provider).
+/// Generates a CA and a leaf for `127.0.0.1` and `localhost` signed by it, and builds a
+/// rustls server config (ring provider).
 pub(crate) fn generate(node: &str) -> anyhow::Result<Pki> {
+    generate_for(node, &["127.0.0.1".to_string(), "localhost".to_string()])
+}
+
+/// Like [`generate`], with a leaf certificate for exactly `names` (DNS names or IPs).
+pub(crate) fn generate_for(node: &str, names: &[String]) -> anyhow::Result<Pki> {
     let ca_key = KeyPair::generate().context("generating CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -47,9 +53,7 @@ pub(crate) fn generate(node: &str) -> anyhow::Result<Pki> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let leaf_key = KeyPair::generate().context("generating leaf key")?;
-    let mut leaf_params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .context("leaf params")?;
+    let mut leaf_params = CertificateParams::new(names.to_vec()).context("leaf params")?;
     let mut leaf_dn = DistinguishedName::new();
     leaf_dn.push(DnType::CommonName, format!("{node}.simulator"));
     leaf_dn.push(DnType::OrganizationName, "PVE Cluster Node");

@@ -85,6 +85,12 @@ pub(crate) fn vzdump_stamp(epoch: u64) -> String {
     format!("{y:04}_{mo:02}_{d:02}-{h:02}_{mi:02}_{s:02}")
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` as in Proxmox Backup Server snapshot names.
+pub(crate) fn civil_iso(epoch: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(epoch);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
 /// `YYYY-MM-DD HH:MM:SS` as used in task logs.
 pub(crate) fn log_stamp(epoch: u64) -> String {
     let (y, mo, d, h, mi, s) = civil(epoch);

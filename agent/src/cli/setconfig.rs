@@ -1,0 +1,75 @@
+//! `set-config`: the PUT, then what Proxmox really did — which changes are applied and
+//! which wait in `…/pending` until the container's next start.
+
+use felhom_protocol::Vmid;
+use serde_json::json;
+
+use super::CliError;
+use super::output::Outcome;
+use crate::pve::pending::split_applied;
+use crate::pve::{ConfigChange, ConfigKey, PveClient};
+
+/// Changes allowed keys (digest-guarded), then reads `…/pending` to report the changes that
+/// are applied and those that wait for a restart. When `pending` cannot be read, the output
+/// says so (`pending_known: false`) instead of claiming either.
+pub(super) async fn set_config(
+    pve: &PveClient,
+    vmid: Vmid,
+    changes: Vec<(ConfigKey, String)>,
+) -> Result<Outcome, CliError> {
+    let current = pve.container_config(vmid).await?;
+    let mut change = ConfigChange::new();
+    if !current.digest.is_empty() {
+        change = change
+            .digest(&current.digest)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+    }
+    let mut shown = Vec::new();
+    let mut keys = Vec::new();
+    for (k, v) in changes {
+        shown.push(format!("{k}={v}"));
+        keys.push(k.to_string());
+        change = change
+            .set(k, v)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    pve.set_config(vmid, &change).await?;
+    let with_value = |names: &[&str]| -> Vec<String> {
+        keys.iter()
+            .zip(&shown)
+            .filter(|(k, _)| names.contains(&k.as_str()))
+            .map(|(_, s)| s.clone())
+            .collect()
+    };
+    match pve.pending(vmid).await {
+        Ok(entries) => {
+            let (applied, pending) = split_applied(&keys, &entries);
+            let applied = with_value(&applied);
+            let pending = with_value(&pending);
+            let mut human = format!("CT {vmid}: set {}\n", shown.join(" "));
+            if !applied.is_empty() {
+                human.push_str(&format!("applied now: {}\n", applied.join(" ")));
+            }
+            if !pending.is_empty() {
+                human.push_str(&format!(
+                    "pending until the container's next start (Proxmox keeps them in …/pending): {}\n",
+                    pending.join(" ")
+                ));
+            }
+            Ok(Outcome::new(
+                &json!({ "ok": true, "vmid": vmid, "set": shown, "applied": applied, "pending": pending, "pending_known": true }),
+                human,
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "config changed, but its pending changes could not be read");
+            Ok(Outcome::new(
+                &json!({ "ok": true, "vmid": vmid, "set": shown, "applied": null, "pending": null, "pending_known": false }),
+                format!(
+                    "CT {vmid}: set {} (could not read …/pending: {e}; whether each change is applied now or at the next start is unknown)\n",
+                    shown.join(" ")
+                ),
+            ))
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Which archive a vzdump task wrote.
+//!
+//! vzdump names its target in the task log (pve-manager `PVE/VZDump.pm`):
+//!
+//! - file storages (dir, NFS, CIFS, …): `INFO: creating vzdump archive '<dumpdir>/<file>'`,
+//!   listed by the storage as `<storage>:backup/<file>`;
+//! - Proxmox Backup Server: `INFO: creating Proxmox Backup Server archive 'ct/<vmid>/<time>'`,
+//!   listed as `<storage>:backup/ct/<vmid>/<time>`.
+//!
+//! The volume id built from that line is then checked against the storage listing
+//! (`content=backup&vmid=N`): it must be there, belong to the guest, be an `lxc` backup and
+//! have a `ctime` not before the task's start. When the log has no such line, the newest
+//! listed backup that passes the same checks is taken. An older archive is never reported
+//! as the one just written.
+
+use felhom_protocol::Vmid;
+
+use super::types::{StorageContentEntry, StorageId};
+
+const FILE_MARKER: &str = "creating vzdump archive '";
+const PBS_MARKER: &str = "creating Proxmox Backup Server archive '";
+
+/// Longest archive name taken from a log line; anything longer is not a vzdump target.
+const MAX_TARGET_LEN: usize = 512;
+
+/// The archive target a vzdump log names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoggedArchive {
+    /// A file storage: the archive's file name (without the dump directory).
+    File(String),
+    /// A Proxmox Backup Server snapshot, `ct/<vmid>/<time>`.
+    Pbs(String),
+}
+
+impl LoggedArchive {
+    /// The volume id this archive has on `storage`.
+    pub fn volid(&self, storage: &StorageId) -> String {
+        match self {
+            LoggedArchive::File(f) | LoggedArchive::Pbs(f) => format!("{storage}:backup/{f}"),
+        }
+    }
+
+    /// Whether the name belongs to `vmid` (`vzdump-lxc-<vmid>-…` or `ct/<vmid>/…`).
+    fn is_of(&self, vmid: Vmid) -> bool {
+        match self {
+            LoggedArchive::File(f) => f.starts_with(&format!("vzdump-lxc-{vmid}-")),
+            LoggedArchive::Pbs(p) => p.starts_with(&format!("ct/{vmid}/")),
+        }
+    }
+}
+
+fn quoted_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let end = rest.rfind('\'')?;
+    let target = &rest[..end];
+    (!target.is_empty()
+        && target.len() <= MAX_TARGET_LEN
+        && !target.chars().any(|c| c.is_control() || c == '\''))
+    .then_some(target)
+}
+
+/// The archive of `vmid` named in a vzdump task log, if a line names one. Lines naming
+/// another guest's archive (a multi-guest job) are skipped.
+pub fn archive_from_log(lines: &[String], vmid: Vmid) -> Option<LoggedArchive> {
+    lines.iter().find_map(|line| {
+        let found = if let Some(path) = quoted_after(line, FILE_MARKER) {
+            let file = path.rsplit('/').next().filter(|f| !f.is_empty())?;
+            LoggedArchive::File(file.to_string())
+        } else {
+            let snap = quoted_after(line, PBS_MARKER)?;
+            if snap.split('/').count() != 3 || snap.split('/').any(str::is_empty) {
+                return None;
+            }
+            LoggedArchive::Pbs(snap.to_string())
+        };
+        found.is_of(vmid).then_some(found)
+    })
+}
+
+/// Where the reported archive's id came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveSource {
+    /// The task log named it and the storage lists it.
+    TaskLog,
+    /// The task log named none; it is the newest qualifying backup in the listing.
+    Listing,
+}
+
+impl ArchiveSource {
+    /// `task-log` or `listing` (for JSON output).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveSource::TaskLog => "task-log",
+            ArchiveSource::Listing => "listing",
+        }
+    }
+}
+
+/// The archive a backup task wrote, confirmed by the storage listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundArchive {
+    /// Volume id, usable as a restore source.
+    pub volid: String,
+    /// Where the id came from.
+    pub source: ArchiveSource,
+    /// `ctime` from the listing.
+    pub ctime: i64,
+}
+
+/// Why no archive could be confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveProblem {
+    /// The log names an archive the listing does not have.
+    #[error("the task log names {volid}, but storage {storage} does not list it")]
+    LoggedMissing {
+        /// The named archive.
+        volid: String,
+        /// The storage.
+        storage: String,
+    },
+    /// The log names an archive whose listing entry fails a check.
+    #[error("the task log names {volid}, but the storage lists it {why}")]
+    LoggedMismatch {
+        /// The named archive.
+        volid: String,
+        /// What does not fit.
+        why: String,
+    },
+    /// No line in the log, and no backup in the listing passes the checks.
+    #[error(
+        "the task log names no archive and storage {storage} lists no lxc backup of CT {vmid} created since the task started{}",
+        older.as_ref().map(|o| format!(" (the newest there, {o}, is older: not the one just written)")).unwrap_or_default()
+    )]
+    NothingNew {
+        /// The storage.
+        storage: String,
+        /// The guest.
+        vmid: Vmid,
+        /// The newest listed backup of the guest, older than the task.
+        older: Option<String>,
+    },
+}
+
+/// Why `e` is not a fresh lxc backup of `vmid`, or `None` when it is one.
+fn disqualified(e: &StorageContentEntry, vmid: Vmid, task_start: i64) -> Option<String> {
+    if e.vmid.is_some_and(|v| v != vmid) {
+        return Some(format!(
+            "as a backup of CT {}",
+            e.vmid.map(|v| v.to_string()).unwrap_or_default()
+        ));
+    }
+    match e.subtype.as_deref() {
+        Some("lxc") => {}
+        Some(other) => return Some(format!("with subtype {other}, not lxc")),
+        None => return Some("without a subtype (not an lxc backup)".into()),
+    }
+    match e.ctime {
+        Some(t) if t >= task_start => None,
+        Some(t) => Some(format!(
+            "with ctime {t}, before the task started ({task_start})"
+        )),
+        None => Some("without a ctime".into()),
+    }
+}
+
+/// Chooses the archive a backup of `vmid` to `storage` wrote. `logged` is what
+/// [`archive_from_log`] found, `listing` the storage's backup content (of this guest or
+/// all), `task_start` the task's start time (the UPID's, epoch seconds).
+pub fn choose_archive(
+    logged: Option<&LoggedArchive>,
+    listing: &[StorageContentEntry],
+    storage: &StorageId,
+    vmid: Vmid,
+    task_start: i64,
+) -> Result<FoundArchive, ArchiveProblem> {
+    if let Some(l) = logged {
+        let volid = l.volid(storage);
+        let Some(entry) = listing.iter().find(|e| e.volid == volid) else {
+            return Err(ArchiveProblem::LoggedMissing {
+                volid,
+                storage: storage.to_string(),
+            });
+        };
+        if let Some(why) = disqualified(entry, vmid, task_start) {
+            return Err(ArchiveProblem::LoggedMismatch { volid, why });
+        }
+        return Ok(FoundArchive {
+            volid,
+            source: ArchiveSource::TaskLog,
+            ctime: entry.ctime.unwrap_or_default(),
+        });
+    }
+    let mine = || listing.iter().filter(|e| e.vmid == Some(vmid));
+    if let Some(e) = mine()
+        .filter(|e| disqualified(e, vmid, task_start).is_none())
+        .max_by_key(|e| e.ctime)
+    {
+        return Ok(FoundArchive {
+            volid: e.volid.clone(),
+            source: ArchiveSource::Listing,
+            ctime: e.ctime.unwrap_or_default(),
+        });
+    }
+    Err(ArchiveProblem::NothingNew {
+        storage: storage.to_string(),
+        vmid,
+        older: mine().max_by_key(|e| e.ctime).map(|e| e.volid.clone()),
+    })
+}
+
+/// The guest an archive name belongs to: `vzdump-lxc-<vmid>-…` (file storages) or
+/// `ct/<vmid>/…` (PBS), after the `<storage>:backup/` prefix. `None` for other names.
+pub fn archive_vmid(volid: &str) -> Option<Vmid> {
+    let name = volid.split_once(":backup/").map_or(volid, |(_, n)| n);
+    let digits = if let Some(rest) = name.strip_prefix("ct/") {
+        rest.split('/').next()?
+    } else {
+        let file = name.rsplit('/').next()?;
+        file.strip_prefix("vzdump-lxc-")?.split('-').next()?
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vmid(n: u32) -> Vmid {
+        n.to_string().parse().unwrap()
+    }
+
+    fn entry(volid: &str, owner: u32, ctime: i64, subtype: &str) -> StorageContentEntry {
+        StorageContentEntry {
+            volid: volid.into(),
+            content: "backup".into(),
+            format: "tar.zst".into(),
+            size: Some(1),
+            ctime: Some(ctime),
+            vmid: Some(vmid(owner)),
+            notes: None,
+            protected: false,
+            subtype: Some(subtype.into()),
+        }
+    }
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn file_and_pbs_lines_give_volids() {
+        let st: StorageId = "local".parse().unwrap();
+        let log = lines(&[
+            "INFO: starting new backup job: vzdump 101 --storage local",
+            "INFO: creating vzdump archive '/var/lib/vz/dump/vzdump-lxc-101-2024_01_31-12_00_00.tar.zst'",
+        ]);
+        let a = archive_from_log(&log, vmid(101)).unwrap();
+        assert_eq!(
+            a.volid(&st),
+            "local:backup/vzdump-lxc-101-2024_01_31-12_00_00.tar.zst"
+        );
+        let pbs: StorageId = "pbs".parse().unwrap();
+        let log =
+            lines(&["INFO: creating Proxmox Backup Server archive 'ct/101/2024-01-31T11:00:00Z'"]);
+        let a = archive_from_log(&log, vmid(101)).unwrap();
+        assert_eq!(a.volid(&pbs), "pbs:backup/ct/101/2024-01-31T11:00:00Z");
+        // Another guest's line, or no line: nothing.
+        assert_eq!(archive_from_log(&log, vmid(102)), None);
+        assert_eq!(
+            archive_from_log(&lines(&["INFO: status = running"]), vmid(101)),
+            None
+        );
+        assert_eq!(
+            archive_from_log(&lines(&["creating vzdump archive ''"]), vmid(101)),
+            None
+        );
+    }
+
+    #[test]
+    fn an_older_archive_is_never_the_new_one() {
+        let st: StorageId = "local".parse().unwrap();
+        let old = entry("local:backup/vzdump-lxc-101-old.tar.zst", 101, 100, "lxc");
+        // No log line, only an older archive: nothing qualifies, and the old one is named.
+        let err =
+            choose_archive(None, std::slice::from_ref(&old), &st, vmid(101), 200).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveProblem::NothingNew { older: Some(o), .. } if o == &old.volid),
+            "{err:?}"
+        );
+        // The log names a file the listing lacks: no fallback to the old one.
+        let logged = LoggedArchive::File("vzdump-lxc-101-new.tar.zst".into());
+        let err = choose_archive(
+            Some(&logged),
+            std::slice::from_ref(&old),
+            &st,
+            vmid(101),
+            200,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ArchiveProblem::LoggedMissing { .. }),
+            "{err:?}"
+        );
+        // Listed but older than the task: refused.
+        let same = entry("local:backup/vzdump-lxc-101-new.tar.zst", 101, 150, "lxc");
+        let err = choose_archive(Some(&logged), &[same], &st, vmid(101), 200).unwrap_err();
+        assert!(
+            matches!(err, ArchiveProblem::LoggedMismatch { .. }),
+            "{err:?}"
+        );
+        // A qemu backup with the same owner does not count.
+        let qemu = entry("local:backup/vzdump-qemu-101-x.vma.zst", 101, 300, "qemu");
+        assert!(choose_archive(None, &[old.clone(), qemu], &st, vmid(101), 200).is_err());
+        // The fresh one from the listing is taken when the log names none.
+        let fresh = entry("local:backup/vzdump-lxc-101-new.tar.zst", 101, 250, "lxc");
+        let found = choose_archive(None, &[old, fresh.clone()], &st, vmid(101), 200).unwrap();
+        assert_eq!(found.volid, fresh.volid);
+        assert_eq!(found.source, ArchiveSource::Listing);
+        let found = choose_archive(Some(&logged), &[fresh], &st, vmid(101), 200).unwrap();
+        assert_eq!(found.source, ArchiveSource::TaskLog);
+    }
+
+    #[test]
+    fn archive_vmid_reads_both_forms() {
+        assert_eq!(
+            archive_vmid("local:backup/vzdump-lxc-101-2024_01_31-12_00_00.tar.zst"),
+            Some(vmid(101))
+        );
+        assert_eq!(
+            archive_vmid("pbs:backup/ct/7001/2024-01-31T11:00:00Z"),
+            Some(vmid(7001))
+        );
+        assert_eq!(archive_vmid("local:backup/vzdump-qemu-101-x.vma"), None);
+        assert_eq!(archive_vmid("local:vztmpl/debian.tar.zst"), None);
+        assert_eq!(archive_vmid("nfs:backup/vzdump-lxc--x.tar"), None);
+    }
+}

@@ -1,0 +1,319 @@
+//! The real `felhom-agent` binary against the simulator: `backup` takes its archive from
+//! the vzdump task log and checks it against the storage (directory and Proxmox Backup
+//! Server storages, a storage holding only an older archive, a log without the line),
+//! never prunes unless `--prune` is given, and `restore` resets the network identity only
+//! for a copy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use felhom_tests::bins::{self, AgentRun};
+use felhom_tests::fake_helper::{FakeHelper, write_agent_config};
+use felhom_tests::pve_sim::{BackupQuirk, PveSim, SimOptions};
+use serde_json::Value;
+
+struct Env {
+    sim: PveSim,
+    _helper: FakeHelper,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+async fn env() -> Env {
+    tokio::task::block_in_place(bins::agent);
+    let sim = PveSim::start(SimOptions {
+        task_duration: Duration::from_millis(50),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let helper = FakeHelper::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 1).unwrap();
+    Env {
+        sim,
+        _helper: helper,
+        _dir: dir,
+        config,
+    }
+}
+
+async fn agent(env: &Env, args: &[&str]) -> AgentRun {
+    bins::run_agent(&env.config, args).await
+}
+
+/// The form body of the last vzdump request.
+fn last_vzdump_body(env: &Env) -> String {
+    env.sim
+        .state()
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "POST" && r.path.ends_with("/vzdump"))
+        .map(|r| r.body)
+        .expect("a vzdump request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_storage_archive_comes_from_the_task_log() {
+    let env = env().await;
+    let state = env.sim.state();
+    // An older backup of the guest is already there.
+    let old = state.add_backup_aged("local", 100, 3600);
+    let r = agent(&env, &["--json", "backup", "100", "--storage", "local"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let archive = v["archive"].as_str().unwrap().to_string();
+    assert!(archive.starts_with("local:backup/vzdump-lxc-100-"), "{v:#}");
+    assert_ne!(archive, old);
+    assert_eq!(v["archive_source"], "task-log", "{v:#}");
+    assert_eq!(v["archive_verified"], true, "{v:#}");
+    assert_eq!(v["pruned"], false, "{v:#}");
+    // It is the one the task log names, and the storage has it.
+    let upid = v["task"]["upid"].as_str().unwrap();
+    let r2 = agent(&env, &["tasks", "log", upid]).await;
+    let file = archive.trim_start_matches("local:backup/");
+    assert!(
+        r2.stdout.contains(&format!(
+            "creating vzdump archive '/var/lib/vz/dump/{file}'"
+        )),
+        "{}",
+        r2.stdout
+    );
+    assert!(state.backups("local", 100).contains(&archive));
+    // No pruning was asked for: remove=0 was sent and the old archive is still there.
+    assert!(last_vzdump_body(&env).contains("remove=0"));
+    assert!(state.backups("local", 100).contains(&old));
+
+    // Human output names the archive and where it came from.
+    let r = agent(&env, &["backup", "100", "--storage", "local"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("(named in the task log, listed by the storage)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pbs_storage_archive_is_the_logged_snapshot() {
+    let env = env().await;
+    let state = env.sim.state();
+    state.add_pbs_storage("pbs");
+    let r = agent(&env, &["--json", "backup", "100", "--storage", "pbs"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let archive = v["archive"].as_str().unwrap();
+    assert!(archive.starts_with("pbs:backup/ct/100/"), "{v:#}");
+    assert!(archive.ends_with('Z'), "{v:#}");
+    assert_eq!(v["archive_source"], "task-log", "{v:#}");
+    assert_eq!(state.backups("pbs", 100), vec![archive.to_string()]);
+    // The storage lists it in the PBS form, with subtype lxc.
+    let r = agent(
+        &env,
+        &["--json", "storage", "content", "pbs", "--content", "backup"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let list = r.json();
+    let text = list.to_string();
+    assert!(text.contains(archive), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_archive_is_never_reported_as_the_new_one() {
+    let env = env().await;
+    let state = env.sim.state();
+    // CT 101 has a two-day-old backup on local (the default inventory).
+    let old = state.backups("local", 101);
+    assert_eq!(old.len(), 1);
+    let old = old[0].clone();
+
+    // The log names an archive the storage does not list: failure, naming the logged one.
+    state.set_backup_quirk(BackupQuirk::ArchiveNotListed);
+    let r = agent(&env, &["backup", "101", "--storage", "local"]).await;
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains(&old), "{}", r.stdout);
+    assert!(r.stderr.contains("does not list it"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("local:backup/vzdump-lxc-101-"),
+        "{}",
+        r.stderr
+    );
+
+    // No line and nothing new: failure, and the older archive is named as older.
+    state.set_backup_quirk(BackupQuirk::NoLineNotListed);
+    let r = agent(&env, &["--json", "backup", "101", "--storage", "local"]).await;
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("names no archive"), "{all}");
+    assert!(
+        all.contains(&format!("the newest there, {old}, is older")),
+        "{all}"
+    );
+    assert_eq!(state.backups("local", 101), vec![old]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_without_the_line_falls_back_to_the_filtered_listing() {
+    let env = env().await;
+    let state = env.sim.state();
+    let old = state.backups("local", 101)[0].clone();
+    state.set_backup_quirk(BackupQuirk::NoArchiveLine);
+    let r = agent(&env, &["--json", "backup", "101", "--storage", "local"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["archive_source"], "listing", "{v:#}");
+    let archive = v["archive"].as_str().unwrap();
+    assert_ne!(archive, old);
+    assert!(state.backups("local", 101).contains(&archive.to_string()));
+    // The listing was asked for this guest's backups only.
+    let asked = state
+        .requests()
+        .into_iter()
+        .any(|r| r.path.ends_with("/storage/local/content") && r.query.contains("vmid=101"));
+    assert!(asked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_limit_is_reported_with_its_remedy_and_prune_opts_in() {
+    let env = env().await;
+    let state = env.sim.state();
+    let old = state.backups("local", 101)[0].clone();
+    assert!(state.set_storage_keep_last("local", Some(1)));
+    let r = agent(&env, &["backup", "101", "--storage", "local"]).await;
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("max backup limit of 1"), "{}", r.stderr);
+    assert!(r.stderr.contains("--prune"), "{}", r.stderr);
+    assert_eq!(state.backups("local", 101), vec![old.clone()]);
+
+    let r = agent(
+        &env,
+        &["--json", "backup", "101", "--storage", "local", "--prune"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["pruned"], true);
+    assert!(last_vzdump_body(&env).contains("remove=1"));
+    // keep-last=1: the old one was pruned, the new one is there.
+    assert_eq!(
+        state.backups("local", 101),
+        vec![v["archive"].as_str().unwrap().to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_over_the_same_vmid_keeps_the_identity() {
+    let env = env().await;
+    let state = env.sim.state();
+    let archive = state.backups("local", 101)[0].clone();
+    let before = state.container_config(101).unwrap();
+    let r = agent(
+        &env,
+        &[
+            "--json",
+            "restore",
+            &archive,
+            "--vmid",
+            "101",
+            "--storage",
+            "local-lvm",
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["identity"]["case"], "same-vmid", "{v:#}");
+    assert_eq!(v["identity"]["reset"], false, "{v:#}");
+    assert_eq!(v["archive_vmid"], 101, "{v:#}");
+    let after = state.container_config(101).unwrap();
+    assert_eq!(after["hostname"], before["hostname"]);
+    assert_eq!(after["net0"], before["net0"]);
+    assert!(after["net0"].as_str().unwrap().contains("hwaddr="));
+    assert_eq!(
+        state.count_requests("PUT", "/lxc/101/config"),
+        0,
+        "nothing was changed after the restore"
+    );
+
+    let r = agent(
+        &env,
+        &[
+            "restore",
+            &archive,
+            "--vmid",
+            "101",
+            "--storage",
+            "local-lvm",
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("disaster recovery): MAC addresses and hostname kept"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_with_static_addresses_is_warned_about() {
+    let env = env().await;
+    let state = env.sim.state();
+    state.add_container(102, "web", false);
+    let net1 = "name=eth1,bridge=vmbr1,ip=10.0.0.5/24,gw=10.0.0.1,type=veth";
+    assert!(state.set_config_value(102, "net1", Some(Value::from(net1))));
+    let archive = state.add_backup("local", 102);
+    let r = agent(
+        &env,
+        &[
+            "--json",
+            "restore",
+            &archive,
+            "--vmid",
+            "202",
+            "--storage",
+            "local-lvm",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["identity"]["case"], "copy", "{v:#}");
+    assert_eq!(
+        v["identity"]["static_address_interfaces"],
+        serde_json::json!(["net1"])
+    );
+    let r = agent(
+        &env,
+        &[
+            "restore",
+            &archive,
+            "--vmid",
+            "203",
+            "--storage",
+            "local-lvm",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("restored as a copy of CT 102 into CT 203"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("warning: net1 of CT 203 have a static ip=/ip6=/gw= setting"),
+        "{}",
+        r.stdout
+    );
+}

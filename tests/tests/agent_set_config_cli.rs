@@ -1,0 +1,162 @@
+//! The real `felhom-agent` binary: `set-config` on a running container reports which
+//! changes Proxmox applied and which wait in `…/pending` for the next start (human and
+//! JSON output), read from the simulator's `GET …/pending`; and start/stop/shutdown of an
+//! HA-managed guest wait for the state the HA manager brings it to.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use felhom_tests::bins::{self, AgentRun};
+use felhom_tests::fake_helper::{FakeHelper, write_agent_config};
+use felhom_tests::pve_sim::{Fault, FaultKind, PveSim, SimOptions};
+use serde_json::json;
+
+struct Env {
+    sim: PveSim,
+    _helper: FakeHelper,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+async fn env() -> Env {
+    tokio::task::block_in_place(bins::agent);
+    let sim = PveSim::start(SimOptions {
+        task_duration: Duration::from_millis(50),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let helper = FakeHelper::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 1).unwrap();
+    Env {
+        sim,
+        _helper: helper,
+        _dir: dir,
+        config,
+    }
+}
+
+async fn agent(env: &Env, args: &[&str]) -> AgentRun {
+    bins::run_agent(&env.config, args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_config_says_what_is_applied_and_what_is_pending() {
+    let env = env().await;
+    let state = env.sim.state();
+    // CT 100 runs: memory is applied at once, nameserver waits for the next start.
+    let r = agent(
+        &env,
+        &[
+            "--json",
+            "set-config",
+            "100",
+            "memory=1024",
+            "nameserver=192.0.2.53",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["applied"], json!(["memory=1024"]), "{v:#}");
+    assert_eq!(v["pending"], json!(["nameserver=192.0.2.53"]), "{v:#}");
+    assert_eq!(v["pending_known"], true);
+    assert_eq!(state.container_config(100).unwrap()["memory"], 1024);
+    assert!(
+        state
+            .container_config(100)
+            .unwrap()
+            .get("nameserver")
+            .is_none()
+    );
+
+    let r = agent(&env, &["set-config", "100", "searchdomain=example.test"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("pending until the container's next start (Proxmox keeps them in …/pending): searchdomain=example.test"),
+        "{}",
+        r.stdout
+    );
+
+    // A restart applies them.
+    assert_eq!(agent(&env, &["stop", "100"]).await.code, 0);
+    assert_eq!(agent(&env, &["start", "100"]).await.code, 0);
+    let cfg = state.container_config(100).unwrap();
+    assert_eq!(cfg["nameserver"], "192.0.2.53");
+    assert_eq!(cfg["searchdomain"], "example.test");
+
+    // A stopped container takes everything at once.
+    let r = agent(
+        &env,
+        &["--json", "set-config", "101", "nameserver=192.0.2.1"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["applied"], json!(["nameserver=192.0.2.1"]));
+    assert_eq!(r.json()["pending"], json!([]));
+
+    // When …/pending cannot be read, the output does not claim either.
+    state.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/lxc/101/pending".into(),
+        kind: FaultKind::Status {
+            code: 500,
+            reason: "internal error".into(),
+        },
+        times: 10,
+    });
+    let r = agent(&env, &["--json", "set-config", "101", "cores=2"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["pending_known"], false);
+    assert!(r.json()["applied"].is_null());
+}
+
+/// An HA-managed guest: the `hastart`/`hastop` task ends once the request is queued; the
+/// agent waits until `status/current` shows the target state and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_managed_power_waits_for_the_real_state() {
+    let env = env().await;
+    let state = env.sim.state();
+    state.set_ha_managed(101, true);
+    let r = agent(&env, &["--json", "start", "101"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert!(
+        v["task"]["upid"]
+            .as_str()
+            .unwrap()
+            .contains(":hastart:101:"),
+        "{v:#}"
+    );
+    assert_eq!(v["ha"]["managed"], true, "{v:#}");
+    assert_eq!(v["ha"]["reached"], true, "{v:#}");
+    // When the agent returns, the guest really runs (the LRM's vzstart took longer than
+    // the hastart task).
+    assert_eq!(state.container_running(101), Some(true));
+    assert!(
+        state
+            .task_upids()
+            .iter()
+            .any(|u| u.contains(":vzstart:101:")),
+        "the LRM started it"
+    );
+
+    let r = agent(&env, &["shutdown", "101", "--timeout", "5"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("CT 101 is HA-managed: the HA manager brought it to stopped"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(state.container_running(101), Some(false));
+
+    // A guest that is not HA-managed has no HA part.
+    let r = agent(&env, &["--json", "stop", "100"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.json()["ha"].is_null());
+}
