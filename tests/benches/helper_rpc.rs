@@ -129,7 +129,11 @@ fn serve(mut cmd: Command, socket: &Path) -> Server {
     let server = Server(child);
     let until = Instant::now() + Duration::from_secs(10);
     while !socket.exists() {
-        assert!(Instant::now() < until, "{} did not appear", socket.display());
+        assert!(
+            Instant::now() < until,
+            "{} did not appear",
+            socket.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     server
@@ -142,12 +146,20 @@ async fn reference_warm(dir: &Path, iterations: usize) -> Vec<Duration> {
     let _server = serve(cmd, &sock);
     let client = raw_client(&sock).await;
     for _ in 0..200 {
-        client.hello(ctx(), PROTOCOL_VERSION).await.unwrap().unwrap();
+        client
+            .hello(ctx(), PROTOCOL_VERSION)
+            .await
+            .unwrap()
+            .unwrap();
     }
     let mut out = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let t = Instant::now();
-        client.hello(ctx(), PROTOCOL_VERSION).await.unwrap().unwrap();
+        client
+            .hello(ctx(), PROTOCOL_VERSION)
+            .await
+            .unwrap()
+            .unwrap();
         out.push(t.elapsed());
     }
     out
@@ -182,8 +194,16 @@ async fn reference_cold(dir: &Path, iterations: usize) -> Option<Vec<Duration>> 
         let _server = serve(cmd, &sock);
         let t = Instant::now();
         let client = raw_client(&sock).await;
-        client.hello(ctx(), PROTOCOL_VERSION).await.unwrap().unwrap();
-        client.hello(ctx(), PROTOCOL_VERSION).await.unwrap().unwrap();
+        client
+            .hello(ctx(), PROTOCOL_VERSION)
+            .await
+            .unwrap()
+            .unwrap();
+        client
+            .hello(ctx(), PROTOCOL_VERSION)
+            .await
+            .unwrap()
+            .unwrap();
         out.push(t.elapsed());
     }
     Some(out)

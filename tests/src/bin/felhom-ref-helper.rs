@@ -13,8 +13,8 @@ use std::os::fd::FromRawFd;
 
 use felhom_protocol::{
     DiskInfo, DiskName, GoldenImageReply, GoldenImageRequest, HelloReply, Helper, HelperError,
-    MountBackend, MountInfo, MountName, PROTOCOL_VERSION, SensorReading, SmartReport,
-    UnmountReply, UsbMountRequest,
+    MountBackend, MountInfo, MountName, PROTOCOL_VERSION, SensorReading, SmartReport, UnmountReply,
+    UsbMountRequest,
 };
 use futures::StreamExt;
 use tarpc::context::Context;
