@@ -13,8 +13,8 @@
 //! what was re-parented to the helper, and returns only when nothing is left (or reports what
 //! could not be killed). The operation lock is held until it returns.
 //!
-//! The tree is read from `/proc/<pid>/stat` (the parent pid field), which needs no privilege
-//! for the helper's own descendants.
+//! The tree is read from `/proc/<pid>/stat` of every process (the parent pid field), which
+//! needs no privilege for the helper's own descendants.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -111,59 +111,12 @@ pub fn descendants_in(table: &HashMap<i32, ProcStat>, root: i32) -> Vec<ProcStat
     out
 }
 
-/// Whether the kernel lists children in `/proc/<pid>/task/<tid>/children`
-/// (`CONFIG_PROC_CHILDREN`, set in Debian's and Proxmox's kernels).
-fn has_children_files() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::path::Path::new(&format!(
-            "/proc/self/task/{}/children",
-            nix::unistd::gettid()
-        ))
-        .exists()
-    })
-}
-
-/// The children of `pid`, from `/proc/<pid>/task/*/children`.
-fn children_of(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for t in tasks.flatten().take(MAX_SCAN) {
-        // A task that ended meanwhile has no file any more: nothing to add.
-        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-            out.extend(
-                text.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-    }
-    out
-}
-
-/// Every process below `root` (not `root` itself), with its state.
+/// Every process below `root` (not `root` itself), with its state, from a scan of the whole
+/// process table. (`/proc/<pid>/task/<tid>/children` would be cheaper, but proc(5) warns
+/// that it is not reliable while the tasks run, and a re-parented orphan is exactly what
+/// must not be missed.)
 fn tree(root: i32) -> Vec<ProcStat> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    let mut queue = vec![root];
-    while let Some(p) = queue.pop() {
-        if !has_children_files() {
-            // No children files: read the whole process table instead.
-            return descendants_in(&scan(), root);
-        }
-        for c in children_of(p) {
-            if c == root || !seen.insert(c) || seen.len() > MAX_SCAN {
-                continue;
-            }
-            let stat = std::fs::read_to_string(format!("/proc/{c}/stat"));
-            if let Some(st) = stat.ok().as_deref().and_then(parse_stat) {
-                out.push(st);
-            }
-            queue.push(c);
-        }
-    }
-    out
+    descendants_in(&scan(), root)
 }
 
 /// The live processes below this one.
