@@ -16,6 +16,7 @@
 //! | `state_dir` | `FELHOM_STATE_DIR` | default `/var/lib/felhom-agent` |
 //! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval, default 300 |
 //! | `request_timeout_secs` | `FELHOM_REQUEST_TIMEOUT_SECS` | per HTTP request, default 30 |
+//! | `max_response_bytes` | `FELHOM_MAX_RESPONSE_BYTES` | largest API response body read, default 32 MiB (1 KiB..1 GiB) |
 //!
 //! At most one of the three TLS keys may be set; none means the system trust store. If any
 //! `FELHOM_TLS_*` variable is set (non-empty), the file's three TLS keys are ignored, so the
@@ -54,6 +55,7 @@ pub const KEYS: &[&str] = &[
     "state_dir",
     "interval_secs",
     "request_timeout_secs",
+    "max_response_bytes",
 ];
 
 /// The keys that together choose the TLS mode (at most one may be set).
@@ -143,6 +145,8 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// Largest API response body read (counted while reading).
+    pub max_response_bytes: usize,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -158,6 +162,7 @@ impl fmt::Debug for AgentConfig {
             .field("state_dir", &self.state_dir)
             .field("interval", &self.interval)
             .field("request_timeout", &self.request_timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -279,6 +284,16 @@ pub const DEFAULT_API_PORT: u16 = 8006;
 /// Whether the authority of `s` (`scheme://[userinfo@]host[:port]…`) spells out a port.
 /// Needed because `url` drops a port equal to the scheme default (`https://h:443` has
 /// `port() == None`, like `https://h`).
+/// A response size cap in bytes: 1 KiB ..= 1 GiB.
+fn parse_byte_cap(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1024..=1 << 30).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a byte count from 1024 to 1073741824, got {s:?}"
+        )),
+    }
+}
+
 fn has_explicit_port(s: &str) -> bool {
     let rest = s.split_once("://").map_or(s, |(_, r)| r);
     let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
@@ -426,6 +441,9 @@ impl AgentConfig {
             request_timeout: l
                 .parsed("request_timeout_secs", parse_secs(3600))?
                 .unwrap_or(Duration::from_secs(30)),
+            max_response_bytes: l
+                .parsed("max_response_bytes", parse_byte_cap)?
+                .unwrap_or(crate::pve::DEFAULT_MAX_RESPONSE_BYTES),
         })
     }
 
@@ -439,6 +457,7 @@ impl AgentConfig {
             token_secret,
             tls: self.tls.clone(),
             request_timeout: self.request_timeout,
+            max_response_bytes: self.max_response_bytes,
         })
     }
 }

@@ -97,6 +97,7 @@ async fn scenario(
             .ok_or_else(|| anyhow::anyhow!("bad simulator secret"))?,
         tls: TlsMode::Pinned(sim.fingerprint().parse()?),
         request_timeout: Duration::from_secs(10),
+        max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
     };
     let client = PveClient::new(&settings)?;
     client.version().await?; // warm the connection

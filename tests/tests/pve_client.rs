@@ -27,6 +27,7 @@ fn settings(sim: &PveSim, tls: TlsMode) -> ApiSettings {
         token_secret: Secret::new(sim.token_secret()).unwrap(),
         tls,
         request_timeout: Duration::from_secs(5),
+        max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 

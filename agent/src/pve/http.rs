@@ -14,7 +14,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::Value;
 
 use super::ApiSettings;
-use super::error::{PveError, classify};
+use super::error::{MAX_MESSAGE_BYTES, PveError, classify, clean_text};
 use super::tls::{self, PinReport, TlsMode};
 
 /// How many times an idempotent read is attempted on connect errors, 5xx and 59x.
@@ -39,6 +39,7 @@ pub(crate) struct Http {
     auth: HeaderValue,
     pin: Option<Arc<PinReport>>,
     tls: TlsMode,
+    max_body: usize,
 }
 
 impl std::fmt::Debug for Http {
@@ -47,8 +48,43 @@ impl std::fmt::Debug for Http {
             .field("base", &self.base.as_str())
             .field("auth", &"[redacted]")
             .field("tls", &self.tls)
+            .field("max_body", &self.max_body)
             .finish()
     }
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    /// The transport failed (timeout, reset, truncated chunked encoding, …).
+    Transport(reqwest::Error),
+    /// The body is (or announced to be) larger than the cap.
+    TooLarge {
+        /// Bytes announced in `Content-Length`, when that is what was refused.
+        announced: Option<u64>,
+    },
+}
+
+/// Reads a response body, counting bytes as they arrive: reading stops at the first chunk
+/// that would pass `cap`, so memory never holds more than `cap` bytes of one body (a
+/// `Content-Length` over the cap is refused before reading anything).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    let announced = resp.content_length();
+    if let Some(len) = announced {
+        if len > cap as u64 {
+            return Err(BodyError::TooLarge {
+                announced: Some(len),
+            });
+        }
+    }
+    // Preallocate only what was announced (already known to be within the cap), at most 1 MiB.
+    let mut body = Vec::with_capacity(announced.map_or(8 * 1024, |n| n.min(1 << 20) as usize));
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge { announced: None });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Formats an error and its sources on one line.
@@ -114,6 +150,7 @@ impl Http {
             auth,
             pin,
             tls: settings.tls.clone(),
+            max_body: settings.max_response_bytes,
         })
     }
 
@@ -180,13 +217,30 @@ impl Http {
             Err(e) => return Err(self.transport_error(method, &path, &e, idempotent)),
         };
         let status = resp.status();
+        // The reason phrase is text from outside: bounded and stripped of control characters
+        // before it can reach a terminal or a log line.
         let reason = resp
             .extensions()
             .get::<hyper::ext::ReasonPhrase>()
-            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
-        let body = match resp.bytes().await {
+            .map(|r| clean_text(&String::from_utf8_lossy(r.as_bytes()), MAX_MESSAGE_BYTES));
+        let body = match read_capped(resp, self.max_body).await {
             Ok(b) => b,
-            Err(e) => return Err(self.transport_error(method, &path, &e, idempotent)),
+            Err(BodyError::Transport(e)) => {
+                return Err(self.transport_error(method, &path, &e, idempotent));
+            }
+            Err(BodyError::TooLarge { announced }) => {
+                let what = match announced {
+                    Some(n) => format!("announces {n} bytes"),
+                    None => "is larger than that".to_string(),
+                };
+                return Err(PveError::Decode {
+                    path,
+                    message: format!(
+                        "response body {what}; the limit is {} bytes (max_response_bytes); stopped reading",
+                        self.max_body
+                    ),
+                });
+            }
         };
         tracing::debug!(
             %method,
@@ -242,7 +296,7 @@ impl Http {
                 };
             }
         }
-        let message = chain(e);
+        let message = clean_text(&chain(e), MAX_MESSAGE_BYTES);
         // A request that failed before a connection existed was never sent and is safe to
         // report as a plain transport error; anything later may have reached the server.
         if !idempotent && !e.is_connect() && !e.is_builder() {
@@ -276,6 +330,7 @@ mod tests {
             token_secret: Secret::new("0b4cf2e1-aaaa-bbbb-cccc-123456789abc").unwrap(),
             tls: TlsMode::Pinned(Fingerprint::of_der(b"expected")),
             request_timeout: Duration::from_secs(5),
+            max_response_bytes: crate::pve::DEFAULT_MAX_RESPONSE_BYTES,
         })
         .unwrap()
     }

@@ -141,7 +141,14 @@ pub struct ApiSettings {
     pub tls: TlsMode,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// Largest response body read; counted while reading, so memory never holds more
+    /// (config key `max_response_bytes`, default [`DEFAULT_MAX_RESPONSE_BYTES`]).
+    pub max_response_bytes: usize,
 }
+
+/// The default cap on one API response body: 32 MiB. The largest real bodies (cluster
+/// resources of a big cluster, a long task log page) are a few MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -182,6 +189,7 @@ mod tests {
             token_secret: Secret::new("s3cr3t-value").unwrap(),
             tls: TlsMode::Insecure,
             request_timeout: Duration::from_secs(30),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         };
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("s3cr3t-value"));
