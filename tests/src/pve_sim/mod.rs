@@ -41,7 +41,7 @@
 mod api;
 mod server;
 mod state;
-mod tls;
+pub(crate) mod tls;
 mod util;
 
 use std::net::{Ipv4Addr, SocketAddr};
