@@ -14,7 +14,7 @@
 //! | `tls_insecure` | `FELHOM_TLS_INSECURE` | `true` only when explicitly wanted |
 //! | `helper_socket` | `FELHOM_HELPER_SOCKET` | default `/run/felhom/helper.sock` |
 //! | `state_dir` | `FELHOM_STATE_DIR` | default `/var/lib/felhom-agent` |
-//! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval, default 300 |
+//! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval in seconds (fractions allowed, at least 0.1), default 300 |
 //! | `request_timeout_secs` | `FELHOM_REQUEST_TIMEOUT_SECS` | per HTTP request, default 30 |
 //! | `max_response_bytes` | `FELHOM_MAX_RESPONSE_BYTES` | largest API response body read, default 32 MiB (1 KiB..1 GiB) |
 //!
@@ -284,6 +284,14 @@ pub const DEFAULT_API_PORT: u16 = 8006;
 /// Whether the authority of `s` (`scheme://[userinfo@]host[:port]…`) spells out a port.
 /// Needed because `url` drops a port equal to the scheme default (`https://h:443` has
 /// `port() == None`, like `https://h`).
+/// The service interval: seconds, 0.1 ..= 86400, fractions allowed (a soak runs at 0.2 s).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(n) if (0.1..=86_400.0).contains(&n) => Ok(Duration::from_millis((n * 1000.0) as u64)),
+        _ => Err(format!("expected seconds from 0.1 to 86400, got {s:?}")),
+    }
+}
+
 /// A response size cap in bytes: 1 KiB ..= 1 GiB.
 fn parse_byte_cap(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -436,7 +444,7 @@ impl AgentConfig {
                 .parsed("state_dir", abs_path)?
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             interval: l
-                .parsed("interval_secs", parse_secs(86_400))?
+                .parsed("interval_secs", parse_interval)?
                 .unwrap_or(Duration::from_secs(300)),
             request_timeout: l
                 .parsed("request_timeout_secs", parse_secs(3600))?
@@ -499,6 +507,7 @@ mod tests {
         assert_eq!(c.helper_socket, PathBuf::from(DEFAULT_HELPER_SOCKET));
         assert_eq!(c.interval, Duration::from_secs(300));
         assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_response_bytes, crate::pve::DEFAULT_MAX_RESPONSE_BYTES);
         assert_eq!(c.token_secret_file, dir.path().join("pve-token"));
         let s = c.api_settings().unwrap();
         assert_eq!(s.token_secret.expose(), "sekrit-1234");
@@ -526,6 +535,17 @@ mod tests {
         assert_eq!(c.node.as_str(), "pve2");
         assert!(matches!(c.tls, TlsMode::Pinned(_)));
         assert_eq!(c.interval, Duration::from_secs(120));
+        // Fractions of a second (the soak runs at 0.2 s) and an explicit response cap.
+        let c = AgentConfig::load_with_env(
+            Some(&p),
+            &env_of(&[
+                ("FELHOM_INTERVAL_SECS", "0.2"),
+                ("FELHOM_MAX_RESPONSE_BYTES", "1048576"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.interval, Duration::from_millis(200));
+        assert_eq!(c.max_response_bytes, 1 << 20);
     }
 
     #[test]
@@ -542,6 +562,22 @@ mod tests {
                 "tls_fingerprint",
             ),
             (&format!(r#"{{{base},"interval_secs":0}}"#), "interval_secs"),
+            (
+                &format!(r#"{{{base},"interval_secs":0.05}}"#),
+                "interval_secs",
+            ),
+            (
+                &format!(r#"{{{base},"interval_secs":"NaN"}}"#),
+                "interval_secs",
+            ),
+            (
+                &format!(r#"{{{base},"max_response_bytes":100}}"#),
+                "max_response_bytes",
+            ),
+            (
+                &format!(r#"{{{base},"max_response_bytes":"2000000000"}}"#),
+                "max_response_bytes",
+            ),
             (&format!(r#"{{{base},"bogus":1}}"#), "bogus"),
             (
                 &format!(r#"{{{base},"helper_socket":"rel/path"}}"#),
