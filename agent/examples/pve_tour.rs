@@ -129,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("empty simulator secret"))?,
         tls: TlsMode::Pinned(sim.fingerprint().parse()?),
         tls_server_name: None,
+        max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
         request_timeout: Duration::from_secs(30),
     })?;
     reads(&pve).await?;

@@ -15,9 +15,10 @@
 //! | `tls_server_name` | `FELHOM_TLS_SERVER_NAME` | verify the chain for this DNS name while connecting to `api_url` (system roots or `tls_ca_file`) |
 //! | `helper_socket` | `FELHOM_HELPER_SOCKET` | default `/run/felhom/helper.sock` |
 //! | `state_dir` | `FELHOM_STATE_DIR` | default `/var/lib/felhom-agent` |
-//! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval, default 300 |
+//! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval in seconds (fractions allowed, at least 0.1), default 300 |
 //! | `metrics_file` | `FELHOM_METRICS_FILE` | Prometheus metrics written by `run`, default `<state_dir>/felhom-agent.prom` |
 //! | `request_timeout_secs` | `FELHOM_REQUEST_TIMEOUT_SECS` | per HTTP request, default 30 |
+//! | `max_response_bytes` | `FELHOM_MAX_RESPONSE_BYTES` | largest API response body read, default 32 MiB (1 KiB..1 GiB) |
 //!
 //! At most one of the three TLS keys may be set; none means the system trust store. If any
 //! `FELHOM_TLS_*` variable is set (non-empty), the file's three TLS keys are ignored, so the
@@ -58,6 +59,7 @@ pub const KEYS: &[&str] = &[
     "interval_secs",
     "request_timeout_secs",
     "metrics_file",
+    "max_response_bytes",
 ];
 
 /// The keys that together choose the TLS mode (at most one may be set).
@@ -151,6 +153,8 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// Where `run` writes the Prometheus metrics after each cycle.
     pub metrics_file: PathBuf,
+    /// Largest API response body read (counted while reading).
+    pub max_response_bytes: usize,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -168,6 +172,7 @@ impl fmt::Debug for AgentConfig {
             .field("interval", &self.interval)
             .field("request_timeout", &self.request_timeout)
             .field("metrics_file", &self.metrics_file)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -289,6 +294,24 @@ pub const DEFAULT_API_PORT: u16 = 8006;
 /// Whether the authority of `s` (`scheme://[userinfo@]host[:port]…`) spells out a port.
 /// Needed because `url` drops a port equal to the scheme default (`https://h:443` has
 /// `port() == None`, like `https://h`).
+/// The service interval: seconds, 0.1 ..= 86400, fractions allowed (a soak runs at 0.2 s).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(n) if (0.1..=86_400.0).contains(&n) => Ok(Duration::from_millis((n * 1000.0) as u64)),
+        _ => Err(format!("expected seconds from 0.1 to 86400, got {s:?}")),
+    }
+}
+
+/// A response size cap in bytes: 1 KiB ..= 1 GiB.
+fn parse_byte_cap(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1024..=1 << 30).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a byte count from 1024 to 1073741824, got {s:?}"
+        )),
+    }
+}
+
 fn has_explicit_port(s: &str) -> bool {
     let rest = s.split_once("://").map_or(s, |(_, r)| r);
     let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
@@ -447,11 +470,14 @@ impl AgentConfig {
             state_dir,
             metrics_file,
             interval: l
-                .parsed("interval_secs", parse_secs(86_400))?
+                .parsed("interval_secs", parse_interval)?
                 .unwrap_or(Duration::from_secs(300)),
             request_timeout: l
                 .parsed("request_timeout_secs", parse_secs(3600))?
                 .unwrap_or(Duration::from_secs(30)),
+            max_response_bytes: l
+                .parsed("max_response_bytes", parse_byte_cap)?
+                .unwrap_or(crate::pve::DEFAULT_MAX_RESPONSE_BYTES),
         })
     }
 
@@ -466,6 +492,7 @@ impl AgentConfig {
             tls: self.tls.clone(),
             tls_server_name: self.tls_server_name.clone(),
             request_timeout: self.request_timeout,
+            max_response_bytes: self.max_response_bytes,
         })
     }
 }
@@ -507,6 +534,7 @@ mod tests {
         assert_eq!(c.helper_socket, PathBuf::from(DEFAULT_HELPER_SOCKET));
         assert_eq!(c.interval, Duration::from_secs(300));
         assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_response_bytes, crate::pve::DEFAULT_MAX_RESPONSE_BYTES);
         assert_eq!(c.token_secret_file, dir.path().join("pve-token"));
         let s = c.api_settings().unwrap();
         assert_eq!(s.token_secret.expose(), "sekrit-1234");
@@ -561,6 +589,17 @@ mod tests {
         assert_eq!(c.node.as_str(), "pve2");
         assert!(matches!(c.tls, TlsMode::Pinned(_)));
         assert_eq!(c.interval, Duration::from_secs(120));
+        // Fractions of a second (the soak runs at 0.2 s) and an explicit response cap.
+        let c = AgentConfig::load_with_env(
+            Some(&p),
+            &env_of(&[
+                ("FELHOM_INTERVAL_SECS", "0.2"),
+                ("FELHOM_MAX_RESPONSE_BYTES", "1048576"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.interval, Duration::from_millis(200));
+        assert_eq!(c.max_response_bytes, 1 << 20);
     }
 
     #[test]
@@ -577,6 +616,22 @@ mod tests {
                 "tls_fingerprint",
             ),
             (&format!(r#"{{{base},"interval_secs":0}}"#), "interval_secs"),
+            (
+                &format!(r#"{{{base},"interval_secs":0.05}}"#),
+                "interval_secs",
+            ),
+            (
+                &format!(r#"{{{base},"interval_secs":"NaN"}}"#),
+                "interval_secs",
+            ),
+            (
+                &format!(r#"{{{base},"max_response_bytes":100}}"#),
+                "max_response_bytes",
+            ),
+            (
+                &format!(r#"{{{base},"max_response_bytes":"2000000000"}}"#),
+                "max_response_bytes",
+            ),
             (&format!(r#"{{{base},"bogus":1}}"#), "bogus"),
             (
                 &format!(r#"{{{base},"helper_socket":"rel/path"}}"#),

@@ -41,6 +41,7 @@
 //!     token_secret: Secret::new(sim.token_secret()).expect("a non-empty secret"),
 //!     tls: TlsMode::Pinned(sim.fingerprint().parse()?),
 //!     tls_server_name: None,
+//!     max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
 //!     request_timeout: Duration::from_secs(30),
 //! };
 //! let pve = PveClient::new(&settings)?; // sends nothing yet
@@ -88,6 +89,7 @@
 //! #     token_secret: Secret::new(sim.token_secret()).expect("a non-empty secret"),
 //! #     tls: TlsMode::Pinned(sim.fingerprint().parse()?),
 //! #     tls_server_name: None,
+//! #     max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
 //! #     request_timeout: Duration::from_secs(30),
 //! # })?;
 //! // A backup holds the guest's lock; Proxmox refuses a config change meanwhile.

@@ -180,11 +180,19 @@ pub type ClientTransport = WireTransport<Response<HelperResponse>, ClientMessage
 /// or with a deadline beyond [`MAX_DEADLINE_SECS`] end the connection; replies may be up to
 /// [`MAX_REPLY_FRAME`].
 pub fn server_transport(stream: UnixStream) -> ServerTransport {
-    let framed = Framed::new(stream, FrameCodec::new(MAX_REQUEST_FRAME, MAX_REPLY_FRAME));
-    tarpc::tokio_serde::Framed::new(
-        framed,
-        WireCodec::new(MAX_REQUEST_FRAME, MAX_REPLY_FRAME).checking_deadlines(),
-    )
+    let framed = Framed::new(stream, server_frame_codec());
+    tarpc::tokio_serde::Framed::new(framed, server_wire_codec())
+}
+
+/// The helper's framing: the exact limits [`server_transport`] uses. Public so the fuzz
+/// targets decode request frames exactly as the helper does.
+pub fn server_frame_codec() -> FrameCodec {
+    FrameCodec::new(MAX_REQUEST_FRAME, MAX_REPLY_FRAME)
+}
+
+/// The helper's codec: the exact limits and deadline check [`server_transport`] uses.
+pub fn server_wire_codec() -> WireCodec<ClientMessage<HelperRequest>, Response<HelperResponse>> {
+    WireCodec::new(MAX_REQUEST_FRAME, MAX_REPLY_FRAME).checking_deadlines()
 }
 
 /// Wraps a connected stream for the agent: reply frames over [`MAX_REPLY_FRAME`] end the

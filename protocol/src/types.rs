@@ -528,10 +528,46 @@ impl DiskName {
                 format!("contains the disallowed character {c:?} (a name like sda, not a path)"),
             ));
         }
+        if let Some(p) = VIRTUAL_DISK_PREFIXES.iter().find(|p| s.starts_with(*p)) {
+            return Err(ValidationError::new(
+                Self::FIELD,
+                format!("{p}… devices are virtual and have no SMART data"),
+            ));
+        }
+        if is_partition_name(s) {
+            return Err(ValidationError::new(
+                Self::FIELD,
+                "names a partition; give the whole disk (sda, nvme0n1)",
+            ));
+        }
         Ok(Self(s.to_owned()))
     }
 }
 string_newtype!(DiskName);
+
+/// Kernel name prefixes of block devices without SMART data (loop, RAM disks, device mapper,
+/// software RAID, optical, network and ZFS volumes …), refused at decode.
+const VIRTUAL_DISK_PREFIXES: &[&str] = &[
+    "loop", "ram", "zram", "md", "sr", "nbd", "fd", "zd", "rbd", "drbd", "bcache",
+];
+
+/// Whether a (lowercase alphanumeric) block-device name is a partition: `sda1`, `vdb2`,
+/// `xvda1`, `hda3` (letters-only disk families followed by digits) or `nvme0n1p1`,
+/// `mmcblk0p2` (a digit, `p`, digits).
+fn is_partition_name(s: &str) -> bool {
+    let letters_disk = ["sd", "vd", "hd", "xvd"].iter().any(|p| s.starts_with(p));
+    if letters_disk && s.ends_with(|c: char| c.is_ascii_digit()) {
+        return true;
+    }
+    match s.rsplit_once('p') {
+        Some((head, tail)) => {
+            !tail.is_empty()
+                && tail.bytes().all(|b| b.is_ascii_digit())
+                && head.ends_with(|c: char| c.is_ascii_digit())
+        }
+        None => false,
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -795,6 +831,20 @@ mod tests {
                 "cciss!c0d0",
                 "sda-1",
                 "nvme0n1p1 ",
+                // Partitions and devices without SMART data are refused at decode.
+                "sda1",
+                "sdab12",
+                "vdb2",
+                "xvda1",
+                "nvme0n1p1",
+                "mmcblk0p2",
+                "loop0",
+                "zram0",
+                "md127",
+                "sr0",
+                "nbd3",
+                "zd16",
+                "ram0",
             ]
             .iter()
             .map(|s| s.to_string()),

@@ -123,6 +123,7 @@ async fn scenario(
         tls: TlsMode::Pinned(sim.fingerprint().parse()?),
         tls_server_name: None,
         request_timeout: Duration::from_secs(10),
+        max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
     };
     let client = PveClient::new(&settings)?;
     client.version().await?; // warm the connection

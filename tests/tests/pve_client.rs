@@ -28,6 +28,7 @@ fn settings(sim: &PveSim, tls: TlsMode) -> ApiSettings {
         tls,
         tls_server_name: None,
         request_timeout: Duration::from_secs(5),
+        max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 

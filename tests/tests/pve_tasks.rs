@@ -33,6 +33,7 @@ async fn sim_with(task_duration: Duration) -> (PveSim, PveClient) {
         token_secret: Secret::new(sim.token_secret()).unwrap(),
         tls: TlsMode::Pinned(sim.fingerprint().parse().unwrap()),
         tls_server_name: None,
+        max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
         request_timeout: Duration::from_secs(5),
     };
     let client = PveClient::new(&settings).unwrap();

@@ -24,6 +24,7 @@ fn settings(sim: &PveSim, tls: TlsMode, name: Option<&str>) -> ApiSettings {
         token_secret: Secret::new(sim.token_secret()).unwrap(),
         tls,
         tls_server_name: name.map(str::to_string),
+        max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
         request_timeout: Duration::from_secs(5),
     }
 }

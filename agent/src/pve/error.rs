@@ -122,7 +122,11 @@ pub enum PveError {
 /// indented line (the final `TASK ERROR:` line is left out when it only repeats the exit
 /// status).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("task {task_type} {id} failed: {exitstatus}{}", fmt_reasons(.exitstatus, .reasons, .reasons_omitted))]
+#[error(
+    "task {task_type} {id} failed: {}{}",
+    clean_text(.exitstatus, MAX_MESSAGE_BYTES),
+    fmt_reasons(.exitstatus, .reasons, .reasons_omitted)
+)]
 pub struct TaskFailure {
     /// The task.
     pub upid: Upid,
@@ -143,6 +147,40 @@ pub struct TaskFailure {
     pub log_tail: Vec<String>,
     /// The missing privilege, when the task failed a permission check.
     pub privilege: Option<String>,
+}
+
+/// The longest message (reason phrase, body `message`, task exit status or log line) kept
+/// from a response; the rest is cut with a note of how much was cut.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// The most entries of a 400's `errors` map kept; each key is cut at 64 bytes and each value at
+/// [`MAX_ERROR_VALUE_BYTES`].
+pub const MAX_ERRORS: usize = 32;
+/// The longest value of one `errors` entry kept.
+pub const MAX_ERROR_VALUE_BYTES: usize = 256;
+
+/// Makes text from outside safe for a terminal, a log line or a JSON report: tabs and line
+/// breaks become spaces, every other control character (C0, DEL, C1 — so every terminal
+/// escape sequence) becomes U+FFFD, and text beyond `max` bytes is cut at a character
+/// boundary with a note of how many bytes were cut.
+pub fn clean_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 32);
+    let mut cut_at = None;
+    for (i, c) in s.char_indices() {
+        let c = match c {
+            '\t' | '\n' | '\r' => ' ',
+            c if c.is_control() => '\u{FFFD}',
+            c => c,
+        };
+        if out.len() + c.len_utf8() > max {
+            cut_at = Some(i);
+            break;
+        }
+        out.push(c);
+    }
+    if let Some(i) = cut_at {
+        out.push_str(&format!("… [{} more bytes cut]", s.len() - i));
+    }
+    out
 }
 
 fn fmt_errors(errors: &BTreeMap<String, String>) -> String {
@@ -251,7 +289,7 @@ pub fn classify(
         .as_ref()
         .and_then(|v| v.get("message"))
         .and_then(|m| m.as_str())
-        .map(|m| m.trim_end().to_string())
+        .map(|m| clean_text(m.trim_end(), MAX_MESSAGE_BYTES))
         .filter(|m| !m.is_empty());
     let errors: BTreeMap<String, String> = json
         .as_ref()
@@ -259,9 +297,15 @@ pub fn classify(
         .and_then(|e| e.as_object())
         .map(|m| {
             m.iter()
+                .take(MAX_ERRORS)
                 .map(|(k, v)| {
-                    let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-                    (k.clone(), text.trim_end().to_string())
+                    let text = match v.as_str() {
+                        Some(t) => clean_text(t.trim_end(), MAX_ERROR_VALUE_BYTES),
+                        // A nested value: only its first bytes are shown, so it is not
+                        // rendered whole.
+                        None => clean_text(&super::lenient::value_text(v), MAX_ERROR_VALUE_BYTES),
+                    };
+                    (clean_text(k, 64), text)
                 })
                 .collect()
         })
@@ -269,7 +313,7 @@ pub fn classify(
     let message = body_message
         .or_else(|| {
             reason
-                .map(|r| r.trim().to_string())
+                .map(|r| clean_text(r.trim(), MAX_MESSAGE_BYTES))
                 .filter(|r| !r.is_empty())
         })
         .or_else(|| {

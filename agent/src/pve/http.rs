@@ -14,39 +14,13 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::Value;
 
 use super::ApiSettings;
-use super::error::{PveError, classify};
+use super::error::{MAX_MESSAGE_BYTES, PveError, classify, clean_text};
 use super::tls::{self, PinReport, TlsMode};
 
 /// How many times an idempotent read is attempted on connect errors, 5xx and 59x.
 const READ_ATTEMPTS: u32 = 3;
 /// First back-off between read attempts (doubled each time).
 const READ_BACKOFF: Duration = Duration::from_millis(200);
-
-/// The largest response body read (a task log page of 500 lines, the biggest answer the
-/// agent asks for, is far smaller); a larger body is refused while it is read.
-const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-
-/// Reads a response body chunk by chunk, stopping as soon as it passes `max` bytes
-/// (`Ok(None)`), so a hostile or broken server cannot make the agent buffer without bound.
-async fn read_bounded(
-    mut resp: reqwest::Response,
-    max: usize,
-) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    if resp
-        .content_length()
-        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > max))
-    {
-        return Ok(None);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > max {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
-}
 
 /// A decoded success envelope.
 #[derive(Debug)]
@@ -65,6 +39,7 @@ pub(crate) struct Http {
     auth: HeaderValue,
     pin: Option<Arc<PinReport>>,
     tls: TlsMode,
+    max_body: usize,
 }
 
 impl std::fmt::Debug for Http {
@@ -73,8 +48,43 @@ impl std::fmt::Debug for Http {
             .field("base", &self.base.as_str())
             .field("auth", &"[redacted]")
             .field("tls", &self.tls)
+            .field("max_body", &self.max_body)
             .finish()
     }
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    /// The transport failed (timeout, reset, truncated chunked encoding, …).
+    Transport(reqwest::Error),
+    /// The body is (or announced to be) larger than the cap.
+    TooLarge {
+        /// Bytes announced in `Content-Length`, when that is what was refused.
+        announced: Option<u64>,
+    },
+}
+
+/// Reads a response body, counting bytes as they arrive: reading stops at the first chunk
+/// that would pass `cap`, so memory never holds more than `cap` bytes of one body (a
+/// `Content-Length` over the cap is refused before reading anything).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    let announced = resp.content_length();
+    if let Some(len) = announced {
+        if len > cap as u64 {
+            return Err(BodyError::TooLarge {
+                announced: Some(len),
+            });
+        }
+    }
+    // Preallocate only what was announced (already known to be within the cap), at most 1 MiB.
+    let mut body = Vec::with_capacity(announced.map_or(8 * 1024, |n| n.min(1 << 20) as usize));
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge { announced: None });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Formats an error and its sources on one line.
@@ -140,6 +150,7 @@ impl Http {
             auth,
             pin,
             tls: settings.tls.clone(),
+            max_body: settings.max_response_bytes,
         })
     }
 
@@ -206,19 +217,30 @@ impl Http {
             Err(e) => return Err(self.transport_error(method, &path, &e, idempotent)),
         };
         let status = resp.status();
+        // The reason phrase is text from outside: bounded and stripped of control characters
+        // before it can reach a terminal or a log line.
         let reason = resp
             .extensions()
             .get::<hyper::ext::ReasonPhrase>()
-            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
-        let body = match read_bounded(resp, MAX_BODY_BYTES).await {
-            Ok(Some(b)) => b,
-            Ok(None) => {
+            .map(|r| clean_text(&String::from_utf8_lossy(r.as_bytes()), MAX_MESSAGE_BYTES));
+        let body = match read_capped(resp, self.max_body).await {
+            Ok(b) => b,
+            Err(BodyError::Transport(e)) => {
+                return Err(self.transport_error(method, &path, &e, idempotent));
+            }
+            Err(BodyError::TooLarge { announced }) => {
+                let what = match announced {
+                    Some(n) => format!("announces {n} bytes"),
+                    None => "is larger than that".to_string(),
+                };
                 return Err(PveError::Decode {
                     path,
-                    message: format!("response body larger than {MAX_BODY_BYTES} bytes"),
+                    message: format!(
+                        "response body {what}; the limit is {} bytes (max_response_bytes); stopped reading",
+                        self.max_body
+                    ),
                 });
             }
-            Err(e) => return Err(self.transport_error(method, &path, &e, idempotent)),
         };
         tracing::debug!(
             %method,
@@ -274,7 +296,7 @@ impl Http {
                 };
             }
         }
-        let message = chain(e);
+        let message = clean_text(&chain(e), MAX_MESSAGE_BYTES);
         // A request that failed before a connection existed was never sent and is safe to
         // report as a plain transport error; anything later may have reached the server.
         if !idempotent && !e.is_connect() && !e.is_builder() {
@@ -309,6 +331,7 @@ mod tests {
             tls: TlsMode::Pinned(Fingerprint::of_der(b"expected")),
             tls_server_name: None,
             request_timeout: Duration::from_secs(5),
+            max_response_bytes: crate::pve::DEFAULT_MAX_RESPONSE_BYTES,
         })
         .unwrap()
     }
@@ -355,10 +378,10 @@ mod tests {
         let client = pinned_http().client;
         for path in ["sized", "chunked"] {
             let get = || client.get(format!("http://{addr}/{path}")).send();
-            let small = read_bounded(get().await.unwrap(), 1000).await.unwrap();
-            assert!(small.is_none(), "{path}");
-            let fits = read_bounded(get().await.unwrap(), 3000).await.unwrap();
-            assert_eq!(fits.map(|b| b.len()), Some(3000), "{path}");
+            let small = read_capped(get().await.unwrap(), 1000).await;
+            assert!(matches!(small, Err(BodyError::TooLarge { .. })), "{path}");
+            let fits = read_capped(get().await.unwrap(), 3000).await;
+            assert_eq!(fits.ok().map(|b| b.len()), Some(3000), "{path}");
         }
     }
 

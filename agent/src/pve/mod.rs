@@ -45,6 +45,7 @@
 //! #     tls: TlsMode::Pinned(sim.fingerprint().parse()?),
 //! #     tls_server_name: None,
 //! #     request_timeout: Duration::from_secs(30),
+//! #     max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
 //! # })?;
 //! let upid = pve.snapshot_create(Vmid::new(100)?, &"before_upgrade".parse()?, None).await?;
 //! let mut lines = Lines::default();
@@ -205,7 +206,14 @@ pub struct ApiSettings {
     pub tls_server_name: Option<String>,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// Largest response body read; counted while reading, so memory never holds more
+    /// (config key `max_response_bytes`, default [`DEFAULT_MAX_RESPONSE_BYTES`]).
+    pub max_response_bytes: usize,
 }
+
+/// The default cap on one API response body: 32 MiB. The largest real bodies (cluster
+/// resources of a big cluster, a long task log page) are a few MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -247,6 +255,7 @@ mod tests {
             tls: TlsMode::Insecure,
             tls_server_name: None,
             request_timeout: Duration::from_secs(30),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         };
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("s3cr3t-value"));

@@ -906,7 +906,12 @@ impl FromStr for ConfigKey {
     fn from_str(s: &str) -> Result<ConfigKey, ArgumentError> {
         let indexed = |prefix: &str, max: u8| -> Option<u8> {
             let n = s.strip_prefix(prefix)?;
-            if n.is_empty() || (n.len() > 1 && n.starts_with('0')) {
+            // Digits only: `u8::from_str` also takes a leading `+`, which would make
+            // `net+31` an alias of `net31` (found by the set_config_args fuzz target).
+            if n.is_empty()
+                || (n.len() > 1 && n.starts_with('0'))
+                || !n.bytes().all(|b| b.is_ascii_digit())
+            {
                 return None;
             }
             n.parse::<u8>().ok().filter(|n| *n <= max)
@@ -1056,6 +1061,9 @@ mod tests {
             "net32",
             "net",
             "net01",
+            "net+31",
+            "mp+0",
+            "net 1",
             "features",
             "lxc.apparmor.profile",
             "hookscript",

@@ -55,7 +55,7 @@ mod ha;
 mod pending;
 mod server;
 mod state;
-mod tls;
+pub(crate) mod tls;
 mod util;
 
 use std::net::{Ipv4Addr, SocketAddr};

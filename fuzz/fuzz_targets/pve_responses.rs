@@ -1,0 +1,5 @@
+//! Fuzz target `pve_responses`: the body is [`felhom_fuzz::pve_responses`], shared with the regression test
+//! that replays the corpus in the normal test suite.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| felhom_fuzz::pve_responses(data));
