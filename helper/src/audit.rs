@@ -142,7 +142,8 @@ impl Drop for Audit {
     fn drop(&mut self) {
         if !self.done {
             self.emit(
-                "cancelled before it finished (the helper is stopping); its processes were ended",
+                "cancelled before it finished (the client went away, or the helper is \
+                 stopping); any process it started was ended",
                 true,
             );
         }
