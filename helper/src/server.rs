@@ -108,6 +108,8 @@ pub struct Shared {
     op_lock: Arc<Mutex<()>>,
     activity: Arc<Activity>,
     noise: NoiseLimiter,
+    /// Set at SIGTERM/SIGINT: no new privileged operation starts.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -118,6 +120,7 @@ impl Shared {
             op_lock: Arc::new(Mutex::new(())),
             activity: Activity::new(),
             noise: NoiseLimiter::new(NOISE_WINDOW),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -160,6 +163,17 @@ impl Connection {
             .map_err(|_| HelperError::Busy {
                 what: "another privileged operation is still running".into(),
             })?;
+        // A request that waited for the lock while the helper began to stop must not start
+        // anything the shutdown would then cut off half-way.
+        if self
+            .shared
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(HelperError::Unavailable {
+                what: "the helper is stopping; try again (socket activation starts it anew)".into(),
+            });
+        }
         let cap = Duration::from_secs(cap_secs);
         let margin = if runs_tools {
             CLIENT_DEADLINE_MARGIN
@@ -463,6 +477,9 @@ pub async fn serve(cfg: LoadedConfig, socket: ListenSocket) -> Result<(), Startu
     // finish; then its tools are stopped (TERM, grace, KILL of the whole tree) and it
     // records its outcome before the helper exits.
     drop(listener);
+    shared
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     finish_in_flight(&shared).await;
     shared.noise.flush(true);
     if let Some(path) = cleanup {
