@@ -1,6 +1,7 @@
 //! Test support for felhom: the Proxmox VE simulator and helpers shared by the end-to-end tests
 //! and the sandbox.
 
+pub mod agent_env;
 pub mod bins;
 pub mod fake_helper;
 pub mod helper_harness;

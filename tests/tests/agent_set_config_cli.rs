@@ -5,42 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use felhom_tests::bins::{self, AgentRun};
-use felhom_tests::fake_helper::{FakeHelper, write_agent_config};
-use felhom_tests::pve_sim::{Fault, FaultKind, PveSim, SimOptions};
+use felhom_tests::agent_env::AgentEnv as Env;
+use felhom_tests::bins::AgentRun;
+use felhom_tests::pve_sim::{Fault, FaultKind};
 use serde_json::json;
 
-struct Env {
-    sim: PveSim,
-    _helper: FakeHelper,
-    _dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
 async fn env() -> Env {
-    tokio::task::block_in_place(bins::agent);
-    let sim = PveSim::start(SimOptions {
-        task_duration: Duration::from_millis(50),
-        ..SimOptions::default()
-    })
-    .await
-    .unwrap();
-    let helper = FakeHelper::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 1).unwrap();
-    Env {
-        sim,
-        _helper: helper,
-        _dir: dir,
-        config,
-    }
+    Env::start(Duration::from_millis(50)).await.unwrap()
 }
 
 async fn agent(env: &Env, args: &[&str]) -> AgentRun {
-    bins::run_agent(&env.config, args).await
+    env.agent(args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
