@@ -30,6 +30,28 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use felhom_protocol::HelperClient;
 
+/// A valid golden-image request for `vmid` (Debian 12 template on `local-lvm`, 8 GiB, 1 GiB
+/// of memory, 2 cores, `vmbr0`), as the helper tests send it.
+///
+/// # Panics
+/// When `vmid` is outside Proxmox's range: a test that asks for one has a bug.
+#[allow(clippy::expect_used)] // test support: the documented panic is a failed test
+pub fn golden_request(vmid: u32) -> felhom_protocol::GoldenImageRequest {
+    use felhom_protocol::*;
+    let ok = "the fixed test values are valid";
+    GoldenImageRequest {
+        vmid: Vmid::new(vmid).expect("a vmid in Proxmox's range"),
+        template: TemplateVolid::new("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")
+            .expect(ok),
+        hostname: Hostname::new("golden").expect(ok),
+        storage: StorageId::new("local-lvm").expect(ok),
+        rootfs_gib: RootfsGib::new(8).expect(ok),
+        memory_mib: MemoryMib::new(1024).expect(ok),
+        cores: Cores::new(2).expect(ok),
+        bridge: Bridge::new("vmbr0").expect(ok),
+    }
+}
+
 /// Which mount backend the helper under test uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MountBackendChoice {

@@ -45,17 +45,7 @@ fn name(s: &str) -> MountName {
 }
 
 fn golden(vmid: u32) -> GoldenImageRequest {
-    GoldenImageRequest {
-        vmid: Vmid::new(vmid).unwrap(),
-        template: TemplateVolid::new("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")
-            .unwrap(),
-        hostname: Hostname::new("golden").unwrap(),
-        storage: StorageId::new("local-lvm").unwrap(),
-        rootfs_gib: RootfsGib::new(8).unwrap(),
-        memory_mib: MemoryMib::new(1024).unwrap(),
-        cores: Cores::new(2).unwrap(),
-        bridge: Bridge::new("vmbr0").unwrap(),
-    }
+    felhom_tests::helper_harness::golden_request(vmid)
 }
 
 fn start(backend: MountBackendChoice) -> HelperHarness {
