@@ -15,7 +15,8 @@
 
 use felhom_protocol::Vmid;
 
-use super::types::{StorageContentEntry, StorageId};
+use super::args::StorageId;
+use super::types::StorageContentEntry;
 
 const FILE_MARKER: &str = "creating vzdump archive '";
 const PBS_MARKER: &str = "creating Proxmox Backup Server archive '";

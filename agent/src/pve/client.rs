@@ -5,6 +5,7 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::args::*;
 use super::error::PveError;
 use super::http::{Http, Reply};
 use super::types::*;

@@ -65,6 +65,7 @@
 //! ```
 
 pub mod archive;
+pub mod args;
 mod client;
 pub mod error;
 pub mod ha;
@@ -82,6 +83,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use args::*;
 pub use client::PveClient;
 pub use error::{PveError, TaskFailure};
 pub use tasklist::{TaskFilter, TaskListEntry, TaskType};

@@ -8,10 +8,10 @@ use felhom_protocol::Vmid;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
+use super::args::ArgumentError;
 use super::client::PveClient;
 use super::error::PveError;
 use super::lenient as le;
-use super::types::ArgumentError;
 
 /// A task type filter (`vzdump`, `vzstart`, …): 1–32 characters of `[a-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
