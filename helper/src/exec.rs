@@ -231,11 +231,13 @@ pub async fn run(
     deadline: Instant,
     max_output: usize,
 ) -> Result<ExecOutput, ExecError> {
-    run_as(tool, program, program, args, deadline, max_output).await
+    run_as(tool, program, program, args, deadline, max_output, true).await
 }
 
 /// [`run`], executing `program` (the canonical, checked path) with `argv0` as its `argv[0]`
-/// (the path as configured, so multi-call binaries still see their name).
+/// (the path as configured, so multi-call binaries still see their name). With `stoppable`
+/// false the tool is not stopped by [`request_shutdown`], only by its deadline: the rollback
+/// of a mount at shutdown must still run, on its own short deadline.
 pub async fn run_as(
     tool: Tool,
     program: &Path,
@@ -243,6 +245,7 @@ pub async fn run_as(
     args: &[String],
     deadline: Instant,
     max_output: usize,
+    stoppable: bool,
 ) -> Result<ExecOutput, ExecError> {
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(program);
@@ -285,7 +288,7 @@ pub async fn run_as(
                 Err(e) => return Err(e),
             },
             _ = tokio::time::sleep_until(deadline) => Ending::Deadline,
-            _ = shutdown_requested() => Ending::Shutdown,
+            _ = shutdown_requested(), if stoppable => Ending::Shutdown,
         };
         if !matches!(ending, Ending::Exited(_)) {
             guard.signal(Signal::SIGTERM);

@@ -293,6 +293,7 @@ fn env_of<'a>(shared: &'a Shared, r: &Running) -> OpEnv<'a> {
         cfg: &shared.cfg,
         deadline: r.deadline,
         operation: r.op,
+        cleanup: false,
     }
 }
 

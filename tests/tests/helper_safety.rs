@@ -512,3 +512,65 @@ async fn tool_stderr_cannot_forge_an_audit_record() {
     );
     assert!(audits[0].contains("\\x1b[32m"), "{}", audits[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hanging_mount_still_rolls_it_back() {
+    let mut h = HelperHarness::start(HelperHarnessOptions {
+        backend: MountBackendChoice::Systemd,
+        shutdown_grace_secs: 1,
+        time_caps: TimeCaps {
+            mount: 60,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    h.add_fake_filesystem(UUID, "ext4");
+    h.set_hang("systemctl-enable", true);
+    let client = h.client().await.unwrap();
+    let call = tokio::spawn(async move { client.usb_mount(ctx(120), mount_req("b")).await });
+    let until = Instant::now() + Duration::from_secs(10);
+    while h.hang_pids().len() < 2 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.hang_pids().len(), 2, "systemctl enable is hanging");
+    // PID 1's mount job completes while enable still hangs: the rollback's `disable --now`
+    // has to take it down again.
+    let mp = h.mount_root().join("b");
+    let mut table = std::fs::read_to_string(h.mountinfo_path()).unwrap();
+    table.push_str(&format!(
+        "902 1 0:97 / {} rw - ext4 /dev/late rw\n",
+        mp.display()
+    ));
+    std::fs::write(h.mountinfo_path(), table).unwrap();
+    h.terminate();
+    let status = h.wait_exit(Duration::from_secs(40)).expect("helper exited");
+    assert!(status.success(), "{status}");
+    let _ = call.await;
+    // The rollback ran after the shutdown stopped the hanging enable: the shutdown does not
+    // stop cleanup tools, only their own fresh deadline would.
+    let calls = h.tool_calls();
+    let enable = calls
+        .iter()
+        .position(|c| c.get(1).is_some_and(|a| a == "enable"))
+        .expect("enable was called");
+    assert!(
+        calls[enable..]
+            .iter()
+            .any(|c| c[0] == "systemctl" && c.get(1).is_some_and(|a| a == "disable")),
+        "{calls:?}"
+    );
+    assert_eq!(std::fs::read_dir(h.unit_dir()).unwrap().count(), 0);
+    let table = std::fs::read_to_string(h.mountinfo_path()).unwrap();
+    assert!(
+        !table.contains(&mp.display().to_string()),
+        "still mounted after the rollback: {table}"
+    );
+    let log = h.log();
+    assert!(
+        log.lines().any(|l| l.contains("op=\"usb_mount\"")
+            && l.contains("shutting down")
+            && l.contains("nothing is mounted there")),
+        "{log}"
+    );
+}

@@ -26,12 +26,20 @@ pub struct OpEnv<'a> {
     pub deadline: Instant,
     /// The operation's name, for errors.
     pub operation: &'static str,
+    /// Whether this is cleanup after a failure (a rollback): its tools run to their own
+    /// deadline even when the helper is shutting down.
+    pub cleanup: bool,
 }
 
 impl<'a> OpEnv<'a> {
-    /// The same environment with another deadline (a rollback's fresh one).
-    pub fn with_deadline(&self, deadline: Instant) -> OpEnv<'a> {
-        OpEnv { deadline, ..*self }
+    /// The environment of a rollback: a fresh deadline, and tools that the helper's
+    /// shutdown does not stop (only that deadline does).
+    pub fn for_cleanup(&self, deadline: Instant) -> OpEnv<'a> {
+        OpEnv {
+            deadline,
+            cleanup: true,
+            ..*self
+        }
     }
 
     /// Runs a configured tool through [`exec::run`], mapping failures to protocol errors.
@@ -54,6 +62,7 @@ impl<'a> OpEnv<'a> {
             args,
             self.deadline,
             c.max_output_bytes,
+            !self.cleanup,
         )
         .await
         .map_err(|e| self.exec_error(e))

@@ -386,7 +386,7 @@ async fn reconcile(
     proven: &Proven,
     cause: HelperError,
 ) -> HelperError {
-    let fresh = env.with_deadline(tokio::time::Instant::now() + CLEANUP_TIME);
+    let fresh = env.for_cleanup(tokio::time::Instant::now() + CLEANUP_TIME);
     let cfg = fresh.cfg;
     let c = &cfg.config;
     let mp = record.mount_point.to_string_lossy().into_owned();
