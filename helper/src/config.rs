@@ -617,6 +617,9 @@ fn prepare_mount_root(p: &Path, mode: u32, agent_uid: u32) -> Result<PathBuf, St
         path: p.to_path_buf(),
         reason,
     };
+    // Without trailing slashes: `lstat("link/")` follows the link, so the symlink check below
+    // would not see one.
+    let p: &Path = &p.components().collect::<PathBuf>();
     // The parents must be trusted before anything is created under them.
     if let Some(parent) = p.parent() {
         check_trusted_or_ancestor(parent)?;
@@ -639,6 +642,12 @@ fn prepare_mount_root(p: &Path, mode: u32, agent_uid: u32) -> Result<PathBuf, St
         Err(e) => return Err(insecure(format!("cannot stat: {e}"))),
     }
     let real = check_trusted(p)?;
+    // Checked before anything is changed: the chown and chmod below must never reach `/`.
+    if real == Path::new("/") {
+        return Err(insecure(
+            "mount_root resolves to /; give a directory of its own (e.g. /mnt/felhom)".into(),
+        ));
+    }
     // Who may look into the mounted disks: root (vzdump, pvedaemon) and the agent's group.
     if nix::unistd::geteuid().is_root() {
         let group = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(agent_uid))
@@ -834,6 +843,13 @@ mod tests {
         let p = write_cfg(dir.path(), &text);
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
+        // Also when written with a trailing slash (lstat would follow the link).
+        let text = format!(
+            r#"{{"agent_user":"{uid}","mount_root":"{d}/link/","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#
+        );
+        let p = write_cfg(dir.path(), &text);
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
         // A writable mount_root, parent, unit_dir or record directory is refused.
         for (sub, key) in [
             ("w1", "mount_root"),
@@ -859,6 +875,54 @@ mod tests {
             let e = load(&p).unwrap_err();
             assert!(matches!(e, StartupError::Insecure { .. }), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn a_mount_root_that_resolves_to_the_root_directory_changes_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::os::unix::fs::symlink("/", dir.path().join("to-root")).unwrap();
+        let before = std::fs::metadata("/").unwrap();
+        // The mode and agent are the ones `/` already has, so even a broken check could not
+        // harm this machine; what is asserted is the refusal and its reason.
+        let mode = format!("{:04o}", before.mode() & 0o7777);
+        let agent = before.uid();
+        for root in [
+            format!("{d}/to-root/"),
+            format!("{d}/to-root/."),
+            "/".into(),
+        ] {
+            let text = format!(
+                r#"{{"agent_user":"{agent}","mount_root":"{root}","mount_root_mode":"{mode}","unit_dir":"{d}/units","record_file":"{d}/state/m.fstab"}}"#
+            );
+            let p = write_cfg(dir.path(), &text);
+            let e = load(&p).unwrap_err().to_string();
+            assert!(
+                e.contains("must not be /")
+                    || e.contains("resolves to /")
+                    || e.contains("symbolic link"),
+                "{root}: {e}"
+            );
+        }
+        let after = std::fs::metadata("/").unwrap();
+        assert_eq!(
+            (
+                after.mode(),
+                after.uid(),
+                after.gid(),
+                after.ctime(),
+                after.ctime_nsec()
+            ),
+            (
+                before.mode(),
+                before.uid(),
+                before.gid(),
+                before.ctime(),
+                before.ctime_nsec()
+            ),
+            "/ was changed"
+        );
     }
 
     #[test]
