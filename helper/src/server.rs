@@ -58,7 +58,11 @@ pub struct ActivityGuard {
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        self.activity.tx.send_modify(|n| *n = n.saturating_sub(1));
+        // Only the step to idle wakes the idle timer.
+        self.activity.tx.send_if_modified(|n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     }
 }
 
@@ -70,9 +74,14 @@ impl Activity {
         })
     }
 
-    /// Marks something as active until the guard is dropped.
+    /// Marks something as active until the guard is dropped. Only the step from idle to
+    /// active wakes the idle timer: a request on an open connection (which is already
+    /// active) costs no wake-up of the accept loop.
     pub fn enter(self: &Arc<Self>) -> ActivityGuard {
-        self.tx.send_modify(|n| *n += 1);
+        self.tx.send_if_modified(|n| {
+            *n += 1;
+            *n == 1
+        });
         ActivityGuard {
             activity: Arc::clone(self),
         }
@@ -110,12 +119,16 @@ pub struct Shared {
     noise: NoiseLimiter,
     /// Set at SIGTERM/SIGINT: no new privileged operation starts.
     stopping: std::sync::atomic::AtomicBool,
+    /// What `hello` reports, worked out once at start-up (the tools were probed by the
+    /// configuration's trust checks; a helper runs only until it idles out).
+    capabilities: Vec<Capability>,
 }
 
 impl Shared {
     /// Shared state for `cfg`.
     pub fn new(cfg: LoadedConfig) -> Arc<Self> {
         Arc::new(Self {
+            capabilities: capabilities(&cfg),
             cfg: Arc::new(cfg),
             op_lock: Arc::new(Mutex::new(())),
             activity: Activity::new(),
@@ -263,29 +276,29 @@ impl Connection {
             }),
         }
     }
+}
 
-    fn capabilities(&self) -> Vec<Capability> {
-        let cfg = &self.shared.cfg;
-        let c = &cfg.config;
-        let mut caps = Vec::new();
-        if cfg.has_tool(Tool::Pct) {
-            caps.push(Capability::GoldenImage);
-        }
-        let mount_tools = match c.mount_backend {
-            BackendChoice::Systemd => cfg.has_tool(Tool::Systemctl),
-            BackendChoice::Direct => cfg.has_tool(Tool::Mount) && cfg.has_tool(Tool::Umount),
-        };
-        if cfg.has_tool(Tool::Blkid) && mount_tools {
-            caps.push(Capability::UsbMount);
-        }
-        if cfg.has_tool(Tool::Smartctl) && c.sysfs_block.is_dir() {
-            caps.push(Capability::Smart);
-        }
-        if c.sysfs_hwmon.is_dir() {
-            caps.push(Capability::Sensors);
-        }
-        caps
+/// The operations this helper can serve with its configuration and tools.
+fn capabilities(cfg: &LoadedConfig) -> Vec<Capability> {
+    let c = &cfg.config;
+    let mut caps = Vec::new();
+    if cfg.has_tool(Tool::Pct) {
+        caps.push(Capability::GoldenImage);
     }
+    let mount_tools = match c.mount_backend {
+        BackendChoice::Systemd => cfg.has_tool(Tool::Systemctl),
+        BackendChoice::Direct => cfg.has_tool(Tool::Mount) && cfg.has_tool(Tool::Umount),
+    };
+    if cfg.has_tool(Tool::Blkid) && mount_tools {
+        caps.push(Capability::UsbMount);
+    }
+    if cfg.has_tool(Tool::Smartctl) && c.sysfs_block.is_dir() {
+        caps.push(Capability::Smart);
+    }
+    if c.sysfs_hwmon.is_dir() {
+        caps.push(Capability::Sensors);
+    }
+    caps
 }
 
 fn env_of<'a>(shared: &'a Shared, r: &Running) -> OpEnv<'a> {
@@ -309,7 +322,7 @@ impl Helper for Connection {
         Ok(HelloReply {
             protocol_version: PROTOCOL_VERSION,
             helper_version: HELPER_VERSION.to_string(),
-            capabilities: self.capabilities(),
+            capabilities: self.shared.capabilities.clone(),
             mount_backend: MountBackend::from(self.shared.cfg.config.mount_backend),
         })
     }
