@@ -51,7 +51,10 @@ note "$(cargo deb --version 2>/dev/null || echo cargo-deb)"
 
 # ---- build ------------------------------------------------------------------------------
 echo "--- build"
-cargo build --release --quiet -p felhom-agent -p felhom-helper
+# Each binary on its own, so the helper gets only the dependency features it asks for
+# (built together, cargo would give it the agent's: clap's colours and suggestions).
+cargo build --release --quiet -p felhom-helper
+cargo build --release --quiet -p felhom-agent
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 out_dir="$target_dir/debian"
 mkdir -p "$out_dir"

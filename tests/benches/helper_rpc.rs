@@ -92,7 +92,18 @@ const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
 
 /// A plain tarpc client of the helper service on `path`.
 async fn raw_client(path: &Path) -> felhom_protocol::HelperClient {
-    let stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    // The path appears at bind(), an instant before listen(): retry a refused connect.
+    let until = Instant::now() + Duration::from_secs(5);
+    let stream = loop {
+        match tokio::net::UnixStream::connect(path).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused && Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
     felhom_protocol::HelperClient::new(
         tarpc::client::Config::default(),
         felhom_protocol::transport::client_transport(stream),

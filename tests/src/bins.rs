@@ -35,24 +35,29 @@ fn build_once() -> Result<PathBuf, String> {
     let release = dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .args(["-p", AGENT, "-p", HELPER, "--bins"]);
-    if release {
-        cmd.arg("--release");
-    }
-    // Build into the same target directory the running executable came from.
-    if let Some(target) = dir.parent() {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run cargo build for {AGENT}/{HELPER}: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build of {AGENT}/{HELPER} failed: {status}"));
+    // One build per package, as `.ci/package.sh` builds what it ships: built together, the
+    // helper would get the features the agent asks of shared dependencies (clap's colours and
+    // suggestions), and the tests would run a different helper than the one installed.
+    for package in [HELPER, AGENT] {
+        let mut cmd = Command::new(&cargo);
+        cmd.arg("build")
+            .arg("--quiet")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .args(["-p", package, "--bins"]);
+        if release {
+            cmd.arg("--release");
+        }
+        // Build into the same target directory the running executable came from.
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| format!("cannot run cargo build for {package}: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build of {package} failed: {status}"));
+        }
     }
     Ok(dir)
 }
