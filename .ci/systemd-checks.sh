@@ -40,7 +40,10 @@ note "systemd-analyze $sd_version"
 
 # ---- the real binaries ------------------------------------------------------------------
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release --quiet -p felhom-agent -p felhom-helper
+# One package at a time, as .ci/package.sh builds what it ships (the helper alone gets only
+# the dependency features it asks for).
+cargo build --release --quiet -p felhom-helper
+cargo build --release --quiet -p felhom-agent
 for b in felhom-agent felhom-helper; do
   [ -x "$target_dir/release/$b" ] || fail "release binary $target_dir/release/$b is missing"
 done
