@@ -96,6 +96,76 @@ async fn a_uid_that_is_not_allowed_is_dropped_before_decoding() {
     hello_works(&h).await;
 }
 
+/// Runs the probe (copied into the harness's 0711 directory) as `uid`:`gid` with no
+/// supplementary groups; its exit code and stdout.
+fn probe_as(h: &HelperHarness, uid: u32, gid: u32) -> (Option<i32>, String) {
+    let probe_copy = h.dir().join("felhom-probe");
+    if !probe_copy.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_felhom-probe"), &probe_copy).unwrap();
+    }
+    let out = Command::new("/usr/bin/setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--"])
+        .arg(&probe_copy)
+        .arg(h.socket_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code(), stdout)
+}
+
+/// The peer check is by uid alone: a foreign uid is refused even with gid 0 (root's group)
+/// or the agent's number as its gid, and the agent's uid is served whatever its gid. Each
+/// probe's uid differs from its gid, so a check that read the gid would get every case wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_check_is_by_uid_alone_whatever_the_gid() {
+    if !is_root() {
+        eprintln!("skipping: needs root to run the probe as other uids and gids with setpriv");
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipping: /usr/bin/setpriv is not installed");
+        return;
+    }
+    const AGENT: u32 = 4242;
+    let h = HelperHarness::start(HelperHarnessOptions {
+        agent_user: Some(AGENT.to_string()),
+        ..Default::default()
+    })
+    .unwrap();
+    h.open_socket_to_everyone().unwrap();
+    for (uid, gid) in [(65534, 0), (65534, AGENT), (1000, 65534), (1000, 0)] {
+        let (code, stdout) = probe_as(&h, uid, gid);
+        assert_eq!(
+            code,
+            Some(1),
+            "foreign uid {uid} with gid {gid} was not refused: {stdout}"
+        );
+        assert!(
+            stdout.starts_with("refused"),
+            "uid {uid} gid {gid}: {stdout}"
+        );
+    }
+    for gid in [65534, 1000] {
+        let (code, stdout) = probe_as(&h, AGENT, gid);
+        assert_eq!(
+            code,
+            Some(0),
+            "the agent's uid with gid {gid} was refused: {stdout}"
+        );
+        assert!(stdout.starts_with("ok "), "agent uid, gid {gid}: {stdout}");
+    }
+    let log = h.log();
+    assert!(
+        log.contains("refused a connection")
+            && log.contains("peer_uid=65534 peer_gid=0")
+            && log.contains("peer_uid=1000 peer_gid=65534"),
+        "{log}"
+    );
+    hello_works(&h).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_agent_user_is_a_start_up_error() {
     let mut h = HelperHarness::prepare(&HelperHarnessOptions {
