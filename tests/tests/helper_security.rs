@@ -186,29 +186,113 @@ async fn an_unknown_agent_user_is_a_start_up_error() {
     h.kill_helper();
 }
 
+/// How a connection ended after a frame was written to it.
+#[derive(Debug)]
+enum Ended {
+    /// The helper closed the connection (EOF, or a reset because it dropped unread
+    /// input); the bytes it sent first.
+    Closed(Vec<u8>),
+    /// Nothing happened within the wait: the helper has not (yet) handled the frame.
+    StillOpen(Vec<u8>),
+}
+
+/// Writes `frame` on a fresh connection, keeps the write side open (so the helper cannot
+/// be closing merely because the client did), and reads until the helper closes the
+/// connection or `wait` passes.
+async fn send_and_wait_for_close(h: &HelperHarness, frame: &[u8], wait: Duration) -> Ended {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(h.socket_path())
+        .await
+        .unwrap();
+    // The helper may close before it has read everything (an oversized length prefix);
+    // then the write fails with a broken pipe or reset, which is an answer, not an error.
+    if let Err(e) = s.write_all(frame).await {
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "writing the frame: {e}"
+        );
+    }
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok(())) => Ended::Closed(got),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ended::Closed(got),
+        Ok(Err(e)) => panic!("reading the helper's answer: {e}"),
+        Err(_) => Ended::StillOpen(got),
+    }
+}
+
+/// Asserts the helper refused `frame`: it closed the connection on its own, without a
+/// reply. A connection that is merely still open after the wait is not a refusal.
+async fn assert_refused(h: &HelperHarness, what: &str, frame: &[u8]) {
+    match send_and_wait_for_close(h, frame, Duration::from_secs(10)).await {
+        Ended::Closed(reply) => assert!(
+            reply.is_empty(),
+            "{what}: the helper answered {} bytes instead of closing",
+            reply.len()
+        ),
+        Ended::StillOpen(got) => panic!(
+            "{what}: the helper neither answered nor closed within 10 s (got {} bytes)",
+            got.len()
+        ),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_do_not_kill_the_helper() {
     let mut h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
-    // Plain garbage.
-    h.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    // A frame announcing 4 GiB.
-    h.send_raw(&[0xff, 0xff, 0xff, 0xf0, 1, 2, 3]).unwrap();
+    // Each frame on its own connection; each is handled (the helper closes the connection
+    // itself) before the next is sent and before the liveness check.
+    // Plain garbage: its first four bytes read as a length of about 1.2 GB.
+    assert_refused(&h, "HTTP garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // A frame announcing 4 GiB, with three bytes of it.
+    assert_refused(&h, "4 GiB length", &[0xff, 0xff, 0xff, 0xf0, 1, 2, 3]).await;
     // A frame just over the request limit, fully sent.
     let n = transport::MAX_REQUEST_FRAME + 1;
     let mut big = (n as u32).to_be_bytes().to_vec();
     big.extend(std::iter::repeat_n(0u8, n));
-    h.send_raw(&big).unwrap();
-    // A well-framed but undecodable message.
+    assert_refused(&h, "oversized frame", &big).await;
+    // A well-framed but undecodable message: an unknown message variant.
     let mut bad = 8u32.to_be_bytes().to_vec();
     bad.extend([0x07, 0xff, 0xfe, 0xfd, 0, 0, 0, 0]);
-    h.send_raw(&bad).unwrap();
-    // A frame of the right shape whose fields fail validation (vmid 5, "../x" names).
-    let mut half = 3u32.to_be_bytes().to_vec();
-    half.extend([0, 1, 2]);
-    h.send_raw(&half).unwrap();
+    assert_refused(&h, "unknown variant", &bad).await;
+    // A real hello request cut short: a correct length prefix over the first 3 bytes of its
+    // bincode body (a Request whose deadline and message are missing).
+    let hello = encode_request(HelperRequest::Hello {
+        agent_protocol: PROTOCOL_VERSION,
+    })
+    .await;
+    assert!(hello.len() > 4 + 3, "{hello:?}");
+    let mut cut = 3u32.to_be_bytes().to_vec();
+    cut.extend(&hello[4..7]);
+    assert_refused(&h, "truncated request", &cut).await;
+    // The uncut request, as a control: the same path answers a valid frame.
+    match send_and_wait_for_close(&h, &hello, Duration::from_secs(2)).await {
+        Ended::Closed(reply) | Ended::StillOpen(reply) => {
+            assert!(!reply.is_empty(), "no answer to a valid hello frame")
+        }
+    }
 
     hello_works(&h).await;
     assert!(h.try_wait().is_none(), "the helper died:\n{}", h.log());
+    let log = h.log();
+    assert!(
+        !log.contains("panicked"),
+        "no input may panic the helper:\n{log}"
+    );
 }
 
 /// Encodes a real request frame (length prefix included).
@@ -229,7 +313,6 @@ async fn encode_request(message: HelperRequest) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_request_with_an_invalid_field_is_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
     // A well-framed usb_unmount whose MountName is patched from "aaaa" to "../x", and a
     // golden image request whose vmid (one-byte varint 100) is patched to 5.
@@ -260,17 +343,10 @@ async fn a_real_request_with_an_invalid_field_is_refused() {
     // The vmid precedes the template's length prefix (one byte) as a one-byte varint.
     assert_eq!(golden[tpl - 2], 100, "{golden:?}");
     golden[tpl - 2] = 5;
-    for frame in [unmount, golden] {
-        let mut s = tokio::net::UnixStream::connect(h.socket_path())
-            .await
-            .unwrap();
-        s.write_all(&frame).await.unwrap();
-        let mut reply = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
-        // Refused: the connection is closed without a successful reply (an error reply
-        // would also do, but nothing may run).
-        assert!(read.is_ok(), "the helper neither answered nor closed");
-    }
+    // Refused: the helper closes the connection itself, without a reply (the invalid field
+    // fails decoding). A wait that merely timed out does not count.
+    assert_refused(&h, "usb_unmount with name ../x", &unmount).await;
+    assert_refused(&h, "golden_image_create with vmid 5", &golden).await;
     assert!(
         h.tool_calls().is_empty(),
         "an invalid request ran a tool: {:?}",
