@@ -787,3 +787,76 @@ fn the_helper_links_no_http_or_tls_crate() {
         );
     }
 }
+
+/// `line` without its leading timestamp (checked to be RFC 3339 UTC), with the values of
+/// `seq`, `peer_pid` and `duration_ms` replaced by `N`; and the `seq` value.
+fn audit_shape(line: &str) -> (String, u64) {
+    let (ts, rest) = line.split_once(' ').expect("a timestamp");
+    assert!(
+        ts.len() >= 20 && ts.as_bytes()[10] == b'T' && ts.ends_with('Z'),
+        "not an RFC 3339 UTC timestamp: {ts:?} in {line}"
+    );
+    let mut out = rest.trim_start().to_string();
+    let mut seq = 0;
+    for key in ["seq=", "peer_pid=", "duration_ms="] {
+        let at = out
+            .find(&format!(" {key}"))
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            + 1
+            + key.len();
+        let digits = out[at..].bytes().take_while(u8::is_ascii_digit).count();
+        assert!(digits > 0, "{key} has no number in {line}");
+        if key == "seq=" {
+            seq = out[at..at + digits].parse().unwrap();
+        }
+        out.replace_range(at..at + digits, "N");
+    }
+    (out, seq)
+}
+
+/// Pins the shape of an audit record in the helper's stderr log (the form the tests read):
+/// `<RFC 3339 time>  <LEVEL> audit: privileged operation seq=N op="…" peer_uid=U
+/// peer_pid=P request=… outcome=… duration_ms=D`, fields in that order, one line per
+/// record, `seq` growing by one. The negative checks elsewhere
+/// (`!log.contains("op=\"usb_unmount\"")`, "cancelled before it finished") rely on this
+/// form: a change to it must fail here, not let those checks pass vacuously.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_record_format_is_pinned() {
+    let h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
+    h.add_fake_disk("sda", "{}", 0);
+    let client = h.client().await.unwrap();
+    let r = client
+        .smart_read(ctx(30), DiskName::new("sda").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.exit_status, 0);
+    let err = client
+        .smart_read(ctx(30), DiskName::new("sdz").unwrap())
+        .await
+        .unwrap()
+        .unwrap_err();
+    let log = h.log();
+    let records: Vec<&str> = log.lines().filter(|l| l.contains(" audit: ")).collect();
+    assert_eq!(records.len(), 2, "one line per operation:\n{log}");
+    let uid = nix::unistd::geteuid().as_raw();
+    let (ok, seq_ok) = audit_shape(records[0]);
+    assert_eq!(
+        ok,
+        format!(
+            "INFO audit: privileged operation seq=N op=\"smart_read\" peer_uid={uid} peer_pid=N request=DiskName(\"sda\") outcome=ok duration_ms=N"
+        ),
+        "{log}"
+    );
+    let (failed, seq_failed) = audit_shape(records[1]);
+    assert_eq!(
+        failed,
+        format!(
+            "WARN audit: privileged operation seq=N op=\"smart_read\" peer_uid={uid} peer_pid=N request=DiskName(\"sdz\") outcome={err} duration_ms=N"
+        ),
+        "{log}"
+    );
+    assert_eq!(seq_failed, seq_ok + 1, "{log}");
+    // The form the negative checks search for matches these records.
+    assert!(records.iter().all(|l| l.contains("op=\"smart_read\"")));
+}
