@@ -294,3 +294,92 @@ async fn a_copy_with_static_addresses_is_warned_about() {
         r.stdout
     );
 }
+
+/// The form fields of the last restore request (`POST …/lxc` with `restore=1`).
+fn last_restore_form(env: &Env) -> Vec<(String, String)> {
+    let body = env
+        .sim
+        .state()
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "POST" && r.path.ends_with("/lxc"))
+        .map(|r| r.body)
+        .expect("a restore request");
+    url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn field<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// `unique=1` is sent exactly when `--unique` is given, and `--keep-identity` changes
+/// nothing after the restore (no config write: MAC address and hostname are the archive's),
+/// while a plain copy has its identity reset by a config write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_sends_unique_only_when_asked_and_keep_identity_writes_nothing() {
+    let env = env().await;
+    let state = env.sim.state();
+    let archive = state.backups("local", 101)[0].clone();
+    let source = state.container_config(101).unwrap();
+    let source_net0 = source["net0"].as_str().unwrap().to_string();
+    assert!(source_net0.contains("hwaddr="), "{source_net0}");
+
+    for (vmid, flags, unique, kept) in [
+        ("210", &[][..], false, false),
+        ("211", &["--unique"][..], true, false),
+        ("212", &["--keep-identity"][..], false, true),
+        ("213", &["--unique", "--keep-identity"][..], true, true),
+    ] {
+        let mut args = vec![
+            "--json",
+            "restore",
+            &archive,
+            "--vmid",
+            vmid,
+            "--storage",
+            "local-lvm",
+        ];
+        args.extend(flags);
+        let r = agent(&env, &args).await;
+        assert_eq!(r.code, 0, "{flags:?}: {}\n{}", r.stdout, r.stderr);
+        let form = last_restore_form(&env);
+        assert_eq!(field(&form, "vmid"), Some(vmid), "{form:?}");
+        assert_eq!(field(&form, "restore"), Some("1"), "{form:?}");
+        assert_eq!(
+            field(&form, "ostemplate"),
+            Some(archive.as_str()),
+            "{form:?}"
+        );
+        assert_eq!(
+            field(&form, "unique"),
+            unique.then_some("1"),
+            "{flags:?}: the restore request's unique field: {form:?}"
+        );
+
+        let v = r.json();
+        let puts = state.count_requests("PUT", &format!("/lxc/{vmid}/config"));
+        let cfg = state.container_config(vmid.parse().unwrap()).unwrap();
+        let net0 = cfg["net0"].as_str().unwrap();
+        if kept {
+            assert_eq!(v["identity"]["case"], "kept", "{v:#}");
+            assert_eq!(
+                puts, 0,
+                "{flags:?}: the config was written after the restore"
+            );
+            assert_eq!(cfg["hostname"], source["hostname"], "{flags:?}");
+        } else {
+            assert_eq!(v["identity"]["case"], "copy", "{v:#}");
+            assert_eq!(puts, 1, "{flags:?}: the identity reset is one config write");
+            assert_ne!(cfg["hostname"], source["hostname"], "{flags:?}");
+        }
+        // The archive's MAC survives only --keep-identity without --unique.
+        assert_eq!(
+            net0 == source_net0,
+            kept && !unique,
+            "{flags:?}: {net0} vs the archive's {source_net0}"
+        );
+    }
+}

@@ -118,31 +118,93 @@ async fn a_failed_backup_says_why_in_human_and_json_output() {
     );
 }
 
+/// A task that ends `WARNINGS: 2` (two `WARN:` lines in its log) succeeds: exit code 0, the
+/// result line names the status and each warning follows as a `warning:` line on stdout
+/// (also with `--quiet`, which only silences progress); `--json` lists the lines in
+/// `task.warnings`. Checked for a power command and for a backup, which print through
+/// different commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warnings_are_listed_in_human_and_json_output() {
     let env = env().await;
-    env.sim
-        .state()
-        .set_next_task_outcome(TaskOutcome::Warnings(vec!["low on space".into()]));
+    let two = || TaskOutcome::Warnings(vec!["low on space".into(), "fan at 90%".into()]);
+    let want_lines = serde_json::json!(["WARN: low on space", "WARN: fan at 90%"]);
+
+    env.sim.state().set_next_task_outcome(two());
     let r = agent(&env, &["--json", "start", "101"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(
-        r.json()["task"]["warnings"],
-        serde_json::json!(["WARN: low on space"])
-    );
-    let stop = agent(&env, &["--quiet", "stop", "101"]).await;
-    assert_eq!(stop.code, 0, "{}", stop.stderr);
-    env.sim
-        .state()
-        .set_next_task_outcome(TaskOutcome::Warnings(vec!["low on space".into()]));
-    let r = agent(&env, &["--quiet", "start", "101"]).await;
+    let v = r.json();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["task"]["exitstatus"], "WARNINGS: 2", "{v}");
+    assert_eq!(v["task"]["warnings"], want_lines, "{v}");
+    assert_eq!(v["task"]["warnings_omitted"], 0, "{v}");
+    assert_eq!(env.sim.state().container_running(101), Some(true));
+
+    for quiet in [false, true] {
+        let stop = agent(&env, &["--quiet", "stop", "101"]).await;
+        assert_eq!(stop.code, 0, "{}", stop.stderr);
+        env.sim.state().set_next_task_outcome(two());
+        let args: &[&str] = if quiet {
+            &["--quiet", "start", "101"]
+        } else {
+            &["start", "101"]
+        };
+        let r = agent(&env, args).await;
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert!(
+            lines.len() == 3 && lines[0].starts_with("start CT 101: WARNINGS: 2 (task UPID:"),
+            "{args:?}: {}",
+            r.stdout
+        );
+        assert_eq!(
+            lines[1..],
+            [
+                "  warning: WARN: low on space",
+                "  warning: WARN: fan at 90%"
+            ],
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
+
+    env.sim.state().set_next_task_outcome(two());
+    let r = agent(&env, &["--quiet", "backup", "100", "--storage", "local"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stdout.contains("start CT 101: WARNINGS: 1 (task UPID:")
-            && r.stdout.contains("  warning: WARN: low on space"),
+        r.stdout.contains("WARNINGS: 2 (task UPID:")
+            && r.stdout
+                .contains("\n  warning: WARN: low on space\n  warning: WARN: fan at 90%\n"),
         "{}",
         r.stdout
     );
+    env.sim.state().set_next_task_outcome(two());
+    let r = agent(&env, &["--json", "backup", "100", "--storage", "local"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["task"]["warnings"], want_lines, "{}", r.stdout);
+}
+
+/// Only `OK` and `WARNINGS: <digits>` are success (pve-common's `upid_status_is_error`):
+/// statuses that merely start like a warnings status are task failures, exit code 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_that_only_looks_like_warnings_is_a_failure() {
+    let env = env().await;
+    for status in [
+        "WARNINGSX",
+        "WARNINGS:",
+        "WARNINGS: x",
+        "WARNINGS: -2",
+        "warnings: 2",
+    ] {
+        env.sim
+            .state()
+            .set_next_task_outcome(TaskOutcome::Error(status.into()));
+        let r = agent(&env, &["--json", "start", "101"]).await;
+        let v = r.json();
+        assert_eq!(r.code, 1, "{status:?} counted as success: {v}");
+        assert_eq!(v["ok"], false, "{status:?}: {v}");
+        assert_eq!(v["task"]["exitstatus"], status, "{status:?}: {v}");
+        assert_eq!(env.sim.state().container_running(101), Some(false));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,6 +96,76 @@ async fn a_uid_that_is_not_allowed_is_dropped_before_decoding() {
     hello_works(&h).await;
 }
 
+/// Runs the probe (copied into the harness's 0711 directory) as `uid`:`gid` with no
+/// supplementary groups; its exit code and stdout.
+fn probe_as(h: &HelperHarness, uid: u32, gid: u32) -> (Option<i32>, String) {
+    let probe_copy = h.dir().join("felhom-probe");
+    if !probe_copy.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_felhom-probe"), &probe_copy).unwrap();
+    }
+    let out = Command::new("/usr/bin/setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--"])
+        .arg(&probe_copy)
+        .arg(h.socket_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code(), stdout)
+}
+
+/// The peer check is by uid alone: a foreign uid is refused even with gid 0 (root's group)
+/// or the agent's number as its gid, and the agent's uid is served whatever its gid. Each
+/// probe's uid differs from its gid, so a check that read the gid would get every case wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_check_is_by_uid_alone_whatever_the_gid() {
+    if !is_root() {
+        eprintln!("skipping: needs root to run the probe as other uids and gids with setpriv");
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipping: /usr/bin/setpriv is not installed");
+        return;
+    }
+    const AGENT: u32 = 4242;
+    let h = HelperHarness::start(HelperHarnessOptions {
+        agent_user: Some(AGENT.to_string()),
+        ..Default::default()
+    })
+    .unwrap();
+    h.open_socket_to_everyone().unwrap();
+    for (uid, gid) in [(65534, 0), (65534, AGENT), (1000, 65534), (1000, 0)] {
+        let (code, stdout) = probe_as(&h, uid, gid);
+        assert_eq!(
+            code,
+            Some(1),
+            "foreign uid {uid} with gid {gid} was not refused: {stdout}"
+        );
+        assert!(
+            stdout.starts_with("refused"),
+            "uid {uid} gid {gid}: {stdout}"
+        );
+    }
+    for gid in [65534, 1000] {
+        let (code, stdout) = probe_as(&h, AGENT, gid);
+        assert_eq!(
+            code,
+            Some(0),
+            "the agent's uid with gid {gid} was refused: {stdout}"
+        );
+        assert!(stdout.starts_with("ok "), "agent uid, gid {gid}: {stdout}");
+    }
+    let log = h.log();
+    assert!(
+        log.contains("refused a connection")
+            && log.contains("peer_uid=65534 peer_gid=0")
+            && log.contains("peer_uid=1000 peer_gid=65534"),
+        "{log}"
+    );
+    hello_works(&h).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_agent_user_is_a_start_up_error() {
     let mut h = HelperHarness::prepare(&HelperHarnessOptions {
@@ -116,29 +186,113 @@ async fn an_unknown_agent_user_is_a_start_up_error() {
     h.kill_helper();
 }
 
+/// How a connection ended after a frame was written to it.
+#[derive(Debug)]
+enum Ended {
+    /// The helper closed the connection (EOF, or a reset because it dropped unread
+    /// input); the bytes it sent first.
+    Closed(Vec<u8>),
+    /// Nothing happened within the wait: the helper has not (yet) handled the frame.
+    StillOpen(Vec<u8>),
+}
+
+/// Writes `frame` on a fresh connection, keeps the write side open (so the helper cannot
+/// be closing merely because the client did), and reads until the helper closes the
+/// connection or `wait` passes.
+async fn send_and_wait_for_close(h: &HelperHarness, frame: &[u8], wait: Duration) -> Ended {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(h.socket_path())
+        .await
+        .unwrap();
+    // The helper may close before it has read everything (an oversized length prefix);
+    // then the write fails with a broken pipe or reset, which is an answer, not an error.
+    if let Err(e) = s.write_all(frame).await {
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "writing the frame: {e}"
+        );
+    }
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok(())) => Ended::Closed(got),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ended::Closed(got),
+        Ok(Err(e)) => panic!("reading the helper's answer: {e}"),
+        Err(_) => Ended::StillOpen(got),
+    }
+}
+
+/// Asserts the helper refused `frame`: it closed the connection on its own, without a
+/// reply. A connection that is merely still open after the wait is not a refusal.
+async fn assert_refused(h: &HelperHarness, what: &str, frame: &[u8]) {
+    match send_and_wait_for_close(h, frame, Duration::from_secs(10)).await {
+        Ended::Closed(reply) => assert!(
+            reply.is_empty(),
+            "{what}: the helper answered {} bytes instead of closing",
+            reply.len()
+        ),
+        Ended::StillOpen(got) => panic!(
+            "{what}: the helper neither answered nor closed within 10 s (got {} bytes)",
+            got.len()
+        ),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_do_not_kill_the_helper() {
     let mut h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
-    // Plain garbage.
-    h.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    // A frame announcing 4 GiB.
-    h.send_raw(&[0xff, 0xff, 0xff, 0xf0, 1, 2, 3]).unwrap();
+    // Each frame on its own connection; each is handled (the helper closes the connection
+    // itself) before the next is sent and before the liveness check.
+    // Plain garbage: its first four bytes read as a length of about 1.2 GB.
+    assert_refused(&h, "HTTP garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // A frame announcing 4 GiB, with three bytes of it.
+    assert_refused(&h, "4 GiB length", &[0xff, 0xff, 0xff, 0xf0, 1, 2, 3]).await;
     // A frame just over the request limit, fully sent.
     let n = transport::MAX_REQUEST_FRAME + 1;
     let mut big = (n as u32).to_be_bytes().to_vec();
     big.extend(std::iter::repeat_n(0u8, n));
-    h.send_raw(&big).unwrap();
-    // A well-framed but undecodable message.
+    assert_refused(&h, "oversized frame", &big).await;
+    // A well-framed but undecodable message: an unknown message variant.
     let mut bad = 8u32.to_be_bytes().to_vec();
     bad.extend([0x07, 0xff, 0xfe, 0xfd, 0, 0, 0, 0]);
-    h.send_raw(&bad).unwrap();
-    // A frame of the right shape whose fields fail validation (vmid 5, "../x" names).
-    let mut half = 3u32.to_be_bytes().to_vec();
-    half.extend([0, 1, 2]);
-    h.send_raw(&half).unwrap();
+    assert_refused(&h, "unknown variant", &bad).await;
+    // A real hello request cut short: a correct length prefix over the first 3 bytes of its
+    // bincode body (a Request whose deadline and message are missing).
+    let hello = encode_request(HelperRequest::Hello {
+        agent_protocol: PROTOCOL_VERSION,
+    })
+    .await;
+    assert!(hello.len() > 4 + 3, "{hello:?}");
+    let mut cut = 3u32.to_be_bytes().to_vec();
+    cut.extend(&hello[4..7]);
+    assert_refused(&h, "truncated request", &cut).await;
+    // The uncut request, as a control: the same path answers a valid frame.
+    match send_and_wait_for_close(&h, &hello, Duration::from_secs(2)).await {
+        Ended::Closed(reply) | Ended::StillOpen(reply) => {
+            assert!(!reply.is_empty(), "no answer to a valid hello frame")
+        }
+    }
 
     hello_works(&h).await;
     assert!(h.try_wait().is_none(), "the helper died:\n{}", h.log());
+    let log = h.log();
+    assert!(
+        !log.contains("panicked"),
+        "no input may panic the helper:\n{log}"
+    );
 }
 
 /// Encodes a real request frame (length prefix included).
@@ -159,7 +313,6 @@ async fn encode_request(message: HelperRequest) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_request_with_an_invalid_field_is_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
     // A well-framed usb_unmount whose MountName is patched from "aaaa" to "../x", and a
     // golden image request whose vmid (one-byte varint 100) is patched to 5.
@@ -190,17 +343,10 @@ async fn a_real_request_with_an_invalid_field_is_refused() {
     // The vmid precedes the template's length prefix (one byte) as a one-byte varint.
     assert_eq!(golden[tpl - 2], 100, "{golden:?}");
     golden[tpl - 2] = 5;
-    for frame in [unmount, golden] {
-        let mut s = tokio::net::UnixStream::connect(h.socket_path())
-            .await
-            .unwrap();
-        s.write_all(&frame).await.unwrap();
-        let mut reply = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
-        // Refused: the connection is closed without a successful reply (an error reply
-        // would also do, but nothing may run).
-        assert!(read.is_ok(), "the helper neither answered nor closed");
-    }
+    // Refused: the helper closes the connection itself, without a reply (the invalid field
+    // fails decoding). A wait that merely timed out does not count.
+    assert_refused(&h, "usb_unmount with name ../x", &unmount).await;
+    assert_refused(&h, "golden_image_create with vmid 5", &golden).await;
     assert!(
         h.tool_calls().is_empty(),
         "an invalid request ran a tool: {:?}",
@@ -285,18 +431,24 @@ async fn a_hanging_tool_is_killed_at_the_server_cap() {
     h.add_fake_disk("sda", "{}", 0);
     h.set_hang("smartctl", true);
     let client = h.client().await.unwrap();
-    // The client allows 60 s; the server cap (2 s) wins.
+    // The client allows 300 s; the server cap (2 s) must win. Had the helper run the tool to
+    // the client's deadline instead, the reply would come after almost 300 s and say so.
     let started = Instant::now();
     let err = client
-        .smart_read(ctx(60), DiskName::new("sda").unwrap())
+        .smart_read(ctx(300), DiskName::new("sda").unwrap())
         .await
         .unwrap()
         .unwrap_err();
+    let took = started.elapsed();
+    // The tool ran for the cap (`after_secs` is its measured run time, whole seconds).
     assert!(
-        matches!(&err, HelperError::TimedOut { operation, .. } if operation == "smart_read"),
-        "{err}"
+        matches!(&err, HelperError::TimedOut { operation, after_secs } if operation == "smart_read" && *after_secs <= 2),
+        "{err:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(60));
+    // The cap, the TERM grace (2 s) and slack for a loaded machine: far below the client's
+    // 300 s, which is the only other bound that could have stopped the tool.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // The hanging smartctl and its child were stopped by the helper, not left running.
     wait_gone(&h.hang_pids());
     // The lock was released: the next operation runs.
     h.set_hang("smartctl", false);
@@ -634,4 +786,77 @@ fn the_helper_links_no_http_or_tls_crate() {
             "felhom-helper depends on {banned}:\n{tree}"
         );
     }
+}
+
+/// `line` without its leading timestamp (checked to be RFC 3339 UTC), with the values of
+/// `seq`, `peer_pid` and `duration_ms` replaced by `N`; and the `seq` value.
+fn audit_shape(line: &str) -> (String, u64) {
+    let (ts, rest) = line.split_once(' ').expect("a timestamp");
+    assert!(
+        ts.len() >= 20 && ts.as_bytes()[10] == b'T' && ts.ends_with('Z'),
+        "not an RFC 3339 UTC timestamp: {ts:?} in {line}"
+    );
+    let mut out = rest.trim_start().to_string();
+    let mut seq = 0;
+    for key in ["seq=", "peer_pid=", "duration_ms="] {
+        let at = out
+            .find(&format!(" {key}"))
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            + 1
+            + key.len();
+        let digits = out[at..].bytes().take_while(u8::is_ascii_digit).count();
+        assert!(digits > 0, "{key} has no number in {line}");
+        if key == "seq=" {
+            seq = out[at..at + digits].parse().unwrap();
+        }
+        out.replace_range(at..at + digits, "N");
+    }
+    (out, seq)
+}
+
+/// Pins the shape of an audit record in the helper's stderr log (the form the tests read):
+/// `<RFC 3339 time>  <LEVEL> audit: privileged operation seq=N op="…" peer_uid=U
+/// peer_pid=P request=… outcome=… duration_ms=D`, fields in that order, one line per
+/// record, `seq` growing by one. The negative checks elsewhere
+/// (`!log.contains("op=\"usb_unmount\"")`, "cancelled before it finished") rely on this
+/// form: a change to it must fail here, not let those checks pass vacuously.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_record_format_is_pinned() {
+    let h = HelperHarness::start(HelperHarnessOptions::default()).unwrap();
+    h.add_fake_disk("sda", "{}", 0);
+    let client = h.client().await.unwrap();
+    let r = client
+        .smart_read(ctx(30), DiskName::new("sda").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.exit_status, 0);
+    let err = client
+        .smart_read(ctx(30), DiskName::new("sdz").unwrap())
+        .await
+        .unwrap()
+        .unwrap_err();
+    let log = h.log();
+    let records: Vec<&str> = log.lines().filter(|l| l.contains(" audit: ")).collect();
+    assert_eq!(records.len(), 2, "one line per operation:\n{log}");
+    let uid = nix::unistd::geteuid().as_raw();
+    let (ok, seq_ok) = audit_shape(records[0]);
+    assert_eq!(
+        ok,
+        format!(
+            "INFO audit: privileged operation seq=N op=\"smart_read\" peer_uid={uid} peer_pid=N request=DiskName(\"sda\") outcome=ok duration_ms=N"
+        ),
+        "{log}"
+    );
+    let (failed, seq_failed) = audit_shape(records[1]);
+    assert_eq!(
+        failed,
+        format!(
+            "WARN audit: privileged operation seq=N op=\"smart_read\" peer_uid={uid} peer_pid=N request=DiskName(\"sdz\") outcome={err} duration_ms=N"
+        ),
+        "{log}"
+    );
+    assert_eq!(seq_failed, seq_ok + 1, "{log}");
+    // The form the negative checks search for matches these records.
+    assert!(records.iter().all(|l| l.contains("op=\"smart_read\"")));
 }

@@ -359,6 +359,27 @@ async fn restore_from_backup() {
     };
     let upid = c.restore(&forced).await.unwrap();
     c.wait_task(&upid, wait()).await.unwrap();
+
+    // Without `unique` (and `force`) the form carries neither field, not even as 0.
+    let plain = RestoreRequest {
+        vmid: vmid(106),
+        unique: false,
+        ..req.clone()
+    };
+    let upid = c.restore(&plain).await.unwrap();
+    c.wait_task(&upid, wait()).await.unwrap();
+    let body = sim
+        .state()
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "POST" && r.path.ends_with("/nodes/pve/lxc"))
+        .unwrap()
+        .body;
+    let keys: Vec<String> = url::form_urlencoded::parse(body.as_bytes())
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    assert_eq!(keys, ["vmid", "ostemplate", "restore", "storage"], "{body}");
 }
 
 #[tokio::test]

@@ -422,6 +422,87 @@ mod tests {
         assert_eq!((p, v), (None, None));
     }
 
+    /// Every 403 message form of the API reference: only `(path, Priv)` and its `check_any`
+    /// `A|B` variant name a privilege; the bare form, the root-only forms and the
+    /// "not available with API token" form keep Proxmox's whole message.
+    #[test]
+    fn every_documented_403_form_is_parsed_exactly() {
+        let forbidden =
+            |reason: &str, body: &[u8]| match classify("PUT", "/x", 403, Some(reason), body, false)
+            {
+                PveError::Forbidden {
+                    path,
+                    privilege,
+                    message,
+                } => (path, privilege, message),
+                other => panic!("{reason}: not Forbidden: {other:?}"),
+            };
+        let shown = |reason: &str, body: &[u8]| {
+            classify("PUT", "/x", 403, Some(reason), body, false).to_string()
+        };
+
+        // 1. ACL check: one privilege on a path.
+        let m = "Permission check failed (/vms/100, VM.Snapshot)";
+        let (p, v, _) = forbidden(m, b"");
+        assert_eq!(
+            (p.as_deref(), v.as_deref()),
+            (Some("/vms/100"), Some("VM.Snapshot"))
+        );
+        assert_eq!(
+            shown(m, b""),
+            "permission denied: needs VM.Snapshot on /vms/100"
+        );
+
+        // 2. check_any: alternatives joined with `|`.
+        let m =
+            "Permission check failed (/storage/local, Datastore.Allocate|Datastore.AllocateSpace)";
+        let (p, v, _) = forbidden(m, b"");
+        assert_eq!(
+            (p.as_deref(), v.as_deref()),
+            (
+                Some("/storage/local"),
+                Some("Datastore.Allocate|Datastore.AllocateSpace")
+            )
+        );
+        assert_eq!(
+            shown(m, b""),
+            "permission denied: needs Datastore.Allocate|Datastore.AllocateSpace on /storage/local"
+        );
+
+        // 3. Bare, no detail.
+        let m = "Permission check failed";
+        assert_eq!(forbidden(m, b""), (None, None, m.to_string()));
+        assert_eq!(shown(m, b""), "permission denied: Permission check failed");
+
+        // Root-only forms: a sentence in the parentheses, no ACL path.
+        for what in [
+            "changing feature flags (except nesting) is only allowed for root@pam",
+            "changing feature flags for privileged container is only allowed for root@pam",
+            "mount point type bind is only allowed for root@pam",
+            "configuring device passthrough is only allowed for root@pam",
+            "changing the hookscript is only allowed for root@pam",
+            "user != root@pam",
+        ] {
+            let m = format!("Permission check failed ({what})");
+            assert_eq!(forbidden(&m, b""), (None, None, m.clone()), "{m}");
+            assert_eq!(shown(&m, b""), format!("permission denied: {m}"));
+        }
+
+        // 4. An endpoint that refuses API tokens. Proxmox's text ends with `ticket.\n` inside
+        // the parentheses, and its ", " must not be read as a (path, privilege) split.
+        let body = br#"{"data":null,"message":"Permission check failed (URI '/nodes/pve/lxc/100/config' not available with API token, need proper ticket.\n)\n"}"#;
+        let want = "Permission check failed (URI '/nodes/pve/lxc/100/config' not available with API token, need proper ticket. )";
+        let (p, v, message) = forbidden("Forbidden", body);
+        assert_eq!((p, v), (None, None), "{message}");
+        assert_eq!(message, want);
+        let text = shown("Forbidden", body);
+        assert_eq!(text, format!("permission denied: {want}"));
+        assert!(!text.contains("needs "), "{text}");
+        // The same form as a reason phrase only (older releases), cut before the `)`.
+        let m = "Permission check failed (URI '/nodes/pve/lxc/100/config' not available with API token, need proper ticket.";
+        assert_eq!(forbidden(m, b""), (None, None, m.to_string()));
+    }
+
     #[test]
     fn param_errors_and_no_such_task() {
         let e = classify(
