@@ -862,6 +862,94 @@ mod tests {
     }
 
     #[test]
+    fn the_loaded_config_answers_its_idle_timeout_and_which_tools_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let extra = format!(
+            r#","idle_timeout_secs":7,"tools":{{"pct":"{}","mount":"/bin/true"}}"#,
+            dir.path().join("no-such-pct").display()
+        );
+        let c = load(&write_cfg(dir.path(), &minimal(dir.path(), uid, &extra))).unwrap();
+        assert_eq!(c.idle_timeout(), Duration::from_secs(7));
+        assert!(!c.has_tool(Tool::Pct), "a missing tool is reported missing");
+        assert!(
+            c.has_tool(Tool::Mount),
+            "a present tool is reported present"
+        );
+        assert_eq!(c.missing_tools, vec![Tool::Pct]);
+    }
+
+    #[test]
+    fn max_output_bytes_leaves_room_for_both_streams_in_a_reply_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let with = |n: usize| {
+            let extra = format!(r#","max_output_bytes":{n}"#);
+            load(&write_cfg(dir.path(), &minimal(dir.path(), uid, &extra)))
+        };
+        assert!(with(MAX_OUTPUT_LIMIT).is_ok());
+        assert!(with(MAX_OUTPUT_LIMIT + 1).is_err());
+        // Two streams of half a frame each (plus the reply around them) cannot fit.
+        let half = felhom_protocol::transport::MAX_REPLY_FRAME / 2;
+        let e = with(half).unwrap_err().to_string();
+        assert!(e.contains("max_output_bytes"), "{e}");
+    }
+
+    /// [`read_trusted_file`] on its own: the checks it makes on the opened descriptor are a
+    /// second lock behind [`check_trusted`] (against a swap between the walk and the open),
+    /// so they are tested directly.
+    #[test]
+    fn the_config_file_is_checked_again_through_its_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let insecure = |r: Result<String, StartupError>| match r {
+            Err(StartupError::Insecure { reason, .. }) => reason,
+            other => panic!("not refused as insecure: {other:?}"),
+        };
+
+        // Read whole up to the bound, and cut at it.
+        let small = dir.path().join("small.json");
+        std::fs::write(&small, "x".repeat(4096)).unwrap();
+        assert_eq!(read_trusted_file(&small).unwrap().len(), 4096);
+        let big = dir.path().join("big.json");
+        std::fs::write(&big, "x".repeat(2 * 1024 * 1024)).unwrap();
+        assert_eq!(read_trusted_file(&big).unwrap().len(), 1024 * 1024);
+
+        // Writable by the group.
+        std::fs::set_permissions(&small, std::fs::Permissions::from_mode(0o620)).unwrap();
+        assert!(insecure(read_trusted_file(&small)).contains("writable"));
+        std::fs::set_permissions(&small, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        // A symlink is not followed (O_NOFOLLOW).
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&small, &link).unwrap();
+        assert!(insecure(read_trusted_file(&link)).contains("cannot open"));
+
+        // A FIFO is refused at once, not waited on (O_NONBLOCK).
+        let fifo = dir.path().join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_trusted_file(&f));
+        });
+        let answer = rx.recv_timeout(Duration::from_secs(10));
+        if answer.is_err() {
+            // Release the blocked open so the thread ends, then fail.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            panic!("opening a FIFO as the config blocked");
+        }
+        assert!(insecure(answer.unwrap()).contains("not a regular file"));
+
+        // Owned by someone else (needs root to chown).
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&small, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+            assert!(insecure(read_trusted_file(&small)).contains("owned by uid 4242"));
+        } else {
+            eprintln!("skipped the foreign-owner case: needs root");
+        }
+    }
+
+    #[test]
     fn users_resolve_by_name_or_number() {
         assert_eq!(resolve_user("root").unwrap(), 0);
         assert_eq!(resolve_user("4242").unwrap(), 4242);
