@@ -950,6 +950,55 @@ mod tests {
     }
 
     #[test]
+    fn numeric_limits_are_exact_at_both_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let with = |extra: &str| {
+            let extra = format!(",{extra}");
+            load(&write_cfg(dir.path(), &minimal(dir.path(), uid, &extra)))
+        };
+        for (ok, bad) in [
+            (
+                r#""idle_timeout_secs":86400"#,
+                r#""idle_timeout_secs":86401"#,
+            ),
+            (
+                r#""shutdown_grace_secs":3600"#,
+                r#""shutdown_grace_secs":3601"#,
+            ),
+            (
+                r#""time_caps":{"mount":86400}"#,
+                r#""time_caps":{"mount":86401}"#,
+            ),
+            (r#""max_output_bytes":1024"#, r#""max_output_bytes":1023"#),
+        ] {
+            assert!(with(ok).is_ok(), "{ok}: {:?}", with(ok).err());
+            assert!(with(bad).is_err(), "{bad} was accepted");
+        }
+        // Inside the range, not only at its ends.
+        assert!(with(r#""max_output_bytes":4096"#).is_ok());
+        assert!(with(r#""idle_timeout_secs":1"#).is_ok());
+    }
+
+    #[test]
+    fn allowed_filesystems_are_kept_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let extra = r#","allowed_filesystems":["ext4","xfs","ext4"]"#;
+        let c = load(&write_cfg(dir.path(), &minimal(dir.path(), uid, extra))).unwrap();
+        assert_eq!(c.allowed_filesystems, vec![FsType::Ext4, FsType::Xfs]);
+    }
+
+    #[test]
+    fn config_paths_refuse_spaces_and_control_characters() {
+        assert!(check_config_path("unit_dir", Path::new("/etc/systemd/system")).is_ok());
+        for bad in ["/etc/with space", "/etc/tab\there", "/etc/new\nline"] {
+            let e = check_config_path("unit_dir", Path::new(bad)).unwrap_err();
+            assert!(e.contains("spaces or control"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn users_resolve_by_name_or_number() {
         assert_eq!(resolve_user("root").unwrap(), 0);
         assert_eq!(resolve_user("4242").unwrap(), 4242);
