@@ -999,6 +999,28 @@ mod tests {
     }
 
     #[test]
+    fn a_path_through_a_foreign_owned_directory_is_not_trusted() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join("f"), "x").unwrap();
+        assert!(check_trusted(&theirs.join("f")).is_ok());
+        // A directory owned by another user (mode 0755 still): its owner could swap the file.
+        nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        match check_trusted(&theirs.join("f")) {
+            Err(StartupError::Insecure { path, reason }) => {
+                assert_eq!(path, theirs);
+                assert!(reason.contains("owned by uid 4242"), "{reason}");
+            }
+            other => panic!("trusted a path through a foreign-owned directory: {other:?}"),
+        }
+    }
+
+    #[test]
     fn users_resolve_by_name_or_number() {
         assert_eq!(resolve_user("root").unwrap(), 0);
         assert_eq!(resolve_user("4242").unwrap(), 4242);
