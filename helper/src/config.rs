@@ -1021,6 +1021,80 @@ mod tests {
     }
 
     #[test]
+    fn symlinks_are_followed_up_to_the_kernel_limit_and_loops_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("target"), "x").unwrap();
+        // A chain of MAX_SYMLINKS links resolves; one more is refused.
+        let mut next = d.join("target");
+        for i in 0..=MAX_SYMLINKS {
+            let link = d.join(format!("l{i}"));
+            std::os::unix::fs::symlink(&next, &link).unwrap();
+            next = link;
+        }
+        let real = std::fs::canonicalize(d.join("target")).unwrap();
+        let last_ok = d.join(format!("l{}", MAX_SYMLINKS - 1));
+        assert_eq!(check_trusted(&last_ok).unwrap(), real);
+        let too_long = d.join(format!("l{MAX_SYMLINKS}"));
+        let e = check_trusted(&too_long).unwrap_err().to_string();
+        assert!(e.contains("too many levels"), "{e}");
+        // A loop ends with the same error (bounded: a hang fails the test).
+        std::os::unix::fs::symlink(d.join("b"), d.join("a")).unwrap();
+        std::os::unix::fs::symlink(d.join("a"), d.join("b")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a = d.join("a");
+        std::thread::spawn(move || {
+            let _ = tx.send(check_trusted(&a).map_err(|e| e.to_string()));
+        });
+        let e = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a symlink loop was walked forever")
+            .unwrap_err();
+        assert!(e.contains("too many levels"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_link_with_dotdot_is_walked_from_the_link_s_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("real")).unwrap();
+        std::fs::write(d.join("real/f"), "x").unwrap();
+        std::fs::create_dir(d.join("links")).unwrap();
+        std::os::unix::fs::symlink("../real/f", d.join("links/f")).unwrap();
+        assert_eq!(
+            check_trusted(&d.join("links/f")).unwrap(),
+            std::fs::canonicalize(d.join("real/f")).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_missing_path_is_judged_by_its_nearest_existing_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(dir.path()).unwrap();
+        // Existing: checked and returned canonical.
+        assert_eq!(check_trusted_or_ancestor(&d).unwrap(), Some(d.clone()));
+        // Missing: its existing ancestor is checked, and there is no canonical path yet.
+        assert_eq!(
+            check_trusted_or_ancestor(&d.join("new/deeper")).unwrap(),
+            None
+        );
+        // A path "through" a regular file is an error, not a missing path.
+        std::fs::write(d.join("file"), "x").unwrap();
+        let e = check_trusted_or_ancestor(&d.join("file/child")).unwrap_err();
+        assert!(e.to_string().contains("cannot stat"), "{e}");
+    }
+
+    #[test]
+    fn mount_root_mode_takes_three_octal_digits_after_an_optional_zero() {
+        assert_eq!(parse_mode("0750").unwrap(), 0o750);
+        assert_eq!(parse_mode("700").unwrap(), 0o700);
+        // Four digits (setuid/setgid/sticky bits) and no digits at all are refused.
+        for bad in ["07700", "7700", "0", ""] {
+            assert!(parse_mode(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
     fn users_resolve_by_name_or_number() {
         assert_eq!(resolve_user("root").unwrap(), 0);
         assert_eq!(resolve_user("4242").unwrap(), 4242);
