@@ -1095,6 +1095,23 @@ mod tests {
     }
 
     #[test]
+    fn mount_root_must_be_a_directory_that_can_be_looked_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = prepare_mount_root(&file, 0o750, uid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        // Below a regular file: stat fails with ENOTDIR, which is not "missing".
+        let e = prepare_mount_root(&file.join("mnt"), 0o750, uid)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot stat"), "{e}");
+    }
+
+    #[test]
     fn users_resolve_by_name_or_number() {
         assert_eq!(resolve_user("root").unwrap(), 0);
         assert_eq!(resolve_user("4242").unwrap(), 4242);
