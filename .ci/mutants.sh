@@ -8,7 +8,8 @@
 #   * at most MUTANTS_CAP (default 12) mutants per area are tested: above that, the first shard
 #     of ceil(count / cap) slices is taken, and the script says so;
 #   * each mutant's build and tests have fixed timeouts (below), and the whole step runs under
-#     `timeout` (MUTANTS_BUDGET seconds, default 1500 = 25 min, about 70 s per mutant on 2 cores).
+#     `timeout` (MUTANTS_BUDGET seconds, default 1500 = 25 min; a helper mutant takes 1-3 min on
+#     2 cores: the end-to-end tests rebuild the helper binary).
 # Outcome:
 #   * a missed mutant on a changed line fails CI (exit 2 of cargo-mutants): a new rule has to
 #     arrive with a test that notices when it is broken;
@@ -38,6 +39,9 @@ AGENT_FILES=(agent/src/pve/error.rs agent/src/pve/tasks.rs agent/src/pve/tls.rs
 PROTOCOL_FILES=('protocol/src/*.rs')
 
 HELPER_TESTS=(--lib --test=helper_security --test=helper_ops --test=helper_safety)
+# Skipped in mutant runs: a timing-sensitive flood test that can fail under load, which would
+# count any mutant as caught (it still runs in the normal test step).
+HELPER_SKIP=(a_flood_of_hellos_and_refusals_cannot_push_out_an_audit_record)
 AGENT_TESTS=(--lib --test=pve_client --test=pve_tasks --test=pve_hostile_server
   --test=pve_retry_policy --test=pve_tls_server_name --test=pve_client_secret
   --test=agent_set_config_cli)
@@ -67,6 +71,11 @@ if ! command -v cargo-mutants >/dev/null 2>&1; then
   cargo install --locked cargo-mutants --version "$VERSION"
 fi
 
+# Each area's report (caught.txt, missed.txt, logs per mutant) stays in target/mutants-ci/.
+out=target/mutants-ci
+rm -rf "$out"
+mkdir -p "$out"
+
 deadline=$(($(date +%s) + BUDGET))
 status=0
 for area in "${todo[@]}"; do
@@ -77,6 +86,11 @@ for area in "${todo[@]}"; do
   esac
   common=(--in-diff "$work/$area.diff" -p "$pkg" --test-package "$pkg,felhom-tests")
   for t in "${tests[@]}"; do common+=(-C "$t"); done
+  skip=()
+  if [ "$area" = helper ]; then
+    skip=(--cargo-test-arg=--)
+    for t in "${HELPER_SKIP[@]}"; do skip+=(--cargo-test-arg=--skip "--cargo-test-arg=$t"); done
+  fi
 
   count=$(cargo mutants --list "${common[@]}" | wc -l)
   echo "mutants: $area: $count mutants on the changed lines"
@@ -97,19 +111,19 @@ for area in "${todo[@]}"; do
   # the timeouts are fixed rather than derived from it. SIGINT lets cargo-mutants restore the
   # source of a mutant it is testing when the budget runs out.
   set +e
-  timeout -s INT -k 60 "$left" cargo mutants "${common[@]}" "${shard[@]}" \
-    --in-place --baseline skip --timeout 180 --build-timeout 600 --no-shuffle -o "$work/$area"
+  timeout -s INT -k 60 "$left" cargo mutants "${common[@]}" "${shard[@]}" "${skip[@]}" \
+    --in-place --baseline skip --timeout 300 --build-timeout 600 --no-shuffle -o "$out/$area"
   rc=$?
   set -e
   case "$rc" in
     0) ;;
     2)
       echo "mutants: FAILED: $area: missed mutants on changed lines (add a test that kills them):" >&2
-      cat "$work/$area/mutants.out/missed.txt" >&2
+      cat "$out/$area/mutants.out/missed.txt" >&2
       status=1
       ;;
     3) echo "mutants: $area: some mutants made the tests hang (counted as detected):" &&
-      cat "$work/$area/mutants.out/timeout.txt" ;;
+      cat "$out/$area/mutants.out/timeout.txt" ;;
     124 | 130 | 137)
       echo "mutants: FAILED: time budget of ${BUDGET}s exceeded during the $area run" >&2
       exit 1
