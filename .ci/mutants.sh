@@ -30,7 +30,7 @@ if ! git rev-parse --verify -q HEAD~1 >/dev/null; then
   exit 0
 fi
 
-# area | files (git pathspecs) | package | test packages | cargo test target args
+# The mutated files of each area (git pathspecs) and the test targets run for its mutants.
 HELPER_FILES=(helper/src/listener.rs helper/src/server.rs helper/src/exec.rs helper/src/config.rs
   'helper/src/ops/*.rs')
 AGENT_FILES=(agent/src/pve/error.rs agent/src/pve/tasks.rs agent/src/pve/tls.rs
@@ -38,14 +38,15 @@ AGENT_FILES=(agent/src/pve/error.rs agent/src/pve/tasks.rs agent/src/pve/tls.rs
   agent/src/cli/setconfig.rs)
 PROTOCOL_FILES=('protocol/src/*.rs')
 
-HELPER_TESTS=(--lib --test=helper_security --test=helper_ops --test=helper_safety)
+HELPER_TESTS=(--lib --test=helper_security --test=helper_ops --test=helper_safety
+  --test=helper_activation)
 # Skipped in mutant runs: a timing-sensitive flood test that can fail under load, which would
 # count any mutant as caught (it still runs in the normal test step).
 HELPER_SKIP=(a_flood_of_hellos_and_refusals_cannot_push_out_an_audit_record)
 AGENT_TESTS=(--lib --test=pve_client --test=pve_tasks --test=pve_hostile_server
   --test=pve_retry_policy --test=pve_tls_server_name --test=pve_client_secret
-  --test=agent_set_config_cli)
-PROTOCOL_TESTS=(--lib --test=wire --test=fuzz_corpus)
+  --test=pve_error_text --test=pve_transport_text --test=agent_set_config_cli)
+PROTOCOL_TESTS=(--lib --test=wire --test=names --test=fuzz_corpus)
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
