@@ -449,6 +449,67 @@ mod tests {
         assert!(t.stdout.ends_with(TRUNCATION_MARKER));
     }
 
+    #[tokio::test]
+    async fn output_within_or_at_the_bound_is_not_marked_truncated() {
+        let _serial = SPAWN_LOCK.lock().await;
+        // Exactly the bound on stdout, well under it on stderr: nothing was cut.
+        let out = run(
+            Tool::Smartctl,
+            Path::new("/bin/sh"),
+            &sh("printf '%0100d' 0; printf 'short' >&2"),
+            soon(10),
+            100,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stdout.len(), 100);
+        assert!(!out.stdout_truncated, "exactly the bound is not a cut");
+        assert_eq!(out.stderr, b"short");
+        assert!(!out.stderr_truncated, "under the bound is not a cut");
+        let t = out.to_tool_output();
+        assert!(!t.stdout.ends_with(TRUNCATION_MARKER));
+        // One byte over the bound is.
+        let out = run(
+            Tool::Smartctl,
+            Path::new("/bin/sh"),
+            &sh("printf '%0101d' 0"),
+            soon(10),
+            100,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stdout.len(), 100);
+        assert!(out.stdout_truncated);
+    }
+
+    #[tokio::test]
+    async fn output_is_read_past_the_deadline_while_a_leftover_holds_the_pipe() {
+        let _serial = SPAWN_LOCK.lock().await;
+        contain::become_subreaper().unwrap();
+        // The tool exits at once, but a background process that ignores SIGTERM keeps its
+        // stdout open until the SIGKILL after TERM_GRACE (2 s), past the 1 s deadline. The
+        // pipes may stay open until deadline + TERM_GRACE + PIPE_DRAIN, so the output is read
+        // to its end, not cut at the deadline.
+        let started = Instant::now();
+        let out = run(
+            Tool::Pct,
+            Path::new("/bin/sh"),
+            &sh("(trap '' TERM; sleep 30) & echo done; exit 0"),
+            soon(1),
+            100,
+        )
+        .await
+        .unwrap();
+        assert!(out.success());
+        assert_eq!(out.stdout, b"done\n");
+        assert!(
+            !out.stdout_truncated,
+            "the read stopped at the deadline, {:?} after the start",
+            started.elapsed()
+        );
+        assert!(contain::live_descendants().is_empty());
+    }
+
     #[test]
     fn invalid_utf8_output_stays_within_the_bound() {
         let out = ExecOutput {

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Mutation testing of the change under test: `cargo mutants --in-diff` on the lines the last
+# commit touches in the security-relevant code (the files listed below, as in the README's
+# "Mutation testing" section), with the focused test targets that exercise each area.
+#
+# Bounded in time, three ways:
+#   * only mutants on changed lines of the listed files are generated (`--in-diff`);
+#   * at most MUTANTS_CAP (default 12) mutants per area are tested: above that, the first shard
+#     of ceil(count / cap) slices is taken, and the script says so;
+#   * each mutant's build and tests have fixed timeouts (below), and the whole step runs under
+#     `timeout` (MUTANTS_BUDGET seconds, default 1500 = 25 min; a helper mutant takes 1-3 min on
+#     2 cores: the end-to-end tests rebuild the helper binary).
+# Outcome:
+#   * a missed mutant on a changed line fails CI (exit 2 of cargo-mutants): a new rule has to
+#     arrive with a test that notices when it is broken;
+#   * a mutant that makes the tests hang (cargo-mutants exit 3) counts as detected;
+#   * if the whole step hits its time budget, CI fails loudly: the run is capped so this means
+#     something hangs, and failing keeps CI honest without wedging the 90-minute limit.
+# Skipped, with the reason printed: no parent commit (single-commit or shallow clone), or the
+# last commit does not touch the listed files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CAP="${MUTANTS_CAP:-12}"
+BUDGET="${MUTANTS_BUDGET:-1500}"
+VERSION=27.1.0
+
+if ! git rev-parse --verify -q HEAD~1 >/dev/null; then
+  echo "mutants: skipped: no parent commit to diff against (single-commit or shallow clone)"
+  exit 0
+fi
+
+# The mutated files of each area (git pathspecs) and the test targets run for its mutants.
+HELPER_FILES=(helper/src/listener.rs helper/src/server.rs helper/src/exec.rs helper/src/config.rs
+  'helper/src/ops/*.rs')
+AGENT_FILES=(agent/src/pve/error.rs agent/src/pve/tasks.rs agent/src/pve/tls.rs
+  agent/src/pve/http.rs agent/src/pve/args.rs agent/src/secret.rs agent/src/config.rs
+  agent/src/cli/setconfig.rs)
+PROTOCOL_FILES=('protocol/src/*.rs')
+
+HELPER_TESTS=(--lib --test=helper_security --test=helper_ops --test=helper_safety
+  --test=helper_activation)
+# Skipped in mutant runs: a timing-sensitive flood test that can fail under load, which would
+# count any mutant as caught (it still runs in the normal test step).
+HELPER_SKIP=(a_flood_of_hellos_and_refusals_cannot_push_out_an_audit_record)
+AGENT_TESTS=(--lib --test=pve_client --test=pve_tasks --test=pve_hostile_server
+  --test=pve_retry_policy --test=pve_tls_server_name --test=pve_client_secret
+  --test=pve_error_text --test=pve_transport_text --test=agent_set_config_cli)
+PROTOCOL_TESTS=(--lib --test=wire --test=names --test=fuzz_corpus)
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+declare -a todo=()
+for area in helper agent protocol; do
+  case "$area" in
+    helper) files=("${HELPER_FILES[@]}") ;;
+    agent) files=("${AGENT_FILES[@]}") ;;
+    protocol) files=("${PROTOCOL_FILES[@]}") ;;
+  esac
+  git diff HEAD~1 HEAD -- "${files[@]}" >"$work/$area.diff"
+  if [ -s "$work/$area.diff" ]; then
+    todo+=("$area")
+  fi
+done
+if [ "${#todo[@]}" = 0 ]; then
+  echo "mutants: skipped: the last commit does not touch the mutation-tested files"
+  exit 0
+fi
+
+if ! command -v cargo-mutants >/dev/null 2>&1; then
+  cargo install --locked cargo-mutants --version "$VERSION"
+fi
+
+# Each area's report (caught.txt, missed.txt, logs per mutant) stays in target/mutants-ci/.
+out=target/mutants-ci
+rm -rf "$out"
+mkdir -p "$out"
+
+deadline=$(($(date +%s) + BUDGET))
+status=0
+for area in "${todo[@]}"; do
+  case "$area" in
+    helper) pkg=felhom-helper; tests=("${HELPER_TESTS[@]}") ;;
+    agent) pkg=felhom-agent; tests=("${AGENT_TESTS[@]}") ;;
+    protocol) pkg=felhom-protocol; tests=("${PROTOCOL_TESTS[@]}") ;;
+  esac
+  common=(--in-diff "$work/$area.diff" -p "$pkg" --test-package "$pkg,felhom-tests")
+  for t in "${tests[@]}"; do common+=(-C "$t"); done
+  skip=()
+  if [ "$area" = helper ]; then
+    skip=(--cargo-test-arg=--)
+    for t in "${HELPER_SKIP[@]}"; do skip+=(--cargo-test-arg=--skip "--cargo-test-arg=$t"); done
+  fi
+
+  count=$(cargo mutants --list "${common[@]}" | wc -l)
+  echo "mutants: $area: $count mutants on the changed lines"
+  [ "$count" = 0 ] && continue
+  shard=()
+  if [ "$count" -gt "$CAP" ]; then
+    slices=$(((count + CAP - 1) / CAP))
+    shard=(--shard "0/$slices")
+    echo "mutants: $area: more than $CAP; testing the first of $slices slices"
+  fi
+
+  left=$((deadline - $(date +%s)))
+  if [ "$left" -le 60 ]; then
+    echo "mutants: FAILED: time budget of ${BUDGET}s used up before the $area run" >&2
+    exit 1
+  fi
+  # The unmutated tests already passed in the CI step before this one: no baseline run, so
+  # the timeouts are fixed rather than derived from it. SIGINT lets cargo-mutants restore the
+  # source of a mutant it is testing when the budget runs out.
+  set +e
+  timeout -s INT -k 60 "$left" cargo mutants "${common[@]}" "${shard[@]}" "${skip[@]}" \
+    --in-place --baseline skip --timeout 300 --build-timeout 600 --no-shuffle -o "$out/$area"
+  rc=$?
+  set -e
+  case "$rc" in
+    0) ;;
+    2)
+      echo "mutants: FAILED: $area: missed mutants on changed lines (add a test that kills them):" >&2
+      cat "$out/$area/mutants.out/missed.txt" >&2
+      status=1
+      ;;
+    3) echo "mutants: $area: some mutants made the tests hang (counted as detected):" &&
+      cat "$out/$area/mutants.out/timeout.txt" ;;
+    124 | 130 | 137)
+      echo "mutants: FAILED: time budget of ${BUDGET}s exceeded during the $area run" >&2
+      exit 1
+      ;;
+    *)
+      echo "mutants: FAILED: cargo mutants exited $rc in the $area run" >&2
+      exit 1
+      ;;
+  esac
+done
+exit "$status"
