@@ -5,10 +5,10 @@
 #
 # Bounded in time, three ways:
 #   * only mutants on changed lines of the listed files are generated (`--in-diff`);
-#   * at most MUTANTS_CAP (default 12) mutants per area are tested: above that, the first shard
+#   * at most MUTANTS_CAP (default 4) mutants per area are tested: above that, the first shard
 #     of ceil(count / cap) slices is taken, and the script says so;
 #   * each mutant's build and tests have fixed timeouts (below), and the whole step runs under
-#     `timeout` (MUTANTS_BUDGET seconds, default 1500 = 25 min; a helper mutant takes 1-3 min on
+#     `timeout` (MUTANTS_BUDGET seconds, default 900 = 15 min; a helper mutant takes 1-3 min on
 #     2 cores: the end-to-end tests rebuild the helper binary).
 # Outcome:
 #   * a missed mutant on a changed line fails CI (exit 2 of cargo-mutants): a new rule has to
@@ -21,8 +21,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CAP="${MUTANTS_CAP:-12}"
-BUDGET="${MUTANTS_BUDGET:-1500}"
+CAP="${MUTANTS_CAP:-4}"
+BUDGET="${MUTANTS_BUDGET:-900}"
 VERSION=27.1.0
 
 if ! git rev-parse --verify -q HEAD~1 >/dev/null; then
