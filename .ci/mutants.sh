@@ -46,7 +46,7 @@ HELPER_SKIP=(a_flood_of_hellos_and_refusals_cannot_push_out_an_audit_record)
 AGENT_TESTS=(--lib --test=pve_client --test=pve_tasks --test=pve_hostile_server
   --test=pve_retry_policy --test=pve_tls_server_name --test=pve_client_secret
   --test=pve_error_text --test=pve_transport_text --test=agent_set_config_cli)
-PROTOCOL_TESTS=(--lib --test=wire --test=names --test=fuzz_corpus)
+PROTOCOL_TESTS=(--lib --test=wire --test=names --test=limits --test=fuzz_corpus)
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
