@@ -85,6 +85,18 @@ async fn run_cycles_write_valid_json_notify_systemd_and_stop_on_sigterm() {
         .expect("agent did not exit after SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    // The agent's last datagram was queued before it exited; give the background reader the
+    // moment it needs to take it off the socket (under load it may not have run yet).
+    let drained = Instant::now();
+    while !messages
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|m| m.contains("STOPPING=1"))
+        && drained.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     reader.abort();
 
     let all = messages.lock().unwrap().join("\n");
