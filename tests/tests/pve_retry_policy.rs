@@ -105,3 +105,18 @@ async fn not_implemented_is_final_in_reads_and_in_wait_task() {
     assert!(matches!(err, PveError::Api { status: 501, .. }), "{err:?}");
     assert_eq!(state.count_requests("GET", "/tasks/"), 1);
 }
+
+#[tokio::test]
+async fn a_failing_read_is_tried_three_times_with_a_doubling_back_off() {
+    let (sim, pve) = setup().await;
+    let state = sim.state();
+    state.inject(status_fault("GET", "/version", 503, "Service Unavailable"));
+    let started = std::time::Instant::now();
+    let err = pve.version().await.unwrap_err();
+    let took = started.elapsed();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(state.count_requests("GET", "/version"), 3);
+    // Back-off 200 ms, then 400 ms: at least 600 ms in all (a lower bound only, so a loaded
+    // machine cannot fail it); a back-off that did not double would take 400 ms or less.
+    assert!(took >= Duration::from_millis(600), "took {took:?}");
+}
