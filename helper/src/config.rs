@@ -263,10 +263,11 @@ pub fn load(path: &Path) -> Result<LoadedConfig, StartupError> {
         path: path.to_path_buf(),
         reason,
     };
-    let real = check_trusted(path)?;
+    let mut trusted = TrustedDirs::default();
+    let real = trusted.check(path)?;
     let text = read_trusted_file(&real)?;
     let config: Config = parse(&text).map_err(err)?;
-    validate(path, config)
+    validate(path, config, &mut trusted)
 }
 
 /// Largest configuration file the helper reads.
@@ -320,7 +321,11 @@ pub fn parse(text: &str) -> Result<Config, String> {
     serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
 }
 
-fn validate(path: &Path, mut config: Config) -> Result<LoadedConfig, StartupError> {
+fn validate(
+    path: &Path,
+    mut config: Config,
+    trusted: &mut TrustedDirs,
+) -> Result<LoadedConfig, StartupError> {
     let err = |reason: String| StartupError::Config {
         path: path.to_path_buf(),
         reason,
@@ -380,30 +385,31 @@ fn validate(path: &Path, mut config: Config) -> Result<LoadedConfig, StartupErro
             allowed.push(fs);
         }
     }
-    let agent_uid = resolve_user(&config.agent_user).map_err(err)?;
+    let agent = resolve_agent(&config.agent_user).map_err(err)?;
     // Where the helper mounts, writes units and records must be the helper's alone: mount(8)
     // follows symlinks in its target, so a writable mount_root would let the agent race a
     // `<name> -> /etc` link. mount_root is stored canonical (what mountinfo shows).
-    config.mount_root = prepare_mount_root(&config.mount_root, mount_root_mode, agent_uid)?;
+    config.mount_root =
+        prepare_mount_root_in(&config.mount_root, mount_root_mode, agent.gid, trusted)?;
     if config.mount_root == Path::new("/") {
         return Err(err("mount_root must not be /".into()));
     }
-    if let Some(real) = check_trusted_or_ancestor(&config.unit_dir)? {
+    if let Some(real) = trusted.check_or_ancestor(&config.unit_dir)? {
         config.unit_dir = real;
     }
     if let Some(parent) = config.record_file.parent() {
-        check_trusted_or_ancestor(parent)?;
+        trusted.check_or_ancestor(parent)?;
     }
     if std::fs::symlink_metadata(&config.record_file).is_ok() {
-        check_trusted(&config.record_file)?;
+        trusted.check(&config.record_file)?;
     }
     let configured_tools = config.tools.clone();
     let mut missing_tools = Vec::new();
     for (tool, p) in configured_tools.all() {
         if std::fs::symlink_metadata(p).is_ok() {
             // Exec the path that was checked, not one whose links could change later.
-            let real = check_trusted(p)?;
-            if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+            let (real, md) = trusted.walk(p)?;
+            if !md.is_file() {
                 return Err(StartupError::Insecure {
                     path: p.to_path_buf(),
                     reason: format!("{} is not a regular file", real.display()),
@@ -422,7 +428,7 @@ fn validate(path: &Path, mut config: Config) -> Result<LoadedConfig, StartupErro
     Ok(LoadedConfig {
         config,
         configured_tools,
-        agent_uid,
+        agent_uid: agent.uid,
         allowed_filesystems: allowed,
         missing_tools,
     })
@@ -447,15 +453,35 @@ fn check_config_path(key: &str, p: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves a user name, or a numeric uid, to a uid.
-pub fn resolve_user(name: &str) -> Result<u32, String> {
+/// The agent's account as the helper needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentAccount {
+    /// The uid allowed to connect besides root.
+    pub uid: u32,
+    /// Its primary group (the group of `mount_root`), when the account database knows the
+    /// uid; `None` for a bare numeric uid without an entry.
+    pub gid: Option<u32>,
+}
+
+/// Resolves a user name, or a numeric uid, to the agent's uid and primary group, with one
+/// lookup in the account database (NSS; its first use is a measurable part of every
+/// socket-activated start).
+pub fn resolve_agent(name: &str) -> Result<AgentAccount, String> {
     if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
-        return name
+        let uid = name
             .parse::<u32>()
-            .map_err(|_| format!("agent_user: uid {name} is out of range"));
+            .map_err(|_| format!("agent_user: uid {name} is out of range"))?;
+        let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.gid.as_raw());
+        return Ok(AgentAccount { uid, gid });
     }
     match nix::unistd::User::from_name(name) {
-        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(Some(u)) => Ok(AgentAccount {
+            uid: u.uid.as_raw(),
+            gid: Some(u.gid.as_raw()),
+        }),
         Ok(None) => Err(format!(
             "agent_user: no user named {name:?} (create it, or give a numeric uid)"
         )),
@@ -471,13 +497,72 @@ pub fn resolve_user(name: &str) -> Result<u32, String> {
 /// Symlink targets are walked the same way. The final file or directory must not be
 /// group- or world-writable at all.
 pub fn check_trusted(path: &Path) -> Result<PathBuf, StartupError> {
-    trusted_walk(path)
+    TrustedDirs::default().check(path)
+}
+
+/// The directories that trust walks have already proven (real directories, owned by root or
+/// the helper's user, not writable by group or others unless sticky), so that later walks of
+/// the same start-up do not `stat` them again: the config file, `mount_root`, `unit_dir`,
+/// the record file and six tools share most of their ancestors. A walk still checks every
+/// final component itself, and every symlink.
+#[derive(Debug, Default)]
+pub struct TrustedDirs {
+    dirs: Vec<PathBuf>,
+}
+
+impl TrustedDirs {
+    /// [`check_trusted`], reusing and extending what this set has proven.
+    pub fn check(&mut self, path: &Path) -> Result<PathBuf, StartupError> {
+        self.walk(path).map(|(real, _)| real)
+    }
+
+    /// [`check_trusted_or_ancestor`], reusing and extending what this set has proven.
+    pub fn check_or_ancestor(&mut self, path: &Path) -> Result<Option<PathBuf>, StartupError> {
+        let mut p = path;
+        loop {
+            match std::fs::symlink_metadata(p) {
+                Ok(_) => {
+                    let real = self.check(p)?;
+                    return Ok((p == path).then_some(real));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match p.parent() {
+                    Some(parent) => p = parent,
+                    None => return Ok(None),
+                },
+                Err(e) => {
+                    return Err(StartupError::Insecure {
+                        path: p.to_path_buf(),
+                        reason: format!("cannot stat: {e}"),
+                    });
+                }
+            }
+        }
+    }
+
+    fn proven(&self, dir: &Path) -> bool {
+        self.dirs.iter().any(|d| d == dir)
+    }
+
+    fn remember(&mut self, dir: &Path) {
+        if !self.proven(dir) {
+            self.dirs.push(dir.to_path_buf());
+        }
+    }
+
+    /// The walk behind [`check_trusted`]: the canonical path and the metadata of its final
+    /// component (never a symlink).
+    fn walk(&mut self, path: &Path) -> Result<(PathBuf, std::fs::Metadata), StartupError> {
+        trusted_walk(path, self)
+    }
 }
 
 /// How many symlinks [`check_trusted`] follows before giving up (as the kernel does).
 const MAX_SYMLINKS: usize = 40;
 
-fn trusted_walk(path: &Path) -> Result<PathBuf, StartupError> {
+fn trusted_walk(
+    path: &Path,
+    proven: &mut TrustedDirs,
+) -> Result<(PathBuf, std::fs::Metadata), StartupError> {
     use std::path::Component;
     let insecure = |p: &Path, reason: String| StartupError::Insecure {
         path: p.to_path_buf(),
@@ -529,15 +614,30 @@ fn trusted_walk(path: &Path) -> Result<PathBuf, StartupError> {
     let md = std::fs::symlink_metadata(&root).map_err(|e| insecure(&root, e.to_string()))?;
     check_owner(&root, &md)?;
     check_mode(&root, &md, todo.is_empty())?;
+    if md.is_dir() {
+        proven.remember(&root);
+    }
     let mut current = root;
+    let mut last_md = md;
     let mut links = 0usize;
+    // Whether the walk's last step was a `..` (e.g. a symlink to `..`): the directory it ends
+    // in was checked on the way down, but only by the rule for directories on the way.
+    let mut ended_on_parent = false;
     while let Some(part) = todo.pop() {
-        if part == ".." {
+        ended_on_parent = part == "..";
+        if ended_on_parent {
             // `current` is already checked and canonical; its parent was checked on the way.
             current.pop();
             continue;
         }
         let next = current.join(&part);
+        // A directory on the way that an earlier walk proved needs no second look; the
+        // final component is always checked (its mode rule is stricter, and it may be a
+        // file).
+        if !todo.is_empty() && proven.proven(&next) {
+            current = next;
+            continue;
+        }
         let md = std::fs::symlink_metadata(&next)
             .map_err(|e| insecure(&next, format!("cannot stat: {e}")))?;
         check_owner(&next, &md)?;
@@ -559,34 +659,27 @@ fn trusted_walk(path: &Path) -> Result<PathBuf, StartupError> {
             return Err(insecure(&next, "not a directory".into()));
         }
         check_mode(&next, &md, last)?;
+        if md.is_dir() {
+            proven.remember(&next);
+        }
         current = next;
+        last_md = md;
     }
-    Ok(current)
+    if ended_on_parent {
+        let md = std::fs::symlink_metadata(&current)
+            .map_err(|e| insecure(&current, format!("cannot stat: {e}")))?;
+        check_owner(&current, &md)?;
+        check_mode(&current, &md, true)?;
+        last_md = md;
+    }
+    Ok((current, last_md))
 }
 
 /// Checks `path` if it exists, else the nearest existing directory above it (whatever the
 /// helper creates there later inherits that trust). Returns the canonical `path` when it
 /// exists.
 pub fn check_trusted_or_ancestor(path: &Path) -> Result<Option<PathBuf>, StartupError> {
-    let mut p = path;
-    loop {
-        match std::fs::symlink_metadata(p) {
-            Ok(_) => {
-                let real = check_trusted(p)?;
-                return Ok((p == path).then_some(real));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match p.parent() {
-                Some(parent) => p = parent,
-                None => return Ok(None),
-            },
-            Err(e) => {
-                return Err(StartupError::Insecure {
-                    path: p.to_path_buf(),
-                    reason: format!("cannot stat: {e}"),
-                });
-            }
-        }
-    }
+    TrustedDirs::default().check_or_ancestor(path)
 }
 
 /// Parses `mount_root_mode`: octal, at most `0755`, never writable by group or others.
@@ -609,9 +702,24 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 }
 
 /// Creates `mount_root` if missing, refuses a symlink there, gives it `mode` and (as root)
-/// the group of the agent user, checks its trust and returns its canonical path (what
+/// the agent user's group `agent_gid`, checks its trust and returns its canonical path (what
 /// `/proc/self/mountinfo` shows).
-fn prepare_mount_root(p: &Path, mode: u32, agent_uid: u32) -> Result<PathBuf, StartupError> {
+#[cfg(test)]
+fn prepare_mount_root(
+    p: &Path,
+    mode: u32,
+    agent_gid: Option<u32>,
+) -> Result<PathBuf, StartupError> {
+    prepare_mount_root_in(p, mode, agent_gid, &mut TrustedDirs::default())
+}
+
+/// [`prepare_mount_root`] within one start-up's trust walks.
+fn prepare_mount_root_in(
+    p: &Path,
+    mode: u32,
+    agent_gid: Option<u32>,
+    trusted: &mut TrustedDirs,
+) -> Result<PathBuf, StartupError> {
     use std::os::unix::fs::DirBuilderExt;
     let insecure = |reason: String| StartupError::Insecure {
         path: p.to_path_buf(),
@@ -622,7 +730,7 @@ fn prepare_mount_root(p: &Path, mode: u32, agent_uid: u32) -> Result<PathBuf, St
     let p: &Path = &p.components().collect::<PathBuf>();
     // The parents must be trusted before anything is created under them.
     if let Some(parent) = p.parent() {
-        check_trusted_or_ancestor(parent)?;
+        trusted.check_or_ancestor(parent)?;
     }
     match std::fs::symlink_metadata(p) {
         Ok(md) if md.file_type().is_symlink() => {
@@ -641,7 +749,7 @@ fn prepare_mount_root(p: &Path, mode: u32, agent_uid: u32) -> Result<PathBuf, St
         }
         Err(e) => return Err(insecure(format!("cannot stat: {e}"))),
     }
-    let real = check_trusted(p)?;
+    let (real, md) = trusted.walk(p)?;
     // Checked before anything is changed: the chown and chmod below must never reach `/`.
     if real == Path::new("/") {
         return Err(insecure(
@@ -649,16 +757,23 @@ fn prepare_mount_root(p: &Path, mode: u32, agent_uid: u32) -> Result<PathBuf, St
         ));
     }
     // Who may look into the mounted disks: root (vzdump, pvedaemon) and the agent's group.
-    if nix::unistd::geteuid().is_root() {
-        let group = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(agent_uid))
-            .ok()
-            .flatten()
-            .map(|u| u.gid);
-        nix::unistd::chown(&real, Some(nix::unistd::Uid::from_raw(0)), group)
-            .map_err(|e| insecure(format!("cannot chown: {e}")))?;
+    // Owner, group and mode are set only when they differ from the walk's look at the
+    // directory: an unchanged directory keeps its ctime, and its inode is not rewritten at
+    // every activation.
+    if nix::unistd::geteuid().is_root()
+        && (md.uid() != 0 || agent_gid.is_some_and(|g| md.gid() != g))
+    {
+        nix::unistd::chown(
+            &real,
+            Some(nix::unistd::Uid::from_raw(0)),
+            agent_gid.map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(|e| insecure(format!("cannot chown: {e}")))?;
     }
-    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .map_err(|e| insecure(format!("cannot chmod {mode:o}: {e}")))?;
+    if md.mode() & 0o7777 != mode {
+        std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(|e| insecure(format!("cannot chmod {mode:o}: {e}")))?;
+    }
     Ok(real)
 }
 

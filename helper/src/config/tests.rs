@@ -496,15 +496,15 @@ fn mount_root_mode_takes_three_octal_digits_after_an_optional_zero() {
 #[test]
 fn mount_root_must_be_a_directory_that_can_be_looked_at() {
     let dir = tempfile::tempdir().unwrap();
-    let uid = nix::unistd::geteuid().as_raw();
+    let gid = Some(nix::unistd::getegid().as_raw());
     let file = dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
-    let e = prepare_mount_root(&file, 0o750, uid)
+    let e = prepare_mount_root(&file, 0o750, gid)
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a directory"), "{e}");
     // Below a regular file: stat fails with ENOTDIR, which is not "missing".
-    let e = prepare_mount_root(&file.join("mnt"), 0o750, uid)
+    let e = prepare_mount_root(&file.join("mnt"), 0o750, gid)
         .unwrap_err()
         .to_string();
     assert!(e.contains("cannot stat"), "{e}");
@@ -512,8 +512,96 @@ fn mount_root_must_be_a_directory_that_can_be_looked_at() {
 
 #[test]
 fn users_resolve_by_name_or_number() {
-    assert_eq!(resolve_user("root").unwrap(), 0);
-    assert_eq!(resolve_user("4242").unwrap(), 4242);
-    assert!(resolve_user("no-such-user-felhom").is_err());
-    assert!(resolve_user("99999999999").is_err());
+    let root = AgentAccount {
+        uid: 0,
+        gid: Some(0),
+    };
+    assert_eq!(resolve_agent("root").unwrap(), root);
+    // A number is a uid; its group comes from the same account when there is one.
+    assert_eq!(resolve_agent("0").unwrap(), root);
+    assert_eq!(
+        resolve_agent("4242").unwrap(),
+        AgentAccount {
+            uid: 4242,
+            gid: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(4242))
+                .unwrap()
+                .map(|u| u.gid.as_raw()),
+        }
+    );
+    assert!(resolve_agent("no-such-user-felhom").is_err());
+    assert!(resolve_agent("99999999999").is_err());
+}
+
+#[test]
+fn a_walk_ending_in_dotdot_judges_that_directory_as_the_final_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Open to everyone like /tmp: fine on the way, not as the directory a path names.
+    std::fs::create_dir(d.join("open")).unwrap();
+    std::fs::set_permissions(d.join("open"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::create_dir(d.join("open/sub")).unwrap();
+    std::os::unix::fs::symlink("..", d.join("open/sub/up")).unwrap();
+    std::fs::write(d.join("open/sub/f"), "x").unwrap();
+    let e = check_trusted(&d.join("open/sub/up"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("writable by its group or by others"), "{e}");
+    // The same directory on the way to a file is still fine.
+    assert!(check_trusted(&d.join("open/sub/up/sub/f")).is_ok());
+}
+
+#[test]
+fn proven_directories_are_reused_only_on_the_way_and_only_within_one_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("a/b")).unwrap();
+    std::fs::write(d.join("a/b/f"), "x").unwrap();
+    std::fs::write(d.join("a/g"), "x").unwrap();
+    let mut set = TrustedDirs::default();
+    let real = std::fs::canonicalize(d.join("a/b/f")).unwrap();
+    assert_eq!(set.check(&d.join("a/b/f")).unwrap(), real);
+    // `a` becomes writable by others after the set proved it: a later walk of the same
+    // start-up passes through it without a second look, a fresh walk refuses it...
+    std::fs::set_permissions(d.join("a"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(set.check(&d.join("a/g")).is_ok());
+    let e = check_trusted(&d.join("a/g")).unwrap_err().to_string();
+    assert!(e.contains("writable by its group or by others"), "{e}");
+    // ...and the final component is always looked at, proven or not.
+    let e = set.check(&d.join("a")).unwrap_err().to_string();
+    assert!(e.contains("writable by its group or by others"), "{e}");
+    // Symlinks are never taken as proven: a link that now points elsewhere is walked.
+    std::fs::set_permissions(d.join("a"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(d.join("c")).unwrap();
+    std::fs::write(d.join("c/f"), "y").unwrap();
+    std::os::unix::fs::symlink(d.join("a/b"), d.join("l")).unwrap();
+    assert_eq!(set.check(&d.join("l/f")).unwrap(), real);
+    std::fs::remove_file(d.join("l")).unwrap();
+    std::os::unix::fs::symlink(d.join("c"), d.join("l")).unwrap();
+    assert_eq!(
+        set.check(&d.join("l/f")).unwrap(),
+        std::fs::canonicalize(d.join("c/f")).unwrap()
+    );
+}
+
+#[test]
+fn an_unchanged_mount_root_is_left_as_it_is_and_a_wrong_mode_is_set() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mnt");
+    let gid = Some(nix::unistd::getegid().as_raw());
+    let real = prepare_mount_root(&root, 0o750, gid).unwrap();
+    let md = std::fs::metadata(&real).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o750);
+    let ctime = (md.ctime(), md.ctime_nsec());
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(prepare_mount_root(&root, 0o750, gid).unwrap(), real);
+    let md = std::fs::metadata(&real).unwrap();
+    assert_eq!(
+        (md.ctime(), md.ctime_nsec()),
+        ctime,
+        "an unchanged inode was rewritten"
+    );
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+    prepare_mount_root(&root, 0o750, gid).unwrap();
+    assert_eq!(std::fs::metadata(&real).unwrap().mode() & 0o7777, 0o750);
 }
