@@ -30,7 +30,7 @@ use std::path::PathBuf;
 pub use error::StartupError;
 
 /// Command-line options.
-#[derive(Debug, clap::Parser)]
+#[derive(Debug, PartialEq, Eq, clap::Parser)]
 #[command(
     name = "felhom-helper",
     version,
@@ -43,6 +43,49 @@ pub struct Args {
     /// Development mode: bind this Unix socket path instead of taking the socket from systemd.
     #[arg(long, value_name = "PATH")]
     pub listen: Option<PathBuf>,
+}
+
+impl Args {
+    /// The options of this process's command line.
+    ///
+    /// The form the units use — `--config FILE` and `--listen PATH`, each at most once, as
+    /// separate arguments whose values are not empty and do not begin with `-` — is read
+    /// directly, because building clap's parser is a measurable part of every
+    /// socket-activated start. Anything else (`--help`, `--version`, `--config=FILE`, errors)
+    /// is clap's: it prints help and usage errors and exits as usual.
+    pub fn from_env() -> Args {
+        let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match Self::plain(argv.get(1..).unwrap_or_default()) {
+            Some(args) => args,
+            None => <Args as clap::Parser>::parse_from(argv),
+        }
+    }
+
+    /// The options, when `args` (without the program name) are in the units' plain form;
+    /// `None` for anything else. Where it answers, it answers as clap would (a test holds
+    /// the two together).
+    pub fn plain(args: &[std::ffi::OsString]) -> Option<Args> {
+        let mut config = None;
+        let mut listen = None;
+        let mut rest = args.iter();
+        while let Some(flag) = rest.next() {
+            let slot = match flag.to_str() {
+                Some("--config") => &mut config,
+                Some("--listen") => &mut listen,
+                _ => return None,
+            };
+            let value = rest.next()?;
+            let bytes = value.as_encoded_bytes();
+            if slot.is_some() || bytes.is_empty() || bytes[0] == b'-' {
+                return None;
+            }
+            *slot = Some(PathBuf::from(value));
+        }
+        Some(Args {
+            config: config.unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH)),
+            listen,
+        })
+    }
 }
 
 /// Runs the helper: loads the configuration, takes the socket, serves until idle.

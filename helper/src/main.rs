@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = felhom_helper::Args::parse();
+    let args = felhom_helper::Args::from_env();
     // Journal entries with fields under systemd, plain lines on stderr elsewhere.
     felhom_helper::logging::init();
     match felhom_helper::run(&args) {
