@@ -16,7 +16,8 @@
 //!    makes on a new connection: its handshake, then the call);
 //! 5. **helper, cold** — the same with the real helper and the agent's first `ping` (connect,
 //!    handshake `hello`, `hello`); a fresh activation for every iteration, in one directory
-//!    (as the reference's). Both cold rows connect 20 ms after their socket appeared.
+//!    (as the reference's). Both cold rows connect 20 ms after their socket appeared, and
+//!    take turns, one iteration each.
 //!
 //! The cold rows are skipped with a reason when `systemd-socket-activate` is not installed.
 
@@ -199,59 +200,70 @@ async fn helper_warm(iterations: usize) -> Vec<Duration> {
     out
 }
 
-async fn reference_cold(dir: &Path, iterations: usize) -> Option<Vec<Duration>> {
-    if !Path::new(ACTIVATE).exists() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(iterations);
-    for i in 0..iterations {
-        let sock = dir.join(format!("ref-cold-{i}.sock"));
-        let mut cmd = Command::new(ACTIVATE);
-        cmd.arg("-l").arg(&sock).arg(REF);
-        let _server = serve(cmd, &sock);
-        std::thread::sleep(SETTLE);
-        let t = Instant::now();
-        let client = raw_client(&sock).await;
-        client
-            .hello(ctx(), PROTOCOL_VERSION)
-            .await
-            .unwrap()
-            .unwrap();
-        client
-            .hello(ctx(), PROTOCOL_VERSION)
-            .await
-            .unwrap()
-            .unwrap();
-        out.push(t.elapsed());
-    }
-    Some(out)
+/// Connect and two `hello` round trips to a reference server that
+/// `systemd-socket-activate` execs on the first connection.
+async fn reference_cold_once(dir: &Path, i: usize) -> Duration {
+    let sock = dir.join(format!("ref-cold-{i}.sock"));
+    let mut cmd = Command::new(ACTIVATE);
+    cmd.arg("-l").arg(&sock).arg(REF);
+    let _server = serve(cmd, &sock);
+    std::thread::sleep(SETTLE);
+    let t = Instant::now();
+    let client = raw_client(&sock).await;
+    client
+        .hello(ctx(), PROTOCOL_VERSION)
+        .await
+        .unwrap()
+        .unwrap();
+    client
+        .hello(ctx(), PROTOCOL_VERSION)
+        .await
+        .unwrap()
+        .unwrap();
+    t.elapsed()
 }
 
-async fn helper_cold(iterations: usize) -> Option<Vec<Duration>> {
-    let mut out = Vec::with_capacity(iterations);
+/// The agent's first `ping` to a freshly socket-activated helper (relaunched in the
+/// harness's directory), which is then ended.
+async fn helper_cold_once(harness: &mut HelperHarness) -> anyhow::Result<Duration> {
+    // Waits until systemd-socket-activate has bound the socket; the helper itself starts
+    // only on the first connection.
+    harness.launch_activated()?;
+    let client = HelperClient::new(harness.socket_path());
+    std::thread::sleep(SETTLE);
+    let t = Instant::now();
+    client.ping().await?;
+    let elapsed = t.elapsed();
+    harness.kill_helper();
+    Ok(elapsed)
+}
+
+/// Both cold rows, one iteration of each in turn, so that the VM's drift during the run
+/// falls on both alike. `None` (with the reason printed) when they cannot run here.
+async fn cold(dir: &Path, iterations: usize) -> Option<(Vec<Duration>, Vec<Duration>)> {
+    if !Path::new(ACTIVATE).exists() {
+        println!("(cold rows skipped: {ACTIVATE} is not installed)");
+        return None;
+    }
     // One directory and config for all iterations, as the reference keeps its directory: a
     // fresh tree per iteration would put its writes and removal next to what is measured.
     let mut harness = match HelperHarness::prepare(&HelperHarnessOptions::default()) {
         Ok(h) => h,
         Err(e) => {
-            println!("(socket-activated rows skipped: {e})");
+            println!("(cold rows skipped: {e})");
             return None;
         }
     };
-    for _ in 0..iterations {
-        // Ends the previous helper, then waits until systemd-socket-activate has bound the
-        // socket; the helper itself starts only on the first connection.
-        if let Err(e) = harness.launch_activated() {
-            println!("(socket-activated rows skipped: {e})");
-            return None;
+    let mut reference = Vec::with_capacity(iterations);
+    let mut helper = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        reference.push(reference_cold_once(dir, i).await);
+        match helper_cold_once(&mut harness).await {
+            Ok(d) => helper.push(d),
+            Err(e) => panic!("cold ping failed: {e}\n{}", harness.log()),
         }
-        let client = HelperClient::new(harness.socket_path());
-        std::thread::sleep(SETTLE);
-        let t = Instant::now();
-        client.ping().await.unwrap();
-        out.push(t.elapsed());
     }
-    Some(out)
+    Some((reference, helper))
 }
 
 fn p50(v: &[Duration]) -> f64 {
@@ -271,7 +283,7 @@ fn main() {
     let (n_floor, n_warm, n_cold) = if quick {
         (100, 50, 2)
     } else {
-        (20_000, 5_000, 30)
+        (20_000, 5_000, 60)
     };
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -283,8 +295,7 @@ fn main() {
     let floor = floor(dir.path(), n_floor);
     let ref_warm = runtime.block_on(reference_warm(dir.path(), n_warm));
     let warm = runtime.block_on(helper_warm(n_warm));
-    let ref_cold = runtime.block_on(reference_cold(dir.path(), n_cold));
-    let cold = runtime.block_on(helper_cold(n_cold));
+    let cold = runtime.block_on(cold(dir.path(), n_cold));
 
     println!();
     println!(
@@ -295,18 +306,12 @@ fn main() {
     row("floor: 64 B ping-pong over AF_UNIX", floor);
     row("reference server: hello (warm connection)", ref_warm);
     row("felhom-helper: agent hello (warm connection)", warm);
-    let ratio_cold = match (ref_cold, cold) {
-        (Some(r), Some(c)) => {
-            let ratio = p50(&c) / p50(&r);
-            row("reference server: socket-activated, 2 calls", r);
-            row("felhom-helper: socket-activated first ping", c);
-            Some(ratio)
-        }
-        _ => {
-            println!("(cold rows skipped: {ACTIVATE} is not installed)");
-            None
-        }
-    };
+    let ratio_cold = cold.map(|(r, c)| {
+        let ratio = p50(&c) / p50(&r);
+        row("reference server: socket-activated, 2 calls", r);
+        row("felhom-helper: socket-activated first ping", c);
+        ratio
+    });
     println!();
     println!("ratio warm: {ratio_warm:.2}");
     if let Some(r) = ratio_cold {
