@@ -48,7 +48,7 @@ pub struct Config {
     /// disk by its `usb-…` link here.
     pub dev_disk_by_id: PathBuf,
     /// Permission bits of `mount_root`, as an octal string (default `"0750"`; group: the agent
-    /// user's primary group). Set at every start.
+    /// user's primary group). Checked at every start, and set when it differs.
     pub mount_root_mode: String,
     /// At SIGTERM, how long a running operation may go on before its tools are stopped.
     pub shutdown_grace_secs: u64,
