@@ -757,18 +757,15 @@ fn prepare_mount_root_in(
         ));
     }
     // Who may look into the mounted disks: root (vzdump, pvedaemon) and the agent's group.
-    // Owner, group and mode are set only when they differ from the walk's look at the
+    // The walk has already required the helper's user (root, in production) or root as the
+    // owner. Group and mode are set only when they differ from the walk's look at the
     // directory: an unchanged directory keeps its ctime, and its inode is not rewritten at
     // every activation.
-    if nix::unistd::geteuid().is_root()
-        && (md.uid() != 0 || agent_gid.is_some_and(|g| md.gid() != g))
-    {
-        nix::unistd::chown(
-            &real,
-            Some(nix::unistd::Uid::from_raw(0)),
-            agent_gid.map(nix::unistd::Gid::from_raw),
-        )
-        .map_err(|e| insecure(format!("cannot chown: {e}")))?;
+    if let Some(gid) = agent_gid.filter(|g| md.gid() != *g) {
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&real, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .map_err(|e| insecure(format!("cannot chown: {e}")))?;
+        }
     }
     if md.mode() & 0o7777 != mode {
         std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(mode))

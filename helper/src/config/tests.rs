@@ -605,3 +605,33 @@ fn an_unchanged_mount_root_is_left_as_it_is_and_a_wrong_mode_is_set() {
     prepare_mount_root(&root, 0o750, gid).unwrap();
     assert_eq!(std::fs::metadata(&real).unwrap().mode() & 0o7777, 0o750);
 }
+
+#[test]
+fn as_root_mount_root_gets_the_agent_s_group_and_keeps_one_that_is_right() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: giving a directory another group needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mnt");
+    std::fs::create_dir(&root).unwrap();
+    let set_group =
+        |gid: u32| nix::unistd::chown(&root, None, Some(nix::unistd::Gid::from_raw(gid))).unwrap();
+    let group = || std::fs::metadata(&root).unwrap().gid();
+    set_group(1234);
+    prepare_mount_root(&root, 0o750, Some(4242)).unwrap();
+    assert_eq!(group(), 4242);
+    // No known group (a bare uid without an account): the group is left as it is.
+    set_group(1234);
+    prepare_mount_root(&root, 0o750, None).unwrap();
+    assert_eq!(group(), 1234);
+    // Another user's directory is refused before anything changes (the owner is not put
+    // right: the walk refuses it).
+    nix::unistd::chown(&root, Some(nix::unistd::Uid::from_raw(1234)), None).unwrap();
+    let e = prepare_mount_root(&root, 0o750, Some(4242))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("owned by uid 1234"), "{e}");
+    assert_eq!(group(), 1234);
+}
