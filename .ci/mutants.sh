@@ -16,6 +16,9 @@
 #   * a mutant that makes the tests hang (cargo-mutants exit 3) counts as detected;
 #   * if the whole step hits its time budget, CI fails loudly: the run is capped so this means
 #     something hangs, and failing keeps CI honest without wedging the 90-minute limit.
+# Safety: as root, the mutants' builds and tests run with / mounted read-only except the
+# repository, the target directory, the temporary directory and cargo's and rustup's homes
+# (.ci/ro-root.sh): a mutant once removed the "mount_root is not /" guard and a test chmodded /.
 # Skipped, with the reason printed: no parent commit (single-commit or shallow clone), or the
 # last commit does not touch the listed files.
 set -euo pipefail
@@ -112,7 +115,10 @@ for area in "${todo[@]}"; do
   # the timeouts are fixed rather than derived from it. SIGINT lets cargo-mutants restore the
   # source of a mutant it is testing when the budget runs out.
   set +e
-  timeout -s INT -k 60 "$left" cargo mutants "${common[@]}" "${shard[@]}" "${skip[@]}" \
+  # As root, under .ci/ro-root.sh: / is read-only for the mutants' builds and tests, so a
+  # mutant that breaks a path check cannot chmod or write the host.
+  timeout -s INT -k 60 "$left" bash .ci/ro-root.sh \
+    cargo mutants "${common[@]}" "${shard[@]}" "${skip[@]}" \
     --in-place --baseline skip --timeout 300 --build-timeout 600 --no-shuffle -o "$out/$area"
   rc=$?
   set -e
