@@ -56,6 +56,9 @@ pub struct Config {
     pub sysfs_hwmon: PathBuf,
     /// The mount table the helper reads to tell whether something is mounted.
     pub mountinfo: PathBuf,
+    /// The process table of the whole host (`/proc`): before a mount, every mount namespace
+    /// (`<pid>/mountinfo`) and every open file (`<pid>/fd`) is searched for the disk.
+    pub proc_root: PathBuf,
     /// Server-side time caps per operation, in seconds.
     pub time_caps: TimeCaps,
     /// Bound for each captured output stream of a tool (bytes).
@@ -80,6 +83,7 @@ impl Default for Config {
             shutdown_grace_secs: 20,
             sysfs_hwmon: "/sys/class/hwmon".into(),
             mountinfo: "/proc/self/mountinfo".into(),
+            proc_root: "/proc".into(),
             time_caps: TimeCaps::default(),
             max_output_bytes: 1024 * 1024,
         }
@@ -330,7 +334,7 @@ fn validate(
         path: path.to_path_buf(),
         reason,
     };
-    let paths: [(&str, &Path); 8] = [
+    let paths: [(&str, &Path); 9] = [
         ("mount_root", &config.mount_root),
         ("unit_dir", &config.unit_dir),
         ("record_file", &config.record_file),
@@ -339,6 +343,7 @@ fn validate(
         ("dev_disk_by_id", &config.dev_disk_by_id),
         ("sysfs_hwmon", &config.sysfs_hwmon),
         ("mountinfo", &config.mountinfo),
+        ("proc_root", &config.proc_root),
     ];
     for (key, p) in paths.iter().copied() {
         check_config_path(key, p).map_err(err)?;

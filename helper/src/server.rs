@@ -354,7 +354,7 @@ impl Helper for Connection {
             Err(e) => return audit.fail(e),
         };
         self.detached(r, audit, move |env| {
-            Box::pin(async move { usb::mount(env, &req).await })
+            Box::pin(async move { usb::mount(env, &req).await.map(|(info, _)| info) })
         })
         .await
     }

@@ -40,3 +40,13 @@ maybe_stderr() {
   # state/stderr-<tool>: printed to stderr (raw bytes, newlines and escapes included).
   if [ -e "$state/stderr-$1" ]; then cat "$state/stderr-$1" >&2; fi
 }
+devno_of() {
+  # major:minor (decimal) of the block device a path leads to, as mountinfo shows it;
+  # 0:99 when it is none (an anonymous device number, like btrfs shows).
+  if hex=$(stat -L -c '%t %T' -- "$1" 2>/dev/null) && [ -b "$1" ]; then
+    set -- $hex
+    printf '%d:%d' "0x$1" "0x$2"
+  else
+    printf '0:99'
+  fi
+}

@@ -22,6 +22,16 @@ const UUID2: &str = "0f3b9c1e-7d22-4c55-8a9e-1b2c3d4e5f60";
 
 /// The options the helper must force on this machine's kernel: `nosymfollow` exists since
 /// Linux 5.10 (worked out here from the release, not taken from the helper).
+/// The options the helper forces for `fs` on this kernel.
+fn expected_options_for(fs: FsType) -> String {
+    let base = expected_options().replace(",nofail", "");
+    match fs {
+        FsType::Ext4 | FsType::Exfat => format!("{base},errors=remount-ro,nofail"),
+        FsType::Btrfs => format!("{base},fatal_errors=bug,nofail"),
+        FsType::Xfs => format!("{base},nofail"),
+    }
+}
+
 fn expected_options() -> String {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let mut v = release
@@ -162,7 +172,7 @@ async fn usb_mount_direct_backend_end_to_end() {
     assert!(info.mounted, "{info:?}");
     assert_eq!(info.mount_point, mp.display().to_string());
     assert_eq!(info.fstype, FsType::Ext4);
-    assert_eq!(info.options, expected_options());
+    assert_eq!(info.options, expected_options_for(FsType::Ext4));
     assert_eq!(info.backend, MountBackend::Direct);
     assert!(mp.is_dir());
     let calls = h.tool_calls();
@@ -182,20 +192,23 @@ async fn usb_mount_direct_backend_end_to_end() {
             vec!["blkid", "-c", "/dev/null", "-p", "-o", "export", &dev],
             vec![
                 "mount",
+                "-i",
                 "-t",
                 "ext4",
                 "-o",
-                &expected_options(),
+                &expected_options_for(FsType::Ext4),
                 &dev,
                 &mp_s
             ],
+            // The UUID read again from the mounted device.
+            vec!["blkid", "-c", "/dev/null", "-p", "-o", "export", &dev],
         ]
     );
     let record = std::fs::read_to_string(h.record_file()).unwrap();
     assert!(
         record.contains(&format!(
             "UUID={UUID} {mp_s} ext4 {} 0 2",
-            expected_options()
+            expected_options_for(FsType::Ext4)
         )),
         "{record}"
     );
@@ -207,7 +220,7 @@ async fn usb_mount_direct_backend_end_to_end() {
         .unwrap()
         .unwrap();
     assert_eq!(again, info);
-    assert_eq!(h.tool_calls().len(), 3);
+    assert_eq!(h.tool_calls().len(), 4);
 
     // The name is taken by another UUID; the UUID is managed under another name.
     h.add_fake_filesystem(UUID2, "xfs");
@@ -424,13 +437,13 @@ async fn usb_mount_systemd_backend_writes_and_removes_a_mount_unit() {
         format!("What={}", by_id[0].display()),
         format!("Where={}", info.mount_point),
         "Type=xfs".to_string(),
-        format!("Options={}", expected_options()),
+        format!("Options={}", expected_options_for(FsType::Xfs)),
         "WantedBy=multi-user.target".to_string(),
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
     let calls = h.tool_calls();
-    let tail: Vec<Vec<String>> = calls[calls.len() - 2..].to_vec();
+    let tail: Vec<Vec<String>> = calls[calls.len() - 3..calls.len() - 1].to_vec();
     assert_eq!(
         tail,
         vec![

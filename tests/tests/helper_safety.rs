@@ -59,7 +59,9 @@ fn alive(pid: i32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_plain_usb_disk_is_mounted() {
     for (disk, needle) in [
-        (FakeDisk::Ata, "neither on a USB bus nor removable"),
+        (FakeDisk::Ata, "not on a USB bus"),
+        // A removable disk that is not on USB (an iSCSI LUN, a floppy) is not a USB disk.
+        (FakeDisk::Removable, "although it is marked removable"),
         (FakeDisk::Loop, "loop device"),
         (FakeDisk::DeviceMapper, "device-mapper"),
         (FakeDisk::Zvol, "zvol"),
@@ -88,12 +90,12 @@ async fn only_a_plain_usb_disk_is_mounted() {
             "{disk:?}: no mount point made"
         );
     }
-    // A removable disk that is not on USB (a card reader, say) is accepted.
+    // The control: the same check passes a partition of a disk on a USB bus.
     let h = start(MountBackendChoice::Direct);
-    h.add_fake_filesystem_on(UUID, "ext4", FakeDisk::Removable);
+    h.add_fake_filesystem_on(UUID, "ext4", FakeDisk::Usb);
     let client = h.client().await.unwrap();
     let info = client
-        .usb_mount(ctx(30), mount_req("card"))
+        .usb_mount(ctx(30), mount_req("usb"))
         .await
         .unwrap()
         .unwrap();

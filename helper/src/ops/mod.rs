@@ -2,12 +2,9 @@
 //! itself from validated request types; nothing from a request is used as a path or option
 //! without being one of the protocol's newtypes.
 
-pub mod blockdev;
 pub mod golden_image;
 pub mod hardware;
-pub mod mountinfo;
 pub mod usb;
-pub mod usb_records;
 
 use std::sync::Arc;
 

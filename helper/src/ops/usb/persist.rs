@@ -1,23 +1,27 @@
-//! What the helper records about its mounts: the systemd `.mount` units it writes (with their
-//! marker line) and the fstab-format record of the direct backend. What the helper manages is
-//! exactly what it recorded.
+//! How a managed mount survives a reboot, and what the helper remembers about it: one
+//! [`Persistence`] value per configuration, either the systemd `.mount` units the helper
+//! writes (with their marker line) or the fstab-format record file of the direct backend.
+//! What the helper manages is exactly what it recorded.
+//!
+//! Also the mount options every managed mount gets ([`mount_options`]): chosen by the helper,
+//! never by the filesystem's superblock.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use felhom_protocol::{FsType, FsUuid, HelperError, MountName};
+use felhom_protocol::{FsType, FsUuid, HelperError, MountBackend, MountName};
 
-use super::io_error;
 use crate::config::{BackendChoice, LoadedConfig};
+use crate::ops::io_error;
 
 /// The options every managed mount gets, on kernels without `nosymfollow` (before 5.10).
-pub const MOUNT_OPTIONS_BASE: &str = "nodev,nosuid,noexec,nofail";
+pub const MOUNT_OPTIONS_BASE: &str = "nodev,nosuid,noexec";
 
 /// The options every managed mount gets, on kernels with `nosymfollow`: symlinks on the disk
 /// are not followed in path lookups, so a link written onto a backup disk cannot point root's
 /// tools elsewhere.
-pub const MOUNT_OPTIONS_NOSYMFOLLOW: &str = "nodev,nosuid,noexec,nosymfollow,nofail";
+pub const MOUNT_OPTIONS_NOSYMFOLLOW: &str = "nodev,nosuid,noexec,nosymfollow";
 
 /// The first line of the direct backend's record file.
 pub const RECORD_HEADER: &str = "# felhom-helper managed mounts (direct backend), fstab format.";
@@ -32,8 +36,8 @@ pub fn release_has_nosymfollow(release: &str) -> bool {
     (major, minor) >= (5, 10)
 }
 
-/// The options for managed mounts on this kernel (read once).
-pub fn mount_options() -> &'static str {
+/// The options for managed mounts on this kernel, without the filesystem's own (read once).
+fn base_options() -> &'static str {
     static OPTS: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
     OPTS.get_or_init(|| {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -43,6 +47,29 @@ pub fn mount_options() -> &'static str {
             MOUNT_OPTIONS_BASE
         }
     })
+}
+
+/// What a filesystem does on an I/O or metadata error, forced over the superblock's wish: a
+/// USB cable that drops must never panic the node (`tune2fs -e panic` writes that wish into
+/// an ext4 superblock). ext4 and exfat remount read-only; btrfs reports the error
+/// (`fatal_errors=bug`, its default, written out so it cannot be otherwise); XFS has no such
+/// option and shuts the filesystem down by itself.
+pub fn error_option(fstype: FsType) -> Option<&'static str> {
+    match fstype {
+        FsType::Ext4 | FsType::Exfat => Some("errors=remount-ro"),
+        FsType::Btrfs => Some("fatal_errors=bug"),
+        FsType::Xfs => None,
+    }
+}
+
+/// The options of a managed mount of `fstype` on this kernel: `nodev,nosuid,noexec`,
+/// `nosymfollow` where the kernel has it, the error behaviour of [`error_option`], and
+/// `nofail` (a missing disk never holds up boot).
+pub fn mount_options(fstype: FsType) -> String {
+    match error_option(fstype) {
+        Some(e) => format!("{},{e},nofail", base_options()),
+        None => format!("{},nofail", base_options()),
+    }
 }
 
 /// The first line of every unit file the helper writes.
@@ -133,7 +160,7 @@ pub fn unit_file(
          WantedBy=multi-user.target\n",
         mp = mount_point.display(),
         what = what.display(),
-        opts = mount_options(),
+        opts = mount_options(fstype),
     )
 }
 
@@ -159,7 +186,7 @@ pub fn record_line(uuid: &FsUuid, mount_point: &Path, fstype: FsType) -> String 
     format!(
         "UUID={uuid} {} {fstype} {} 0 2",
         mount_point.display(),
-        mount_options()
+        mount_options(fstype)
     )
 }
 
@@ -399,6 +426,124 @@ pub(crate) fn rewrite_records(
         .map_err(|e| io_error(&format!("writing {}", path.display()), &e))
 }
 
+/// How managed mounts persist, as the configuration chose: one value instead of a branch on
+/// the backend in every step of a mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persistence {
+    /// A systemd `.mount` unit per mount in this directory; PID 1 mounts and unmounts, and
+    /// mounts again at boot. The unit's `What=` is the disk's stable USB name.
+    Units {
+        /// `unit_dir`.
+        dir: PathBuf,
+    },
+    /// mount(8) by the helper, and an fstab-format line per mount in this file.
+    RecordFile {
+        /// `record_file`.
+        path: PathBuf,
+    },
+}
+
+impl Persistence {
+    /// The configuration's choice.
+    pub fn of(cfg: &LoadedConfig) -> Persistence {
+        let c = &cfg.config;
+        match c.mount_backend {
+            BackendChoice::Systemd => Persistence::Units {
+                dir: c.unit_dir.clone(),
+            },
+            BackendChoice::Direct => Persistence::RecordFile {
+                path: c.record_file.clone(),
+            },
+        }
+    }
+
+    /// The backend's name in replies.
+    pub fn backend(&self) -> MountBackend {
+        match self {
+            Persistence::Units { .. } => MountBackend::Systemd,
+            Persistence::RecordFile { .. } => MountBackend::Direct,
+        }
+    }
+
+    /// The record of a mount about to be made at `mount_point` (with its unit name, for
+    /// units).
+    pub fn managed(
+        &self,
+        name: &MountName,
+        uuid: &FsUuid,
+        fstype: FsType,
+        mount_point: PathBuf,
+    ) -> Managed {
+        Managed {
+            name: name.clone(),
+            uuid: uuid.clone(),
+            fstype,
+            unit: match self {
+                Persistence::Units { .. } => Some(unit_name(&mount_point)),
+                Persistence::RecordFile { .. } => None,
+            },
+            mount_point,
+        }
+    }
+
+    /// Writes what brings `m` back at boot: its unit file (naming the disk by `stable_id`,
+    /// which units require) or its record line. Blocking file work.
+    pub fn record(
+        &self,
+        cfg: &LoadedConfig,
+        m: &Managed,
+        stable_id: Option<&Path>,
+        device: &str,
+    ) -> Result<(), HelperError> {
+        match self {
+            Persistence::Units { dir } => {
+                let Some(what) = stable_id else {
+                    return Err(HelperError::Rejected {
+                        field: "device".into(),
+                        reason: format!(
+                            "{device} has no stable name (a usb-… link) in {} (udev has not \
+                             named it), so no mount unit can name this disk; is udev running?",
+                            cfg.config.dev_disk_by_id.display()
+                        ),
+                    });
+                };
+                let unit = m.unit.clone().unwrap_or_else(|| unit_name(&m.mount_point));
+                let text = unit_file(&m.name, &m.uuid, m.fstype, &m.mount_point, what);
+                write_unit(&dir.join(unit), &m.name, &text)
+            }
+            Persistence::RecordFile { .. } => rewrite_records(
+                cfg,
+                &m.name,
+                Some(record_line(&m.uuid, &m.mount_point, m.fstype)),
+            ),
+        }
+    }
+
+    /// Removes what [`Self::record`] wrote for `m`, if it is there and the helper's; says
+    /// whether a unit file went (then systemd needs a `daemon-reload`). Blocking file work.
+    pub fn forget(&self, cfg: &LoadedConfig, m: &Managed) -> Result<bool, HelperError> {
+        match self {
+            Persistence::Units { dir } => {
+                let unit = m.unit.clone().unwrap_or_else(|| unit_name(&m.mount_point));
+                let path = dir.join(unit);
+                let ours = read_bounded(&path)
+                    .ok()
+                    .and_then(|t| parse_unit_marker(&t))
+                    .is_some_and(|(n, _, _)| n == m.name);
+                if !ours {
+                    return Ok(false);
+                }
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(io_error(&format!("removing {}", path.display()), &e)),
+                }
+            }
+            Persistence::RecordFile { .. } => rewrite_records(cfg, &m.name, None).map(|()| false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,7 +604,7 @@ mod tests {
             line,
             format!(
                 "UUID=ada110f6-bd6d-49db-955d-342c27627b61 /mnt/felhom/backup-1 xfs {} 0 2",
-                mount_options()
+                mount_options(FsType::Xfs)
             )
         );
         assert_eq!(
@@ -477,7 +622,8 @@ mod tests {
         assert!(unit.contains("What=/dev/disk/by-id/usb-SanDisk_Extreme_AA010-0:0-part1\n"));
         assert!(!unit.contains("by-uuid"), "{unit}");
         assert!(unit.contains("Where=/mnt/felhom/backup-1\n"));
-        assert!(unit.contains(&format!("Options={}\n", mount_options())));
+        assert!(unit.contains(&format!("Options={}\n", mount_options(FsType::Ext4))));
+        assert!(unit.contains(",errors=remount-ro,nofail\n"), "{unit}");
         assert!(unit.contains("WantedBy=multi-user.target\n"));
         assert_eq!(parse_unit_marker(&unit), Some((name, uuid, FsType::Ext4)));
         assert_eq!(parse_unit_marker("[Unit]\n"), None);
@@ -539,6 +685,16 @@ mod tests {
     }
 
     #[test]
+    fn the_error_behaviour_is_forced_per_filesystem() {
+        // The superblock's wish (tune2fs -e panic) is overridden for ext4 and exfat.
+        assert!(mount_options(FsType::Ext4).contains(",errors=remount-ro,"));
+        assert!(mount_options(FsType::Exfat).contains(",errors=remount-ro,"));
+        assert!(mount_options(FsType::Btrfs).contains(",fatal_errors=bug,"));
+        assert!(!mount_options(FsType::Xfs).contains("errors"));
+        assert!(!mount_options(FsType::Xfs).contains("panic"));
+    }
+
+    #[test]
     fn nosymfollow_follows_the_kernel_release() {
         for (release, want) in [
             ("6.1.0-27-amd64", true),
@@ -551,8 +707,11 @@ mod tests {
         ] {
             assert_eq!(release_has_nosymfollow(release), want, "{release}");
         }
-        assert!(mount_options().starts_with("nodev,nosuid,noexec,"));
-        assert!(mount_options().ends_with(",nofail"));
+        for fs in [FsType::Ext4, FsType::Xfs, FsType::Btrfs, FsType::Exfat] {
+            let o = mount_options(fs);
+            assert!(o.starts_with("nodev,nosuid,noexec"), "{o}");
+            assert!(o.ends_with(",nofail"), "{o}");
+        }
     }
 
     fn name_uuid() -> (MountName, FsUuid) {

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use felhom_protocol::HelperError;
 
-use super::io_error;
 use crate::config::LoadedConfig;
+use crate::ops::io_error;
 
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,14 @@ pub struct MountEntry {
     pub fstype: String,
     /// Mount source (device).
     pub source: String,
+    /// Per-superblock options (`rw,errors=remount-ro`).
+    pub super_options: String,
+}
+
+/// A `major:minor` device number as `st_rdev` encodes it.
+pub fn parse_devno(s: &str) -> Option<u64> {
+    let (major, minor) = s.split_once(':')?;
+    Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Decodes mountinfo's octal escapes (`\040` for space, …).
@@ -62,6 +70,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
                 options: f[5].to_string(),
                 fstype: f[sep + 1].to_string(),
                 source: unescape_octal(f[sep + 2]),
+                super_options: f.get(sep + 3).unwrap_or(&"").to_string(),
             })
         })
         .collect()
@@ -98,5 +107,9 @@ mod tests {
         assert_eq!(m[1].mount_point, "/mnt/felhom/a b");
         assert_eq!(m[1].source, "/dev/sdb1");
         assert!(m[1].options.contains("noexec"));
+        assert_eq!(m[1].super_options, "rw");
+        assert_eq!(parse_devno(&m[1].devno), Some(libc::makedev(8, 17)));
+        assert_eq!(parse_devno("8:x"), None);
+        assert_eq!(parse_devno("817"), None);
     }
 }
