@@ -329,3 +329,280 @@ async fn an_ext4_loop_device_is_mounted_by_uuid_with_safe_options() {
     assert!(client.usb_list(ctx).await.unwrap().unwrap().is_empty());
     drop(lo);
 }
+
+/// A child process this test started, ended by its pid (never by name) when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `pred` holds (up to 10 s).
+fn wait_for(what: &str, mut pred: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !pred() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_mounted_in_another_mount_namespace_is_refused_naming_the_process() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the other-namespace test: {why}");
+        return;
+    }
+    if !Path::new("/usr/bin/unshare").exists() {
+        eprintln!("skipping the other-namespace test: /usr/bin/unshare is not installed");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let uuid = fresh_uuid();
+    let Some(lo) = loop_with_uuid(work.path(), "a.img", &uuid) else {
+        return;
+    };
+    // A container's view: the disk mounted in a private mount namespace, invisible in the
+    // helper's own /proc/self/mountinfo. The mount goes away with the namespace's process.
+    let inside = work.path().join("ct-mnt");
+    std::fs::create_dir(&inside).unwrap();
+    let holder = Child(
+        Command::new("/usr/bin/unshare")
+            .args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+            .arg(format!(
+                "/usr/bin/mount -o ro {} {} && exec /bin/sleep 600",
+                lo.dev,
+                inside.display()
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    let pid = holder.0.id();
+    wait_for("the mount inside the namespace", || {
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .is_ok_and(|t| t.contains(&inside.display().to_string()))
+    });
+    assert_eq!(
+        mounted_options(&inside),
+        None,
+        "the mount must not be visible here"
+    );
+    let h = real_tools(false);
+    h.present(Path::new(&lo.dev), FakeDisk::Usb).unwrap();
+    let client = h.client().await.unwrap();
+    let err = client
+        .usb_mount(ctx60(), req(&uuid, "ns"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, HelperError::Rejected { reason, .. }
+            if reason.contains(&format!("mounted in the mount namespace of pid {pid} (sleep)"))
+            && reason.contains(&inside.display().to_string())),
+        "{err}"
+    );
+    assert_eq!(mounted_options(&h.mount_root().join("ns")), None);
+    assert!(!h.record_file().exists(), "nothing recorded");
+    drop(holder);
+    drop(lo);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_held_open_by_a_process_is_refused_naming_it_and_mounts_once_it_is_closed() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the held-open test: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let uuid = fresh_uuid();
+    let Some(mut lo) = loop_with_uuid(work.path(), "a.img", &uuid) else {
+        return;
+    };
+    // QEMU with the disk passed through: a plain open, no mount, no O_EXCL.
+    let dev = std::fs::File::open(&lo.dev).unwrap();
+    let holder = Child(
+        Command::new("/bin/sleep")
+            .arg("600")
+            .stdin(dev)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = holder.0.id();
+    let h = real_tools(false);
+    h.present(Path::new(&lo.dev), FakeDisk::Usb).unwrap();
+    let mp = h.mount_root().join("held");
+    lo.mount_point = Some(mp.clone());
+    let client = h.client().await.unwrap();
+    let err = client
+        .usb_mount(ctx60(), req(&uuid, "held"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, HelperError::Rejected { reason, .. }
+            if reason.contains(&format!("is open by pid {pid} (sleep)"))),
+        "{err}"
+    );
+    assert_eq!(mounted_options(&mp), None);
+    // The control: once the holder is gone, the same disk mounts.
+    drop(holder);
+    let info = client
+        .usb_mount(ctx60(), req(&uuid, "held"))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("usb_mount after the holder left: {e}\n{}", h.log()));
+    assert!(info.mounted);
+    assert!(mounted_options(&mp).is_some());
+    client
+        .usb_unmount(ctx60(), MountName::new("held").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The superblock options (the last field) of `mp` in /proc/self/mountinfo, if mounted.
+fn super_options(mp: &Path) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mp = mp.to_string_lossy();
+    text.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 5 && f[4] == mp).then(|| f.last().unwrap_or(&"").to_string())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superblock_asking_for_panic_on_errors_is_mounted_with_errors_remount_ro() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the errors=panic test: {why}");
+        return;
+    }
+    let tune2fs = "/usr/sbin/tune2fs";
+    if !Path::new(tune2fs).exists() {
+        eprintln!("skipping the errors=panic test: {tune2fs} is not installed");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let uuid = fresh_uuid();
+    let Some(mut lo) = loop_with_uuid(work.path(), "panic.img", &uuid) else {
+        return;
+    };
+    let out = Command::new(tune2fs)
+        .args(["-e", "panic", &lo.dev])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tune2fs: {out:?}");
+    let h = real_tools(false);
+    h.present(Path::new(&lo.dev), FakeDisk::Usb).unwrap();
+    let mp = h.mount_root().join("panicky");
+    lo.mount_point = Some(mp.clone());
+    let client = h.client().await.unwrap();
+    let info = client
+        .usb_mount(ctx60(), req(&uuid, "panicky"))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("usb_mount: {e}\n{}", h.log()));
+    assert!(info.options.contains("errors=remount-ro"), "{info:?}");
+    let sb = super_options(&mp).expect("mounted");
+    assert!(
+        sb.split(',').any(|o| o == "errors=remount-ro"),
+        "the superblock's errors=panic must be overridden: {sb}"
+    );
+    let kname = lo.dev.trim_start_matches("/dev/");
+    if let Ok(opts) = std::fs::read_to_string(format!("/proc/fs/ext4/{kname}/options")) {
+        assert!(opts.lines().any(|l| l == "errors=remount-ro"), "{opts}");
+        assert!(!opts.lines().any(|l| l == "errors=panic"), "{opts}");
+    }
+    client
+        .usb_unmount(ctx60(), MountName::new("panicky").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_swapped_between_the_proof_and_the_mount_is_unmounted_and_refused() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the swapped-device test: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let uuid = fresh_uuid();
+    let Some(mut lo) = loop_with_uuid(work.path(), "proven.img", &uuid) else {
+        return;
+    };
+    // The impostor carries the same UUID (a copy made to pass for the backup disk), so only
+    // the disk sequence number tells the two apart.
+    let impostor = work.path().join("impostor.img");
+    std::fs::File::create(&impostor)
+        .unwrap()
+        .set_len(32 * 1024 * 1024)
+        .unwrap();
+    let out = Command::new(MKFS)
+        .args(["-q", "-F", "-U", &uuid])
+        .arg(&impostor)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mkfs.ext4: {out:?}");
+    let seq_before = std::fs::read_to_string(format!(
+        "/sys/block/{}/diskseq",
+        lo.dev.trim_start_matches("/dev/")
+    ))
+    .ok();
+    let mut h = HelperHarness::prepare(&HelperHarnessOptions {
+        backend: MountBackendChoice::Direct,
+        real_mount_tools: true,
+        ..Default::default()
+    })
+    .unwrap();
+    // A mount(8) that first gives the loop device another backing file: the swap happens
+    // after every proof and right before the mount.
+    let hook = h.dir().join("tools/mount-after-swap");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n{LOSETUP} -d {dev}\nfor i in 1 2 3 4 5 6 7 8 9 10; do\n  \
+             {LOSETUP} {dev} {img} && break\n  sleep 0.2\ndone\nexec /usr/bin/mount \"$@\"\n",
+            dev = lo.dev,
+            img = impostor.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg_path = h.config_path().to_path_buf();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["tools"]["mount"] = hook.display().to_string().into();
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    h.launch_activated().unwrap();
+    h.present(Path::new(&lo.dev), FakeDisk::Usb).unwrap();
+    let mp = h.mount_root().join("swapped");
+    lo.mount_point = Some(mp.clone());
+    let client = h.client().await.unwrap();
+    let err = client
+        .usb_mount(ctx60(), req(&uuid, "swapped"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let seq_after = std::fs::read_to_string(format!(
+        "/sys/block/{}/diskseq",
+        lo.dev.trim_start_matches("/dev/")
+    ))
+    .ok();
+    assert_ne!(seq_before, seq_after, "the hook did not swap the device");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("changed between the proof and the mount") && msg.contains("disk sequence"),
+        "{msg}\n{}",
+        h.log()
+    );
+    assert!(msg.contains("unmounted again"), "{msg}");
+    assert_eq!(
+        mounted_options(&mp),
+        None,
+        "the impostor must not stay mounted"
+    );
+    let record = std::fs::read_to_string(h.record_file()).unwrap_or_default();
+    assert!(!record.contains(&uuid), "nothing recorded: {record}");
+}
