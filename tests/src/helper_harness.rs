@@ -352,6 +352,34 @@ impl HelperHarness {
         self.spawn(cmd)
     }
 
+    /// Like [`Self::launch_activated`], with the capability bounding set of the shipped unit
+    /// (`CapabilityBoundingSet=` of `systemd/felhom-helper.service`, applied with
+    /// `setpriv`): the helper sees the host with the privileges it has in production.
+    pub fn launch_activated_as_unit(&mut self) -> anyhow::Result<()> {
+        let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/felhom-helper.service");
+        let text = std::fs::read_to_string(&unit)?;
+        let caps = text
+            .lines()
+            .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+            .context("the unit has no CapabilityBoundingSet=")?;
+        let mut spec = String::from("-all");
+        for cap in caps.split_whitespace() {
+            spec.push_str(",+");
+            spec.push_str(&cap.trim_start_matches("CAP_").to_ascii_lowercase());
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        let mut cmd = Command::new("/usr/bin/systemd-socket-activate");
+        cmd.arg("-l")
+            .arg(&self.socket)
+            .arg("/usr/bin/setpriv")
+            .arg(format!("--bounding-set={spec}"))
+            .arg(format!("--inh-caps={spec}"))
+            .arg(crate::bins::helper())
+            .arg("--config")
+            .arg(&self.config);
+        self.spawn(cmd)
+    }
+
     fn helper_command(&self, extra: &[std::ffi::OsString]) -> Command {
         let mut cmd = Command::new(crate::bins::helper());
         cmd.arg("--config").arg(&self.config).args(extra);

@@ -606,3 +606,79 @@ async fn a_device_swapped_between_the_proof_and_the_mount_is_unmounted_and_refus
     let record = std::fs::read_to_string(h.record_file()).unwrap_or_default();
     assert!(!record.contains(&uuid), "nothing recorded: {record}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_locked_by_a_process_the_helper_cannot_trace_is_refused() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the file-lock test: {why}");
+        return;
+    }
+    for tool in ["/usr/bin/setpriv"] {
+        if !Path::new(tool).exists() {
+            eprintln!("skipping the file-lock test: {tool} is not installed");
+            return;
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    let uuid = fresh_uuid();
+    let Some(mut lo) = loop_with_uuid(work.path(), "a.img", &uuid) else {
+        return;
+    };
+    // A VM's QEMU as the helper sees it in production: a process it may not trace (here
+    // another uid, like an unprivileged container's), holding the disk open with a lock on
+    // it. The helper runs with the unit's capability bounding set, without CAP_SYS_PTRACE,
+    // so the process's descriptors are hidden from it; the lock table is not.
+    let dev = std::fs::File::open(&lo.dev).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dev);
+    let mut cmd = Command::new("/bin/sleep");
+    cmd.arg("600");
+    // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
+    // (flock, fcntl, setgroups, setresgid, setresuid) on a descriptor this process owns.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            // Keep the locked descriptor across exec, lock it, then become uid 100000.
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0
+                || libc::flock(fd, libc::LOCK_SH) != 0
+                || libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(100000, 100000, 100000) != 0
+                || libc::setresuid(100000, 100000, 100000) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let holder = Child(cmd.spawn().unwrap());
+    drop(dev);
+    let pid = holder.0.id();
+    wait_for("the lock", || {
+        std::fs::read_to_string("/proc/locks").is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().nth(4) == Some(&pid.to_string()))
+        })
+    });
+    let mut h = HelperHarness::prepare(&HelperHarnessOptions {
+        backend: MountBackendChoice::Direct,
+        real_mount_tools: true,
+        ..Default::default()
+    })
+    .unwrap();
+    h.launch_activated_as_unit().unwrap();
+    h.present(Path::new(&lo.dev), FakeDisk::Usb).unwrap();
+    let mp = h.mount_root().join("locked");
+    lo.mount_point = Some(mp.clone());
+    let client = h.client().await.unwrap();
+    let err = client
+        .usb_mount(ctx60(), req(&uuid, "locked"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, HelperError::Rejected { reason, .. }
+            if reason.contains(&format!("is locked by pid {pid} (sleep)"))),
+        "{err}\n{}",
+        h.log()
+    );
+    assert_eq!(mounted_options(&mp), None);
+    drop(holder);
+}

@@ -18,6 +18,7 @@ use felhom_tests::helper_harness::{
 use tarpc::context::{self, Context};
 
 const UUID: &str = "ada110f6-bd6d-49db-955d-342c27627b61";
+const UUID2: &str = "0f4c2d9e-7a1b-4c3d-8e5f-6a7b8c9d0e1f";
 
 fn ctx(secs: u64) -> Context {
     let mut c = context::current();
@@ -574,5 +575,109 @@ async fn sigterm_during_a_hanging_mount_still_rolls_it_back() {
             && l.contains("shutting down")
             && l.contains("nothing is mounted there")),
         "{log}"
+    );
+}
+
+/// The by-id names of the fake disks (the harness names them `usb-Fake_Disk_<n>-0:0-part1`).
+fn by_id_names(h: &HelperHarness) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(h.by_id_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_disk_with_the_same_usb_serial_is_refused() {
+    for backend in [MountBackendChoice::Direct, MountBackendChoice::Systemd] {
+        let h = start(backend);
+        h.add_fake_filesystem(UUID, "ext4");
+        let mine = by_id_names(&h).remove(0);
+        let serial = mine
+            .trim_start_matches("usb-Fake_Disk_")
+            .trim_end_matches("-0:0-part1")
+            .to_string();
+        // Another device, another vendor and model, the same serial: a gadget made to pass
+        // for the backup disk. It points at a different block device than ours.
+        let other = h.add_fake_filesystem(UUID2, "ext4");
+        let copy = h.by_id_dir().join(format!("usb-Evil_Gadget_{serial}-0:0"));
+        std::os::unix::fs::symlink(&other, &copy).unwrap();
+        let client = h.client().await.unwrap();
+        let err = client
+            .usb_mount(ctx(30), mount_req("b"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(&err, HelperError::Rejected { reason, .. }
+                if reason.contains("the same USB serial") && reason.contains(&format!("usb-Evil_Gadget_{serial}-0:0"))),
+            "{backend:?}: {err}"
+        );
+        assert!(!mounts_called(&h), "{backend:?}");
+        // The control: without the copy the disk mounts.
+        std::fs::remove_file(&copy).unwrap();
+        let info = client
+            .usb_mount(ctx(30), mount_req("b"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        assert!(info.mounted);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_usb_by_id_name_can_name_the_disk_in_a_unit() {
+    let h = start(MountBackendChoice::Systemd);
+    let dev = h.add_fake_filesystem_on(UUID, "ext4", FakeDisk::UsbWithoutId);
+    // udev's other names for the same device: an ATA name and a WWN. Neither is a USB
+    // identity, so neither may stand in a unit's What=.
+    for n in ["ata-Fake_SSD_123-part1", "wwn-0x5000c500a1b2c3d4-part1"] {
+        std::os::unix::fs::symlink(&dev, h.by_id_dir().join(n)).unwrap();
+    }
+    let client = h.client().await.unwrap();
+    let err = client
+        .usb_mount(ctx(30), mount_req("b"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, HelperError::Rejected { reason, .. } if reason.contains("no stable name (a usb-… link)")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(h.unit_dir()).unwrap().count(), 0);
+    assert!(!mounts_called(&h));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_that_starts_without_mounting_is_a_failure_and_is_rolled_back() {
+    let h = start(MountBackendChoice::Systemd);
+    h.add_fake_filesystem(UUID, "ext4");
+    std::fs::write(h.dir().join("state/enable-no-mount"), "").unwrap();
+    let client = h.client().await.unwrap();
+    let err = client
+        .usb_mount(ctx(30), mount_req("b"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("reported success, but nothing is mounted") && msg.contains("rolled back"),
+        "{msg}"
+    );
+    // Exactly the steps taken are undone: the unit is disabled and its file removed.
+    let calls = h.tool_calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c[0] == "systemctl" && c.get(1).is_some_and(|a| a == "disable")),
+        "{calls:?}"
+    );
+    assert_eq!(std::fs::read_dir(h.unit_dir()).unwrap().count(), 0);
+    assert!(client.usb_list(ctx(10)).await.unwrap().unwrap().is_empty());
+    assert!(
+        !h.mount_root().join("b").exists(),
+        "the mount point it made is gone"
     );
 }

@@ -521,6 +521,7 @@ fn prove_device(cfg: &LoadedConfig, device: &str, fstype: FsType) -> Result<Prov
     }
     hostuse::refuse_if_mounted_here(device, &mounts(cfg)?, &targets)?;
     let scan = hostuse::refuse_if_used_by_any_process(&c.proc_root, device, &targets)?;
+    hostuse::refuse_if_locked(&c.proc_root, device, &targets)?;
     hostuse::refuse_if_claimed(device, &targets)?;
     if scan.unreadable > 0 {
         tracing::warn!(
@@ -600,6 +601,25 @@ mod tests {
         for bad in ["usb-a%nb", "usb-a b", "usb-a\\x20b", "", "usb-\n"] {
             assert!(!safe_id_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn usb_serials_come_from_the_by_id_name() {
+        for (name, serial) in [
+            ("usb-SanDisk_Extreme_AA010-0:0-part1", Some("AA010")),
+            ("usb-SanDisk_Extreme_AA010-0:0", Some("AA010")),
+            (
+                "usb-Generic_Card_Reader_000000000819-0:1",
+                Some("000000000819"),
+            ),
+            ("usb-Plain-0:0", Some("Plain")),
+            ("ata-Samsung_SSD_S3Z-part1", None),
+            ("usb-", None),
+        ] {
+            assert_eq!(usb_serial(name), serial, "{name}");
+        }
+        assert_eq!(disk_id("usb-A_B_C-0:0-part12"), "usb-A_B_C-0:0");
+        assert_eq!(disk_id("usb-A_B_C-0:0-partX"), "usb-A_B_C-0:0-partX");
     }
 
     #[test]
