@@ -575,7 +575,15 @@ async fn finish_in_flight(shared: &Arc<Shared>) {
     crate::exec::request_shutdown();
     let wind_down = TERM_GRACE + crate::contain::KILL_WAIT + usb::CLEANUP_TIME;
     if tokio::time::timeout(wind_down, lock.lock()).await.is_err() {
-        tracing::error!("the running operation did not wind down; exiting anyway");
+        let left = contain::survivors();
+        if left.is_empty() {
+            tracing::error!("the running operation did not wind down; exiting anyway");
+        } else {
+            tracing::error!(
+                survivors = %contain::describe(&left),
+                "processes of an operation survived SIGKILL; exiting anyway (PID 1 inherits them)"
+            );
+        }
     }
 }
 
