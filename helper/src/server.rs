@@ -298,35 +298,35 @@ fn survivors_busy() -> Option<String> {
 }
 
 /// Ends a privileged operation: releases the operation lock, unless processes of the
-/// operation survived ([`contain::survivors`], e.g. in uninterruptible sleep): then a
-/// background task keeps the lock, and the helper awake, until they are gone.
+/// operation survived ([`contain::survivors`], e.g. in uninterruptible sleep): then a thread
+/// of the blocking pool keeps the lock, and the helper awake, until they are gone. (A plain
+/// blocking loop, not another async task: smaller, and the runtime's shutdown timeout still
+/// bounds the helper's exit.)
 fn release<G: Send + 'static>(r: Running, busy: G) {
     if contain::survivors().is_empty() {
         return;
     }
-    tokio::spawn(hold_while_survivors(r.op, (r, busy), || {
-        contain::clear_tree(Duration::ZERO, None).survivors
-    }));
+    let op = r.op;
+    tokio::task::spawn_blocking(move || {
+        hold_while_survivors(op, (r, busy), SURVIVOR_POLL, || {
+            contain::clear_tree(Duration::ZERO, None).survivors
+        });
+    });
 }
 
-/// Keeps `guard` (the operation lock and an activity guard) until `check` (run on the
-/// blocking pool every [`SURVIVOR_POLL`]) finds no survivor left.
-async fn hold_while_survivors<G>(
+/// Keeps `guard` (the operation lock and an activity guard) until `check`, run every `poll`,
+/// finds no survivor left. Blocking.
+fn hold_while_survivors<G>(
     op: &'static str,
     guard: G,
-    check: fn() -> Vec<contain::Survivor>,
+    poll: Duration,
+    mut check: impl FnMut() -> Vec<contain::Survivor>,
 ) {
-    tracing::error!(
-        operation = op,
-        survivors = %contain::describe(&contain::survivors()),
-        "processes of the operation survived SIGKILL; the operation lock stays held until \
-         they are gone"
-    );
+    // The operation's own audit record has named the survivors and said that the lock stays.
     loop {
-        tokio::time::sleep(SURVIVOR_POLL).await;
-        match tokio::task::spawn_blocking(check).await {
-            Ok(left) if left.is_empty() => break,
-            _ => {}
+        std::thread::sleep(poll);
+        if check().is_empty() {
+            break;
         }
     }
     tracing::warn!(
@@ -575,15 +575,11 @@ async fn finish_in_flight(shared: &Arc<Shared>) {
     crate::exec::request_shutdown();
     let wind_down = TERM_GRACE + crate::contain::KILL_WAIT + usb::CLEANUP_TIME;
     if tokio::time::timeout(wind_down, lock.lock()).await.is_err() {
-        let left = contain::survivors();
-        if left.is_empty() {
-            tracing::error!("the running operation did not wind down; exiting anyway");
-        } else {
-            tracing::error!(
-                survivors = %contain::describe(&left),
-                "processes of an operation survived SIGKILL; exiting anyway (PID 1 inherits them)"
-            );
-        }
+        // Survivors of SIGKILL, if any, are inherited by PID 1.
+        tracing::error!(
+            survivors = %contain::describe(&contain::survivors()),
+            "the running operation did not wind down; exiting anyway"
+        );
     }
 }
 
@@ -712,29 +708,34 @@ mod tests {
 
     #[tokio::test]
     async fn the_keeper_holds_the_lock_while_any_look_finds_a_survivor() {
-        static LOOKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        fn look() -> Vec<Survivor> {
-            // Still there at the first two looks, gone at the third.
-            if LOOKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let looks = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&looks);
+        // Still there at the first two looks, gone at the third.
+        let look = move || {
+            if counted.fetch_add(1, Ordering::SeqCst) < 2 {
                 vec![stuck()]
             } else {
                 vec![]
             }
-        }
+        };
+        let poll = Duration::from_millis(200);
         let lock = Arc::new(Mutex::new(()));
         let guard = Arc::clone(&lock).lock_owned().await;
-        let keeper = tokio::spawn(hold_while_survivors("op", guard, look));
-        tokio::time::sleep(SURVIVOR_POLL * 2 + SURVIVOR_POLL / 2).await;
-        assert!(LOOKS.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+        let keeper = tokio::task::spawn_blocking(move || {
+            hold_while_survivors("op", guard, poll, look);
+        });
+        tokio::time::sleep(poll * 2 + poll / 2).await;
+        assert!(looks.load(Ordering::SeqCst) >= 2);
         assert!(
             lock.try_lock().is_err(),
             "released while a survivor was seen"
         );
-        tokio::time::timeout(SURVIVOR_POLL * 3, keeper)
+        tokio::time::timeout(poll * 10, keeper)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(LOOKS.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(looks.load(Ordering::SeqCst), 3);
         assert!(lock.try_lock().is_ok());
     }
 
