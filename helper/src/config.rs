@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use felhom_protocol::{FsType, MountBackend};
+use felhom_protocol::{Bridge, FsType, MountBackend, StorageId};
 use serde::Deserialize;
 
 use crate::error::StartupError;
@@ -63,6 +63,8 @@ pub struct Config {
     pub time_caps: TimeCaps,
     /// Bound for each captured output stream of a tool (bytes).
     pub max_output_bytes: usize,
+    /// What `golden_image_create` may name: storages, template storages and bridges.
+    pub golden_image: GoldenImageBounds,
 }
 
 impl Default for Config {
@@ -86,7 +88,53 @@ impl Default for Config {
             proc_root: "/proc".into(),
             time_caps: TimeCaps::default(),
             max_output_bytes: 1024 * 1024,
+            golden_image: GoldenImageBounds::default(),
         }
+    }
+}
+
+/// The `golden_image` key: the only storages, template storages and bridges a
+/// `golden_image_create` request may name. Anything else is refused before `pct` runs, with
+/// the key to change. The defaults are a stock Proxmox VE install's: containers on
+/// `local-lvm`, templates on `local`, the network on `vmbr0`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoldenImageBounds {
+    /// Storages the container's root filesystem may be created on (`--rootfs <storage>:…`).
+    pub storages: Vec<String>,
+    /// Storages the template may come from (the `<storage>` of `<storage>:vztmpl/<file>`).
+    pub template_storages: Vec<String>,
+    /// Bridges `net0` may be attached to.
+    pub bridges: Vec<String>,
+}
+
+impl Default for GoldenImageBounds {
+    fn default() -> Self {
+        Self {
+            storages: vec!["local-lvm".into()],
+            template_storages: vec!["local".into()],
+            bridges: vec!["vmbr0".into()],
+        }
+    }
+}
+
+impl GoldenImageBounds {
+    /// Validates every value with the protocol's newtypes (what a request's values pass), so a
+    /// value no request could ever match is a start-up error naming the key and the value.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |key: &str, v: &str, e: felhom_protocol::ValidationError| {
+            format!("golden_image.{key}: {v:?} is invalid: {e}")
+        };
+        for v in &self.storages {
+            StorageId::new(v).map_err(|e| bad("storages", v, e))?;
+        }
+        for v in &self.template_storages {
+            StorageId::new(v).map_err(|e| bad("template_storages", v, e))?;
+        }
+        for v in &self.bridges {
+            Bridge::new(v).map_err(|e| bad("bridges", v, e))?;
+        }
+        Ok(())
     }
 }
 
@@ -390,6 +438,7 @@ fn validate(
             allowed.push(fs);
         }
     }
+    config.golden_image.validate().map_err(err)?;
     let agent = resolve_agent(&config.agent_user).map_err(err)?;
     // Where the helper mounts, writes units and records must be the helper's alone: mount(8)
     // follows symlinks in its target, so a writable mount_root would let the agent race a

@@ -11,15 +11,32 @@
 //! the end of an operation every process below the helper belongs to that operation:
 //! [`clear_tree`] sends them SIGTERM, waits a grace period, sends SIGKILL to what is left, reaps
 //! what was re-parented to the helper, and returns only when nothing is left (or reports what
-//! could not be killed). The operation lock is held until it returns.
+//! could not be killed). The operation lock is held until it returns — and, when something
+//! survived, until that is gone too ([`survivors`]; the server keeps the lock).
+//!
+//! Three rules keep this honest:
+//! - **Signals go through pidfds**, never to a bare pid: a pid read from `/proc` may be
+//!   recycled by an unrelated process before the signal is sent. Each process of the tree is
+//!   opened with `pidfd_open(2)`, and the descriptor is kept only if `/proc/<pid>/stat`, read
+//!   *after* the open, still shows the start time the scan saw (then the descriptor is that
+//!   process: it held the pid from the scan to the check). `pidfd_send_signal(2)` on it can
+//!   reach no other process; one that has exited (the pidfd polls readable) is dropped.
+//! - **Two consecutive empty scans**: a read of `/proc` is not atomic, so a process forked
+//!   while the scan runs (or just after it) can be missed once. The tree counts as empty only
+//!   when two scans, a poll interval apart, both find nothing.
+//! - **A survivor is reported and remembered**: what outlives SIGKILL for [`KILL_WAIT`] (a
+//!   process in uninterruptible sleep, say) is returned with its pid and command name and
+//!   kept in [`survivors`] until a later [`clear_tree`] finds the tree empty.
 //!
 //! The tree is read from `/proc/<pid>/stat` of every process (the parent pid field), which
 //! needs no privilege for the helper's own descendants.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
@@ -32,6 +49,9 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Largest number of processes read from `/proc` in one scan.
 const MAX_SCAN: usize = 1 << 20;
+
+/// Longest command name kept for a report (the kernel's own limit is 15 bytes).
+const MAX_COMM: usize = 64;
 
 /// Makes this process the child subreaper for everything it starts. Called once at start-up;
 /// an error means containment cannot be promised, and the helper refuses to start.
@@ -48,11 +68,18 @@ pub struct ProcStat {
     pub ppid: i32,
     /// Whether it has exited and waits to be reaped (state `Z`) or is being torn down (`X`).
     pub dead: bool,
+    /// Its start time (clock ticks after boot): with the pid, it names one process.
+    pub start: u64,
 }
 
 /// Parses one `/proc/<pid>/stat` line: `pid (comm) state ppid …`. The command name may hold
 /// spaces and parentheses, so the fields are counted from the last `)`.
 pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    parse_stat_comm(text).map(|(st, _)| st)
+}
+
+/// [`parse_stat`], with the command name (control characters replaced, bounded).
+fn parse_stat_comm(text: &str) -> Option<(ProcStat, String)> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     if close < open {
@@ -62,11 +89,22 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let mut rest = text[close + 1..].split_ascii_whitespace();
     let state = rest.next()?;
     let ppid = rest.next()?.parse().ok()?;
-    Some(ProcStat {
-        pid,
-        ppid,
-        dead: state == "Z" || state == "X",
-    })
+    // Field 22 (starttime); fields 5 to 21 lie between it and ppid.
+    let start = rest.nth(17)?.parse().ok()?;
+    let comm = text[open + 1..close]
+        .chars()
+        .take(MAX_COMM)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    Some((
+        ProcStat {
+            pid,
+            ppid,
+            dead: state == "Z" || state == "X",
+            start,
+        },
+        comm,
+    ))
 }
 
 /// Every process on the system, by pid (a bounded scan of `/proc`).
@@ -81,12 +119,20 @@ fn scan() -> HashMap<i32, ProcStat> {
             continue;
         };
         // A process that exited between readdir and read is simply gone.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-        if let Some(st) = stat.ok().as_deref().and_then(parse_stat) {
+        if let Some(st) = read_stat(pid) {
             out.insert(st.pid, st);
         }
     }
     out
+}
+
+fn read_stat(pid: i32) -> Option<ProcStat> {
+    read_stat_comm(pid).map(|(st, _)| st)
+}
+
+fn read_stat_comm(pid: i32) -> Option<(ProcStat, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_comm(&text)
 }
 
 /// The processes below `root` in `table` (not `root` itself), parents before children.
@@ -127,22 +173,39 @@ pub fn live_descendants() -> Vec<ProcStat> {
         .collect()
 }
 
-/// Reaps the direct children of this process that have exited, except `keep` (a child that
-/// tokio still waits for). Re-parented orphans have no other parent to reap them.
-fn reap_adopted(keep: Option<i32>) {
-    let me = std::process::id() as i32;
-    for st in tree(me) {
+/// Reaps the direct children of `me` in `table` that have exited, except `keep` (a child
+/// that tokio still waits for). Re-parented orphans have no other parent to reap them. (A
+/// zombie child's pid cannot be recycled before it is reaped, so the pid is safe here.)
+fn reap_adopted(me: i32, table: &HashMap<i32, ProcStat>, keep: Option<i32>) {
+    for st in table.values() {
         if st.ppid == me && st.dead && Some(st.pid) != keep {
             let _ = waitpid(Pid::from_raw(st.pid), Some(WaitPidFlag::WNOHANG));
         }
     }
 }
 
-fn signal_all(procs: &[ProcStat], sig: Signal) {
-    for p in procs {
-        // ESRCH: it went on its own.
-        let _ = kill(Pid::from_raw(p.pid), sig);
+/// A process that outlived SIGKILL: its pid and command name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survivor {
+    /// Its pid (in the helper's pid namespace).
+    pub pid: i32,
+    /// Its command name (`/proc/<pid>/stat`; control characters replaced).
+    pub comm: String,
+}
+
+impl std::fmt::Display for Survivor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} ({})", self.pid, self.comm)
     }
+}
+
+/// `pid 1 (a), pid 2 (b)`.
+pub fn describe(survivors: &[Survivor]) -> String {
+    survivors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What [`clear_tree`] found.
@@ -150,122 +213,285 @@ fn signal_all(procs: &[ProcStat], sig: Signal) {
 pub struct Cleared {
     /// How many processes were still there and were signalled.
     pub signalled: usize,
-    /// Pids that survived SIGKILL for [`KILL_WAIT`] (uninterruptible sleep); empty normally.
-    pub survivors: Vec<i32>,
+    /// Processes that survived SIGKILL for [`KILL_WAIT`] (uninterruptible sleep); empty
+    /// normally.
+    pub survivors: Vec<Survivor>,
+}
+
+/// The processes below the helper as containment sees and signals them. [`ProcHost`] is the
+/// real one; the tests substitute others to drive the rules with situations that cannot be
+/// made on demand (a process that SIGKILL does not end, a fork right after a scan).
+pub(crate) trait Host {
+    /// A reference to one process that outlives its pid's reuse (a pidfd).
+    type Handle;
+    /// The pid whose descendants are cleared.
+    fn me(&self) -> i32;
+    /// Every process on the system.
+    fn scan(&mut self) -> HashMap<i32, ProcStat>;
+    /// A handle on the process `st` describes, with its command name — only if it is still
+    /// that process (same pid and start time) and alive.
+    fn open(&mut self, st: &ProcStat) -> Option<(Self::Handle, String)>;
+    /// Whether the process behind `h` has exited.
+    fn exited(&mut self, h: &Self::Handle) -> bool;
+    /// Sends `sig` to the process behind `h`, and to no other.
+    fn signal(&mut self, h: &Self::Handle, sig: Signal);
+    /// Reaps the exited direct children in `table`, except `keep`.
+    fn reap(&mut self, table: &HashMap<i32, ProcStat>, keep: Option<i32>);
+}
+
+/// The real host: `/proc`, `pidfd_open(2)`, `pidfd_send_signal(2)`, `waitpid(2)`.
+#[derive(Debug, Default)]
+pub(crate) struct ProcHost;
+
+/// A pidfd: a reference to one process, never to whatever holds its pid later.
+#[derive(Debug)]
+pub(crate) struct PidFd(OwnedFd);
+
+impl PidFd {
+    /// `pidfd_open(pid, 0)`.
+    pub(crate) fn open(pid: i32) -> std::io::Result<PidFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no
+        // memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("descriptor out of range"))?;
+        // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+        Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Whether the process has exited (a pidfd polls readable then).
+    pub(crate) fn exited(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, count 1, no timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
+    /// `pidfd_send_signal(fd, sig, NULL, 0)`. ESRCH means the process has exited.
+    pub(crate) fn signal(&self, sig: Signal) -> std::io::Result<()> {
+        // SAFETY: a valid descriptor, a signal number, a null siginfo and no flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Host for ProcHost {
+    type Handle = PidFd;
+
+    fn me(&self) -> i32 {
+        std::process::id() as i32
+    }
+
+    fn scan(&mut self) -> HashMap<i32, ProcStat> {
+        scan()
+    }
+
+    fn open(&mut self, st: &ProcStat) -> Option<(PidFd, String)> {
+        let fd = PidFd::open(st.pid).ok()?;
+        // Read after the open: if the pid still shows the scanned start time, the process
+        // held the pid from the scan to now, so it is the one the descriptor refers to.
+        let (now, comm) = read_stat_comm(st.pid)?;
+        (now.start == st.start && !now.dead).then_some((fd, comm))
+    }
+
+    fn exited(&mut self, h: &PidFd) -> bool {
+        h.exited()
+    }
+
+    fn signal(&mut self, h: &PidFd, sig: Signal) {
+        // ESRCH: it went on its own.
+        let _ = h.signal(sig);
+    }
+
+    fn reap(&mut self, table: &HashMap<i32, ProcStat>, keep: Option<i32>) {
+        reap_adopted(self.me(), table, keep);
+    }
+}
+
+/// One process of the tree that has been opened and signalled.
+struct Tracked<H> {
+    pid: i32,
+    start: u64,
+    comm: String,
+    handle: H,
+}
+
+/// The rules of [`clear_tree`] on any [`Host`]: SIGTERM (and SIGCONT) to every live process
+/// below `host.me()` as it is found, up to `grace` for them to go, then SIGKILL each round
+/// for up to `kill_wait`; done after two consecutive empty scans; what is left then is
+/// returned as survivors. Signals go only through handles opened while the process was in
+/// the tree.
+pub(crate) fn clear_with<H: Host>(
+    host: &mut H,
+    grace: Duration,
+    kill_wait: Duration,
+    keep: Option<i32>,
+) -> Cleared {
+    let me = host.me();
+    let mut tracked: Vec<Tracked<H::Handle>> = Vec::new();
+    let mut signalled = 0usize;
+    let mut empty_scans = 0u32;
+    let term_until = Instant::now() + grace;
+    let mut kill_until: Option<Instant> = None;
+    loop {
+        let table = host.scan();
+        host.reap(&table, keep);
+        let live: Vec<ProcStat> = descendants_in(&table, me)
+            .into_iter()
+            .filter(|p| !p.dead)
+            .collect();
+        for st in &live {
+            if tracked
+                .iter()
+                .any(|t| t.pid == st.pid && t.start == st.start)
+            {
+                continue;
+            }
+            // Not opened (it exited, or the pid now names another process): the next scan
+            // looks again; it is never signalled by its pid.
+            let Some((handle, comm)) = host.open(st) else {
+                continue;
+            };
+            if kill_until.is_some() {
+                host.signal(&handle, Signal::SIGKILL);
+            } else {
+                host.signal(&handle, Signal::SIGTERM);
+                // SIGTERM to a stopped process takes effect once it runs again.
+                host.signal(&handle, Signal::SIGCONT);
+            }
+            signalled += 1;
+            tracked.push(Tracked {
+                pid: st.pid,
+                start: st.start,
+                comm,
+                handle,
+            });
+        }
+        tracked.retain(|t| !host.exited(&t.handle));
+        let unopened: Vec<&ProcStat> = live
+            .iter()
+            .filter(|st| {
+                !tracked
+                    .iter()
+                    .any(|t| t.pid == st.pid && t.start == st.start)
+            })
+            .collect();
+        if tracked.is_empty() && unopened.is_empty() {
+            empty_scans += 1;
+            if empty_scans >= 2 {
+                return Cleared {
+                    signalled,
+                    survivors: Vec::new(),
+                };
+            }
+            std::thread::sleep(POLL);
+            continue;
+        }
+        empty_scans = 0;
+        let now = Instant::now();
+        match kill_until {
+            None if now >= term_until => {
+                kill_until = Some(now + kill_wait);
+                for t in &tracked {
+                    host.signal(&t.handle, Signal::SIGKILL);
+                }
+            }
+            None => {}
+            Some(until) => {
+                // Kill again each round (harmless), and give up at the end of the wait.
+                for t in &tracked {
+                    host.signal(&t.handle, Signal::SIGKILL);
+                }
+                if now >= until {
+                    let mut survivors: Vec<Survivor> = tracked
+                        .iter()
+                        .map(|t| Survivor {
+                            pid: t.pid,
+                            comm: t.comm.clone(),
+                        })
+                        .collect();
+                    // A live process that could not be opened (no pidfd) is not signalled,
+                    // but it is not "gone" either.
+                    survivors.extend(unopened.iter().map(|st| {
+                        Survivor {
+                            pid: st.pid,
+                            comm: read_stat_comm(st.pid)
+                                .filter(|(now, _)| now.start == st.start)
+                                .map_or_else(|| "?".into(), |(_, c)| c),
+                        }
+                    }));
+                    return Cleared {
+                        signalled,
+                        survivors,
+                    };
+                }
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// What the last [`clear_tree`] could not end (empty when it found the tree empty).
+static SURVIVORS: Mutex<Vec<Survivor>> = Mutex::new(Vec::new());
+
+/// The processes of an operation that survived the last [`clear_tree`] (empty normally).
+/// While this is not empty, no privileged operation may start.
+pub fn survivors() -> Vec<Survivor> {
+    SURVIVORS.lock().map(|s| s.clone()).unwrap_or_default()
+}
+
+fn remember(survivors: &[Survivor]) {
+    if let Ok(mut s) = SURVIVORS.lock() {
+        s.clear();
+        s.extend_from_slice(survivors);
+    }
+}
+
+/// Sets [`survivors`] for a test of what depends on it.
+#[cfg(test)]
+pub(crate) fn set_survivors_for_test(survivors: &[Survivor]) {
+    remember(survivors);
 }
 
 /// Ends every process below this one: SIGTERM, up to `grace` for them to exit, SIGKILL for the
-/// rest, then reaps the ones re-parented here. `keep` is a direct child tokio still waits
-/// for (it is signalled, but tokio reaps it). Blocking; run it on a blocking thread.
+/// rest (for up to [`KILL_WAIT`]), then reaps the ones re-parented here. `keep` is a direct
+/// child tokio still waits for (it is signalled, but tokio reaps it). The result is also
+/// what [`survivors`] answers until the next call. Blocking; run it on a blocking thread.
 pub fn clear_tree(grace: Duration, keep: Option<i32>) -> Cleared {
-    let mut result = Cleared::default();
-    let first = live_descendants();
-    if first.is_empty() {
-        reap_adopted(keep);
-        return result;
-    }
-    result.signalled = first.len();
-    signal_all(&first, Signal::SIGTERM);
-    // SIGTERM to a stopped process takes effect once it runs again.
-    signal_all(&first, Signal::SIGCONT);
-    let until = std::time::Instant::now() + grace;
-    while std::time::Instant::now() < until {
-        reap_adopted(keep);
-        if live_descendants().is_empty() {
-            return result;
-        }
-        std::thread::sleep(POLL);
-    }
-    let until = std::time::Instant::now() + KILL_WAIT;
-    loop {
-        let left = live_descendants();
-        if left.is_empty() {
-            reap_adopted(keep);
-            return result;
-        }
-        // Kill again each round: a process may have forked before it got the first SIGKILL.
-        signal_all(&left, Signal::SIGKILL);
-        reap_adopted(keep);
-        if std::time::Instant::now() >= until {
-            result.survivors = left.iter().map(|p| p.pid).collect();
-            return result;
-        }
-        std::thread::sleep(POLL);
-    }
+    let cleared = clear_with(&mut ProcHost, grace, KILL_WAIT, keep);
+    remember(&cleared.survivors);
+    cleared
 }
 
-/// [`clear_tree`] with SIGKILL at once, for paths that cannot wait (a dropped future at
-/// shutdown). Blocking, but short.
-pub fn kill_tree_now() {
-    for _ in 0..50 {
-        let left = live_descendants();
-        if left.is_empty() {
-            break;
-        }
-        signal_all(&left, Signal::SIGKILL);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    reap_adopted(None);
+/// [`clear_tree`] with SIGKILL at once and a short wait, for paths that cannot wait (a
+/// dropped future at shutdown). Blocking, but short.
+pub fn kill_tree_now() -> Cleared {
+    let cleared = clear_with(
+        &mut ProcHost,
+        Duration::ZERO,
+        Duration::from_millis(250),
+        None,
+    );
+    remember(&cleared.survivors);
+    cleared
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_lines_parse_with_odd_command_names() {
-        assert_eq!(
-            parse_stat("1234 (sleep) S 99 1234 1234 0 -1 4194304"),
-            Some(ProcStat {
-                pid: 1234,
-                ppid: 99,
-                dead: false
-            })
-        );
-        assert_eq!(
-            parse_stat("77 (a) b) (c) Z 5 0 0"),
-            Some(ProcStat {
-                pid: 77,
-                ppid: 5,
-                dead: true
-            })
-        );
-        for bad in [
-            "",
-            "12",
-            "12 (x",
-            "x (y) S 1",
-            "12 (y) S",
-            ")( 1 (",
-            "12 (y) S x",
-        ] {
-            assert_eq!(parse_stat(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn descendants_follow_parent_links_only_below_the_root() {
-        let mk = |pid, ppid| ProcStat {
-            pid,
-            ppid,
-            dead: false,
-        };
-        let table: HashMap<i32, ProcStat> = [
-            mk(1, 0),
-            mk(10, 1),
-            mk(11, 10),
-            mk(12, 11),
-            mk(13, 10),
-            mk(20, 1),
-            mk(21, 20),
-        ]
-        .into_iter()
-        .map(|p| (p.pid, p))
-        .collect();
-        let mut d: Vec<i32> = descendants_in(&table, 10).iter().map(|p| p.pid).collect();
-        d.sort();
-        assert_eq!(d, vec![11, 12, 13]);
-        assert!(descendants_in(&table, 12).is_empty());
-        assert_eq!(descendants_in(&table, 1).len(), 6);
-    }
-}
+mod tests;

@@ -170,13 +170,18 @@ pub enum ExecError {
         /// The tool.
         tool: &'static str,
     },
-    /// Processes of the tool survived SIGKILL (uninterruptible sleep, e.g. stuck I/O).
-    #[error("{tool} left processes that could not be killed: {pids:?}")]
+    /// Processes of the tool survived SIGKILL (uninterruptible sleep, e.g. stuck I/O). The
+    /// operation lock stays held until they are gone ([`contain::survivors`]).
+    #[error(
+        "{tool} left processes that could not be killed: {}; no privileged operation starts \
+         until they are gone",
+        contain::describe(survivors)
+    )]
     Uncontained {
         /// The tool.
         tool: &'static str,
-        /// The pids that survived.
-        pids: Vec<i32>,
+        /// The processes that survived.
+        survivors: Vec<contain::Survivor>,
     },
     /// Waiting for the tool failed.
     #[error("waiting for {tool}: {source}")]
@@ -209,7 +214,7 @@ impl Drop for TreeGuard {
             self.signal(Signal::SIGTERM);
             let cleared = contain::clear_tree(TERM_GRACE, Some(self.pgid.as_raw()));
             if !cleared.survivors.is_empty() {
-                contain::kill_tree_now();
+                let _ = contain::kill_tree_now();
             }
         }
     }
@@ -301,10 +306,7 @@ pub async fn run_as(
         };
         let cleared = tokio::task::spawn_blocking(move || contain::clear_tree(TERM_GRACE, keep))
             .await
-            .unwrap_or_else(|_| {
-                contain::kill_tree_now();
-                contain::Cleared::default()
-            });
+            .unwrap_or_else(|_| contain::kill_tree_now());
         if cleared.signalled > 0 {
             tracing::warn!(
                 tool = tool.name(),
@@ -334,7 +336,7 @@ pub async fn run_as(
     if !survivors.is_empty() {
         return Err(ExecError::Uncontained {
             tool: tool.name(),
-            pids: survivors,
+            survivors,
         });
     }
     let status = match ending {
@@ -404,6 +406,22 @@ mod tests {
 
     fn soon(secs: u64) -> Instant {
         Instant::now() + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn an_uncontained_tool_names_its_survivors() {
+        let e = ExecError::Uncontained {
+            tool: "pct",
+            survivors: vec![contain::Survivor {
+                pid: 11,
+                comm: "stuck".into(),
+            }],
+        };
+        assert_eq!(
+            e.to_string(),
+            "pct left processes that could not be killed: pid 11 (stuck); no privileged \
+             operation starts until they are gone"
+        );
     }
 
     #[tokio::test]

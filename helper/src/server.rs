@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::audit::{Audit, NOISE_WINDOW, Noise, NoiseLimiter};
 use crate::config::{BackendChoice, LoadedConfig, Tool};
+use crate::contain;
 use crate::error::StartupError;
 use crate::exec::{PIPE_DRAIN, TERM_GRACE};
 use crate::listener::{ListenSocket, Peer, PeerPolicy, peer_of};
@@ -170,11 +171,15 @@ impl Connection {
         runs_tools: bool,
     ) -> Result<Running, HelperError> {
         let client_deadline = Instant::from_std(ctx.deadline);
+        if let Some(what) = survivors_busy() {
+            return Err(HelperError::Busy { what });
+        }
         let lock = Arc::clone(&self.shared.op_lock).lock_owned();
         let permit = tokio::time::timeout_at(client_deadline, lock)
             .await
             .map_err(|_| HelperError::Busy {
-                what: "another privileged operation is still running".into(),
+                what: survivors_busy()
+                    .unwrap_or_else(|| "another privileged operation is still running".into()),
             })?;
         // A request that waited for the lock while the helper began to stop must not start
         // anything the shutdown would then cut off half-way.
@@ -233,8 +238,7 @@ impl Connection {
         let task = tokio::spawn(async move {
             let result = Self::bounded(&r, f(env_of(&shared, &r))).await;
             audit.finish(&result);
-            drop(r);
-            drop(busy);
+            release(r, busy);
             result
         });
         task.await.unwrap_or_else(|e| {
@@ -276,6 +280,60 @@ impl Connection {
             }),
         }
     }
+}
+
+/// How often the lock's keeper looks whether the survivors of an operation are gone.
+const SURVIVOR_POLL: Duration = Duration::from_secs(1);
+
+/// `Busy`'s text while processes of an earlier operation survive ([`contain::survivors`]).
+fn survivors_busy() -> Option<String> {
+    let left = contain::survivors();
+    (!left.is_empty()).then(|| {
+        format!(
+            "processes of an earlier operation survived SIGKILL and still run: {}; no \
+             privileged operation starts until they are gone",
+            contain::describe(&left)
+        )
+    })
+}
+
+/// Ends a privileged operation: releases the operation lock, unless processes of the
+/// operation survived ([`contain::survivors`], e.g. in uninterruptible sleep): then a thread
+/// of the blocking pool keeps the lock, and the helper awake, until they are gone. (A plain
+/// blocking loop, not another async task: smaller, and the runtime's shutdown timeout still
+/// bounds the helper's exit.)
+fn release<G: Send + 'static>(r: Running, busy: G) {
+    if contain::survivors().is_empty() {
+        return;
+    }
+    let op = r.op;
+    tokio::task::spawn_blocking(move || {
+        hold_while_survivors(op, (r, busy), SURVIVOR_POLL, || {
+            contain::clear_tree(Duration::ZERO, None).survivors
+        });
+    });
+}
+
+/// Keeps `guard` (the operation lock and an activity guard) until `check`, run every `poll`,
+/// finds no survivor left. Blocking.
+fn hold_while_survivors<G>(
+    op: &'static str,
+    guard: G,
+    poll: Duration,
+    mut check: impl FnMut() -> Vec<contain::Survivor>,
+) {
+    // The operation's own audit record has named the survivors and said that the lock stays.
+    loop {
+        std::thread::sleep(poll);
+        if check().is_empty() {
+            break;
+        }
+    }
+    tracing::warn!(
+        operation = op,
+        "the surviving processes of the operation are gone; the operation lock is released"
+    );
+    drop(guard);
 }
 
 /// The operations this helper can serve with its configuration and tools.
@@ -517,7 +575,11 @@ async fn finish_in_flight(shared: &Arc<Shared>) {
     crate::exec::request_shutdown();
     let wind_down = TERM_GRACE + crate::contain::KILL_WAIT + usb::CLEANUP_TIME;
     if tokio::time::timeout(wind_down, lock.lock()).await.is_err() {
-        tracing::error!("the running operation did not wind down; exiting anyway");
+        // Survivors of SIGKILL, if any, are inherited by PID 1.
+        tracing::error!(
+            survivors = %contain::describe(&contain::survivors()),
+            "the running operation did not wind down; exiting anyway"
+        );
     }
 }
 
@@ -567,6 +629,115 @@ fn accept(shared: &Arc<Shared>, policy: &PeerPolicy, stream: tokio::net::UnixStr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contain::Survivor;
+
+    fn test_config() -> LoadedConfig {
+        let config = crate::config::Config::default();
+        LoadedConfig {
+            configured_tools: config.tools.clone(),
+            config,
+            agent_uid: 0,
+            allowed_filesystems: vec![],
+            missing_tools: vec![],
+        }
+    }
+
+    fn ctx(secs: u64) -> Context {
+        let mut c = tarpc::context::current();
+        c.deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        c
+    }
+
+    fn stuck() -> Survivor {
+        Survivor {
+            pid: 4242,
+            comm: "stuck".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_survivor_keeps_the_lock_and_later_requests_are_busy_naming_it() {
+        // The survivor list is process-wide, and other tests' tools end with a clear_tree.
+        let _serial = crate::exec::SPAWN_LOCK.lock().await;
+        let shared = Shared::new(test_config());
+        let conn = Connection {
+            shared: Arc::clone(&shared),
+            peer: Peer {
+                uid: 0,
+                gid: 0,
+                pid: None,
+            },
+        };
+        // An operation without survivors releases the lock at once.
+        let r = conn.start(&ctx(10), "op", 60, true).await.unwrap();
+        contain::set_survivors_for_test(&[]);
+        release(r, shared.activity.enter());
+        assert!(shared.op_lock.try_lock().is_ok());
+        assert_eq!(*shared.activity.tx.borrow(), 0);
+
+        // One whose tool left a process that SIGKILL did not end keeps it.
+        let r = conn.start(&ctx(10), "op", 60, true).await.unwrap();
+        contain::set_survivors_for_test(&[stuck()]);
+        release(r, shared.activity.enter());
+        tokio::task::yield_now().await;
+        assert!(shared.op_lock.try_lock().is_err(), "the lock was released");
+        assert_eq!(*shared.activity.tx.borrow(), 1, "the helper may idle out");
+        for op in ["usb_list", "golden_image_create"] {
+            // At once, not when the client's deadline runs out waiting for the lock.
+            let e =
+                tokio::time::timeout(Duration::from_secs(5), conn.start(&ctx(60), op, 60, true))
+                    .await
+                    .expect("Busy at once")
+                    .err()
+                    .unwrap();
+            assert!(
+                matches!(&e, HelperError::Busy { what } if what.contains("pid 4242 (stuck)")),
+                "{e}"
+            );
+        }
+        // The keeper's own look (a real scan: nothing runs below this test process now)
+        // finds it gone, and releases the lock.
+        let until = Instant::now() + Duration::from_secs(10);
+        while shared.op_lock.try_lock().is_err() {
+            assert!(Instant::now() < until, "the lock was never released");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(contain::survivors().is_empty());
+        assert!(conn.start(&ctx(10), "usb_list", 60, false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_keeper_holds_the_lock_while_any_look_finds_a_survivor() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let looks = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&looks);
+        // Still there at the first two looks, gone at the third.
+        let look = move || {
+            if counted.fetch_add(1, Ordering::SeqCst) < 2 {
+                vec![stuck()]
+            } else {
+                vec![]
+            }
+        };
+        let poll = Duration::from_millis(200);
+        let lock = Arc::new(Mutex::new(()));
+        let guard = Arc::clone(&lock).lock_owned().await;
+        let keeper = tokio::task::spawn_blocking(move || {
+            hold_while_survivors("op", guard, poll, look);
+        });
+        tokio::time::sleep(poll * 2 + poll / 2).await;
+        assert!(looks.load(Ordering::SeqCst) >= 2);
+        assert!(
+            lock.try_lock().is_err(),
+            "released while a survivor was seen"
+        );
+        tokio::time::timeout(poll * 10, keeper)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(looks.load(Ordering::SeqCst), 3);
+        assert!(lock.try_lock().is_ok());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn idle_waits_for_activity_to_end() {

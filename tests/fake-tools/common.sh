@@ -50,3 +50,13 @@ devno_of() {
     printf '0:99'
   fi
 }
+maybe_stuck() {
+  # state/stuck-<tool>: line 1 a path, line 2 a marker file. A setsid worker stats the path
+  # (on the test's FUSE mount that never answers, so the worker then outlives SIGKILL) and
+  # appends its pid to hang-pids; the tool goes on once the marker says the lookup was taken.
+  if [ -e "$state/stuck-$1" ]; then
+    { read -r path; read -r marker; } < "$state/stuck-$1"
+    setsid sh -c 'echo $$ >> "$1"; exec stat "$2"' sh "$state/hang-pids" "$path" </dev/null >/dev/null 2>&1 &
+    while [ ! -e "$marker" ]; do sleep 0.02; done
+  fi
+}

@@ -155,6 +155,101 @@ async fn golden_image_runs_the_fixed_pct_argv() {
 }
 
 #[tokio::test]
+async fn golden_image_names_only_configured_storages_templates_and_bridges() {
+    // Default helper.json (no golden_image key): a stock PVE install's local-lvm, local, vmbr0.
+    let h = start(MountBackendChoice::Direct);
+    let client = h.client().await.unwrap();
+    let with = |storage: &str, template: &str, bridge: &str| GoldenImageRequest {
+        storage: StorageId::new(storage).unwrap(),
+        template: TemplateVolid::new(template).unwrap(),
+        bridge: Bridge::new(bridge).unwrap(),
+        ..golden(9100)
+    };
+    let template = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
+    for (req, field, reason) in [
+        (
+            with("tank", template, "vmbr0"),
+            "storage",
+            "storage 'tank' is not in golden_image.storages (helper.json); add it there to allow it",
+        ),
+        (
+            with("local-lvm", "nfs1:vztmpl/debian-12.tar.zst", "vmbr0"),
+            "template",
+            "template storage 'nfs1' is not in golden_image.template_storages (helper.json); \
+             add it there to allow it",
+        ),
+        (
+            with("local-lvm", template, "vmbr9"),
+            "bridge",
+            "bridge 'vmbr9' is not in golden_image.bridges (helper.json); add it there to allow it",
+        ),
+    ] {
+        let err = client
+            .golden_image_create(ctx(30), req)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            HelperError::Rejected {
+                field: field.into(),
+                reason: reason.into()
+            }
+        );
+    }
+    assert!(h.tool_calls().is_empty(), "pct ran: {:?}", h.tool_calls());
+    // The stock values pass and reach pct.
+    let reply = client
+        .golden_image_create(ctx(30), golden(9100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.output.exit_code, Some(0));
+    assert_eq!(h.tool_calls().len(), 1, "{:?}", h.tool_calls());
+    drop(client);
+    drop(h);
+
+    // An operator's own lists replace the defaults: tank and vmbr9 pass, local-lvm no longer.
+    let mut h = HelperHarness::prepare(&HelperHarnessOptions::default()).unwrap();
+    let text = std::fs::read_to_string(h.config_path()).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cfg["golden_image"] = serde_json::json!({
+        "storages": ["tank"],
+        "template_storages": ["local", "nfs1"],
+        "bridges": ["vmbr9"],
+    });
+    std::fs::write(h.config_path(), cfg.to_string()).unwrap();
+    h.launch_activated().unwrap();
+    let client = h.client().await.unwrap();
+    let reply = client
+        .golden_image_create(
+            ctx(30),
+            with("tank", "nfs1:vztmpl/debian-12.tar.zst", "vmbr9"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.output.exit_code, Some(0));
+    let calls = h.tool_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].contains(&"tank:8".to_string()), "{calls:?}");
+    assert!(
+        calls[0].contains(&"name=eth0,bridge=vmbr9,ip=dhcp".to_string()),
+        "{calls:?}"
+    );
+    let err = client
+        .golden_image_create(ctx(30), golden(9101))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, HelperError::Rejected { field, .. } if field == "storage"),
+        "{err}"
+    );
+    assert_eq!(h.tool_calls().len(), 1, "pct ran for a refused request");
+}
+
+#[tokio::test]
 async fn usb_mount_direct_backend_end_to_end() {
     let h = start(MountBackendChoice::Direct);
     let dev = h.add_fake_filesystem(UUID, "ext4");

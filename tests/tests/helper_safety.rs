@@ -681,3 +681,157 @@ async fn a_unit_that_starts_without_mounting_is_a_failure_and_is_rolled_back() {
         "the mount point it made is gone"
     );
 }
+
+/// A FUSE mount (`felhom-stuck-fuse`) whose lookup of `stuck` is never answered; dropping it
+/// ends the server (which frees a process stuck there) and detaches the mount.
+struct StuckFuse {
+    server: std::process::Child,
+    mountpoint: std::path::PathBuf,
+}
+
+impl StuckFuse {
+    fn start(mountpoint: &std::path::Path, marker: &std::path::Path) -> Option<StuckFuse> {
+        std::fs::create_dir_all(mountpoint).unwrap();
+        let server = Command::new(env!("CARGO_BIN_EXE_felhom-stuck-fuse"))
+            .arg(mountpoint)
+            .arg(marker)
+            .spawn()
+            .unwrap();
+        let mut fuse = StuckFuse {
+            server,
+            mountpoint: mountpoint.to_path_buf(),
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        let needle = format!(" {} ", mountpoint.display());
+        while !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&needle)
+        {
+            if fuse.server.try_wait().unwrap().is_some() || Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(fuse)
+    }
+
+    /// Ends the server: the stuck lookup fails and its process can die.
+    fn release(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+impl Drop for StuckFuse {
+    fn drop(&mut self) {
+        self.release();
+        let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A process of an operation that SIGKILL cannot end — a real one, in uninterruptible sleep
+/// on a FUSE request its server has taken and never answers — fails the operation naming it,
+/// keeps the operation lock (later requests get `Busy` naming it, pct does not run again)
+/// until it is gone, and then the helper serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_survives_sigkill_keeps_the_lock_until_it_is_gone() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping the SIGKILL-survivor test: mounting a FUSE filesystem needs root");
+        return;
+    }
+    if !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("skipping the SIGKILL-survivor test: no /dev/fuse");
+        return;
+    }
+    let h = start(MountBackendChoice::Direct);
+    let mountpoint = h.dir().join("fuse");
+    let marker = h.dir().join("state/fuse-lookup-taken");
+    let Some(mut fuse) = StuckFuse::start(&mountpoint, &marker) else {
+        eprintln!("skipping the SIGKILL-survivor test: the FUSE mount did not come up");
+        return;
+    };
+    std::fs::write(
+        h.dir().join("state/stuck-pct"),
+        format!(
+            "{}\n{}\n",
+            mountpoint.join("stuck").display(),
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let client = h.client().await.unwrap();
+    let err = client
+        .golden_image_create(ctx(60), golden(9300))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let pids = h.hang_pids();
+    assert_eq!(pids.len(), 1, "the worker recorded its pid");
+    let stuck = pids[0];
+    let named = format!("pid {stuck} (stat)");
+    assert!(
+        matches!(&err, HelperError::Internal { message } if message.contains(&named)
+            && message.contains("could not be killed")),
+        "{err}"
+    );
+    assert!(alive(stuck), "the worker was to survive SIGKILL");
+    let state = std::fs::read_to_string(format!("/proc/{stuck}/stat")).unwrap();
+    assert!(
+        state.contains(") D "),
+        "not in uninterruptible sleep: {state}"
+    );
+    // The audit record of the operation names it.
+    assert!(
+        h.log()
+            .lines()
+            .any(|l| l.contains("golden_image_create") && l.contains(&named)),
+        "{}",
+        h.log()
+    );
+
+    // While it lives, no privileged operation starts: Busy, naming it, at once.
+    std::fs::remove_file(h.dir().join("state/stuck-pct")).unwrap();
+    let asked = Instant::now();
+    let busy = client
+        .golden_image_create(ctx(60), golden(9301))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "waited for the lock"
+    );
+    assert!(
+        matches!(&busy, HelperError::Busy { what } if what.contains(&named)),
+        "{busy}"
+    );
+    let listed = client.usb_list(ctx(60)).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&listed, HelperError::Busy { what } if what.contains(&named)),
+        "{listed}"
+    );
+    let pct_runs = |h: &HelperHarness| h.tool_calls().iter().filter(|c| c[0] == "pct").count();
+    assert_eq!(pct_runs(&h), 1, "pct ran while the survivor lived");
+
+    // The FUSE server goes away, the stuck lookup fails, the survivor dies; the helper's
+    // next look finds the tree empty and releases the lock.
+    fuse.release();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.usb_list(ctx(60)).await.unwrap() {
+            Ok(_) => break,
+            Err(HelperError::Busy { .. }) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("the lock was never released: {other:?}\n{}", h.log()),
+        }
+    }
+    assert!(!alive(stuck));
+    client
+        .golden_image_create(ctx(60), golden(9302))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pct_runs(&h), 2);
+    drop(fuse);
+}

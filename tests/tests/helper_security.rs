@@ -466,7 +466,7 @@ fn golden_req(vmid: u32) -> GoldenImageRequest {
         vmid: Vmid::new(vmid).unwrap(),
         template: TemplateVolid::new("local:vztmpl/x.tar.gz").unwrap(),
         hostname: Hostname::new("g").unwrap(),
-        storage: StorageId::new("local").unwrap(),
+        storage: StorageId::new("local-lvm").unwrap(),
         rootfs_gib: RootfsGib::DEFAULT,
         memory_mib: MemoryMib::DEFAULT,
         cores: Cores::DEFAULT,

@@ -635,3 +635,68 @@ fn as_root_mount_root_gets_the_agent_s_group_and_keeps_one_that_is_right() {
     assert!(e.contains("owned by uid 1234"), "{e}");
     assert_eq!(group(), 1234);
 }
+
+#[test]
+fn golden_image_bounds_default_to_a_stock_pve_install() {
+    let c = parse("{}").unwrap();
+    assert_eq!(c.golden_image.storages, vec!["local-lvm".to_string()]);
+    assert_eq!(c.golden_image.template_storages, vec!["local".to_string()]);
+    assert_eq!(c.golden_image.bridges, vec!["vmbr0".to_string()]);
+    // A key given alone replaces that list only; the others keep their defaults.
+    let c = parse(r#"{"golden_image":{"storages":["local-zfs","tank"]}}"#).unwrap();
+    assert_eq!(
+        c.golden_image.storages,
+        vec!["local-zfs".to_string(), "tank".to_string()]
+    );
+    assert_eq!(c.golden_image.template_storages, vec!["local".to_string()]);
+    assert_eq!(c.golden_image.bridges, vec!["vmbr0".to_string()]);
+    let e = parse(r#"{"golden_image":{"bridge":["vmbr1"]}}"#).unwrap_err();
+    assert!(e.contains("bridge"), "{e}");
+}
+
+#[test]
+fn golden_image_bounds_are_validated_at_load_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = nix::unistd::geteuid().as_raw();
+    let load_with = |golden: &str| {
+        let extra = format!(r#","golden_image":{golden}"#);
+        load(&write_cfg(dir.path(), &minimal(dir.path(), uid, &extra)))
+    };
+    for (bad, needle) in [
+        (
+            r#"{"storages":["local-lvm","tank pool"]}"#,
+            r#"golden_image.storages: "tank pool" is invalid"#,
+        ),
+        (r#"{"storages":["1st"]}"#, "golden_image.storages"),
+        (
+            r#"{"template_storages":["local:vztmpl"]}"#,
+            "golden_image.template_storages",
+        ),
+        (
+            r#"{"bridges":["vmbr0-far-too-long-for-ifnamsiz"]}"#,
+            "golden_image.bridges",
+        ),
+        (r#"{"bridges":[""]}"#, "golden_image.bridges"),
+    ] {
+        let e = load_with(bad).unwrap_err();
+        assert!(matches!(e, StartupError::Config { .. }), "{bad}: {e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = e.to_string();
+        assert!(e.contains(needle), "{bad}: {e}");
+    }
+    let c = load_with(
+        r#"{"storages":["local-zfs"],"template_storages":["nfs-templates"],"bridges":["vmbr1"]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.config.golden_image.storages,
+        vec!["local-zfs".to_string()]
+    );
+    assert_eq!(
+        c.config.golden_image.template_storages,
+        vec!["nfs-templates".to_string()]
+    );
+    assert_eq!(c.config.golden_image.bridges, vec!["vmbr1".to_string()]);
+    // Empty lists are allowed: golden images are then refused, each time naming the key.
+    assert!(load_with(r#"{"storages":[]}"#).is_ok());
+}
