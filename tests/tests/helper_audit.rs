@@ -233,3 +233,133 @@ async fn a_burst_of_connections_is_capped_and_the_helper_serves_after_it() {
         "the burst must not flood the log:\n{log}"
     );
 }
+
+/// Whether this test can run the helper in a mount namespace of its own (root, `unshare`,
+/// `systemd-socket-activate`); else the reason.
+fn namespace_tools() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("needs root for a mount namespace over /run".into());
+    }
+    for tool in ["/usr/bin/unshare", "/usr/bin/systemd-socket-activate"] {
+        if !std::path::Path::new(tool).exists() {
+            return Err(format!("{tool} is not installed"));
+        }
+    }
+    Ok(())
+}
+
+/// The real helper, believing its stderr is the journal stream (`JOURNAL_STREAM` names its
+/// log file), sends to a journal socket that nobody reads and whose queue is full (bound over
+/// `/run/systemd/journal/socket` in a mount namespace of its own). The flood client's 1,100
+/// refused `usb_unmount` calls and its cheap calls from two connections' worth of workers all
+/// get their answers; every mutating record is either in the journal or, dropped, on stderr;
+/// and once the journal reads again, an entry says how many were dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_that_never_reads_does_not_stall_the_helper() {
+    if let Err(why) = namespace_tools() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixDatagram;
+    const MUTATING: usize = 1100;
+    let h = HelperHarness::prepare(&HelperHarnessOptions::default()).unwrap();
+    let jsock = h.dir().join("journal.sock");
+    let journal = UnixDatagram::bind(&jsock).unwrap();
+    let filler = UnixDatagram::unbound().unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut filled = 0usize;
+    while filler.send_to(b"FILL=1\n", &jsock).is_ok() {
+        filled += 1;
+    }
+    let log_path = h.dir().join("helper.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    let mut cmd = std::process::Command::new("/usr/bin/unshare");
+    cmd.args(["-m", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && \
+             : > /run/systemd/journal/socket && mount --bind \"$1\" /run/systemd/journal/socket \
+             && exec /usr/bin/systemd-socket-activate -E \"JOURNAL_STREAM=$5\" -l \"$2\" \"$3\" \
+             --config \"$4\"",
+        )
+        .arg("sh")
+        .arg(&jsock)
+        .arg(h.socket_path())
+        .arg(felhom_tests::bins::helper())
+        .arg(h.config_path())
+        // systemd-socket-activate passes only what -E names to the helper.
+        .arg(format!("{}:{}", meta.dev(), meta.ino()))
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut launcher = cmd.spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !h.socket_path().exists() {
+        assert!(Instant::now() < until, "no socket: {}", h.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let flood = env!("CARGO_BIN_EXE_felhom-flood");
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking({
+        let socket = h.socket_path().to_path_buf();
+        move || {
+            std::process::Command::new(flood)
+                .arg(&socket)
+                .args(["--seconds", "5", "--mutating", &MUTATING.to_string()])
+                .args(["--tag", "stall"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("flood took {took:?}: {stdout}");
+    assert!(
+        out.status.success(),
+        "calls were not answered while the journal stalled: {stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        h.log()
+    );
+    // The journal reads again: take everything, until it has been quiet for a while.
+    journal
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut in_journal, mut dropped, mut fill_seen) = (0usize, 0u64, 0usize);
+    while let Ok(n) = journal.recv(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.starts_with("FILL=") {
+            fill_seen += 1;
+        } else if text.contains("FELHOM_OP=usb_unmount\n") && text.contains("stall-") {
+            in_journal += 1;
+        } else if let Some(d) = text.lines().find_map(|l| l.strip_prefix("FELHOM_DROPPED=")) {
+            dropped += d.parse::<u64>().unwrap();
+        }
+    }
+    // SIGTERM to the helper (systemd-socket-activate exec'd it: the launcher's pid).
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launcher.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = launcher.wait();
+    let stderr = h.log();
+    let on_stderr = stderr
+        .lines()
+        .filter(|l| l.contains("op=\"usb_unmount\"") && l.contains("stall-"))
+        .count();
+    eprintln!(
+        "journal: {in_journal} usb_unmount records, dropped {dropped}; stderr: {on_stderr}; \
+         {fill_seen} of {filled} fill datagrams"
+    );
+    assert!(dropped > 0, "the journal never filled up: {stderr}");
+    assert_eq!(
+        in_journal + on_stderr,
+        MUTATING,
+        "every mutating record is in the journal or on stderr"
+    );
+}
