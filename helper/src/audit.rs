@@ -7,15 +7,22 @@
 //!   legitimate-looking record or recolour a terminal.
 //! - **Gaps are visible.** Each record carries `seq`, a number that grows by one per record
 //!   (operation records and refusal summaries alike) for the life of the process.
-//! - **Noise cannot push records out.** `hello` calls and refused connections are the cheap
-//!   events a local client can repeat thousands of times a second; journald drops a unit's
-//!   lines past its rate limit, and would drop real records with them. [`NoiseLimiter`] logs
-//!   the first such event per kind and peer uid in a window and counts the rest into one
-//!   summary line ("N refused connections from uid U in the last 10 s").
+//! - **Noise cannot push records out.** Everything a local client can repeat cheaply — calls
+//!   that do not change the host (`hello`, `usb_list`, `smart_scan`, `smart_read`,
+//!   `sensors_read`), whatever their outcome (ok, failed, timed out, cancelled), refused
+//!   connections, connections over `max_connections`, transport errors — is aggregated by
+//!   [`NoiseLimiter`]: the first event per kind (for a call: operation and [`Ending`]) and peer
+//!   uid in a window is logged, the rest counted into one summary line ("N more usb_list calls
+//!   (ok) from uid U in 10 s"). journald drops a unit's lines past its rate limit, and would
+//!   drop real records with them.
+//! - **Calls that change the host are always recorded**, one record per call ([`MUTATING`]),
+//!   with the facts the operation noted through [`Notes`] (device, devno, diskseq, by-id name).
 //!
 //! Records are `tracing` events with target `audit` and the fields `seq`, `op`, `peer_uid`,
-//! `peer_pid`, `request`, `outcome` and `duration_ms` (refusal summaries: `seq`, `peer_uid`,
-//! `peer_gid`, `peer_pid`, `refused`), so a structured sink (the journal) gets each as a field.
+//! `peer_pid`, `request`, `outcome` and `duration_ms`, then the noted facts `device`, `devno`,
+//! `diskseq`, `by_id` when there are any (call summaries: `seq`, `op`, `peer_uid`, `peer_pid`,
+//! `outcome`, `calls`; refusal summaries: `seq`, `peer_uid`, `peer_gid`, `peer_pid`, `refused`
+//! or `over_cap`), so a structured sink (the journal) gets each as a field.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -41,8 +48,9 @@ pub fn next_seq() -> u64 {
 }
 
 /// `s` as one printable line of at most about `max` bytes: `\n`, `\r`, `\t` and `\\` are
-/// written as such, every other control character (C0, DEL, C1) as `\xNN` or `\u{NN}`, and a
-/// cut value ends with `…[cut]`.
+/// written as such, every other control character (C0, DEL, C1) as `\xNN` or `\u{NN}`, the
+/// invisible format characters of [`is_invisible`] as `\u{NNNN}`, and a cut value ends with
+/// `…[cut]`.
 pub fn escape(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max) + 8);
     for (i, c) in s.char_indices() {
