@@ -7,20 +7,27 @@
 //!   legitimate-looking record or recolour a terminal.
 //! - **Gaps are visible.** Each record carries `seq`, a number that grows by one per record
 //!   (operation records and refusal summaries alike) for the life of the process.
-//! - **Noise cannot push records out.** `hello` calls and refused connections are the cheap
-//!   events a local client can repeat thousands of times a second; journald drops a unit's
-//!   lines past its rate limit, and would drop real records with them. [`NoiseLimiter`] logs
-//!   the first such event per kind and peer uid in a window and counts the rest into one
-//!   summary line ("N refused connections from uid U in the last 10 s").
+//! - **Noise cannot push records out.** Everything a local client can repeat cheaply — calls
+//!   that do not change the host (`hello`, `usb_list`, `smart_scan`, `smart_read`,
+//!   `sensors_read`), whatever their outcome (ok, failed, timed out, cancelled), refused
+//!   connections, connections over `max_connections`, transport errors — is aggregated by
+//!   [`NoiseLimiter`]: the first event per kind (for a call: operation and [`Ending`]) and peer
+//!   uid in a window is logged, the rest counted into one summary line ("N more usb_list calls
+//!   (ok) from uid U in 10 s"). journald drops a unit's lines past its rate limit, and would
+//!   drop real records with them.
+//! - **Calls that change the host are always recorded**, one record per call ([`MUTATING`]),
+//!   with the facts the operation noted through [`Notes`] (device, devno, diskseq, by-id name).
 //!
 //! Records are `tracing` events with target `audit` and the fields `seq`, `op`, `peer_uid`,
-//! `peer_pid`, `request`, `outcome` and `duration_ms` (refusal summaries: `seq`, `peer_uid`,
-//! `peer_gid`, `peer_pid`, `refused`), so a structured sink (the journal) gets each as a field.
+//! `peer_pid`, `request`, `outcome` and `duration_ms`, then the noted facts `device`, `devno`,
+//! `diskseq`, `by_id` when there are any (call summaries: `seq`, `op`, `peer_uid`, `peer_pid`,
+//! `outcome`, `calls`; refusal summaries: `seq`, `peer_uid`, `peer_gid`, `peer_pid`, `refused`
+//! or `over_cap`), so a structured sink (the journal) gets each as a field.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use felhom_protocol::HelperError;
@@ -41,8 +48,9 @@ pub fn next_seq() -> u64 {
 }
 
 /// `s` as one printable line of at most about `max` bytes: `\n`, `\r`, `\t` and `\\` are
-/// written as such, every other control character (C0, DEL, C1) as `\xNN` or `\u{NN}`, and a
-/// cut value ends with `…[cut]`.
+/// written as such, every other control character (C0, DEL, C1) as `\xNN` or `\u{NN}`, the
+/// invisible format characters of [`is_invisible`] as `\u{NNNN}`, and a cut value ends with
+/// `…[cut]`.
 pub fn escape(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max) + 8);
     for (i, c) in s.char_indices() {
@@ -58,7 +66,7 @@ pub fn escape(s: &str, max: usize) -> String {
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c if c.is_control() => {
+            c if c.is_control() || is_invisible(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -67,8 +75,127 @@ pub fn escape(s: &str, max: usize) -> String {
     out
 }
 
+/// Whether `c` is one of the format characters that change how a line *looks* without
+/// being control characters: the line and paragraph separators (U+2028, U+2029, which some
+/// viewers break lines at), the bidirectional embeddings, overrides and isolates (U+202A–U+202E,
+/// U+2066–U+2069, which reorder what follows them), and the zero-width characters (U+200B–U+200F,
+/// U+2060, U+FEFF, which hide inside a value). [`escape`] and [`crate::logging::clean`] write
+/// them as `\u{…}` escapes.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}'
+    )
+}
+
+/// The operations that change the host. Each call of one is recorded on its own, whatever
+/// its outcome (done, refused, failed, timed out, cancelled); every other call is
+/// aggregated per peer uid and window by [`NoiseLimiter`].
+pub const MUTATING: [&str; 3] = ["golden_image_create", "usb_mount", "usb_unmount"];
+
+/// Whether `op` changes the host (see [`MUTATING`]).
+pub fn is_mutating(op: &str) -> bool {
+    MUTATING.contains(&op)
+}
+
+/// A fact an operation learned while it ran, carried by its record as an extra field after
+/// the fixed ones (`device=`, `devno=`, `diskseq=`, `by_id=` on a plain line;
+/// `FELHOM_DEVICE`, `FELHOM_DEVNO`, `FELHOM_DISKSEQ`, `FELHOM_BY_ID` in the journal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// The device node the operation acted on (`/dev/sdb1`).
+    Device,
+    /// Its device number, `major:minor` (`8:17`).
+    Devno,
+    /// Its `diskseq` (the kernel's sequence number of the disk, which a replaced disk changes).
+    Diskseq,
+    /// Its `/dev/disk/by-id` name (`usb-SanDisk_Ultra_4C53…-0:0-part1`).
+    ById,
+}
+
+/// The facts of one record, each [`escape`]d and bounded.
+#[derive(Debug, Default)]
+struct Facts {
+    device: Option<String>,
+    devno: Option<String>,
+    diskseq: Option<String>,
+    by_id: Option<String>,
+}
+
+/// A handle through which a running operation attaches [`Fact`]s to its audit record. It is
+/// cheap to clone and can be moved into the operation's task; the record, written when the
+/// operation finishes (or is cancelled), carries whatever was noted by then, so a refusal
+/// that happens after the device was identified names it too.
+///
+/// ```ignore
+/// // In the server: the notes of the record travel with the operation.
+/// self.detached(r, audit, move |env, notes| Box::pin(async move {
+///     let proven = probe(env, &req).await?;
+///     notes.note(Fact::Device, proven.path.display());
+///     notes.note(Fact::Devno, format_args!("{}:{}", proven.major, proven.minor));
+///     notes.note(Fact::Diskseq, proven.diskseq);
+///     notes.note(Fact::ById, &proven.by_id);
+///     mount(env, proven).await
+/// })).await
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Notes(Arc<Mutex<Facts>>);
+
+impl Notes {
+    /// Attaches `fact` with `value` (escaped, bounded to [`MAX_VALUE`]); a second note of
+    /// the same fact replaces the first.
+    pub fn note(&self, fact: Fact, value: impl std::fmt::Display) {
+        let value = Some(escape(&value.to_string(), MAX_VALUE));
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match fact {
+            Fact::Device => f.device = value,
+            Fact::Devno => f.devno = value,
+            Fact::Diskseq => f.diskseq = value,
+            Fact::ById => f.by_id = value,
+        }
+    }
+}
+
+/// How a call ended, for aggregation: calls of one operation from one uid are counted per
+/// kind of ending, so the first failure of a kind is logged even after many successes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ending {
+    /// It succeeded.
+    Ok,
+    /// It was refused or failed.
+    Failed,
+    /// It ran out of time (the server's cap or the client's deadline).
+    TimedOut,
+    /// It was dropped unfinished (the client went away, its deadline passed, or the helper
+    /// is stopping).
+    Cancelled,
+}
+
+impl Ending {
+    fn of(e: &HelperError) -> Ending {
+        match e {
+            HelperError::TimedOut { .. } => Ending::TimedOut,
+            _ => Ending::Failed,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Ending::Ok => "ok",
+            Ending::Failed => "failed",
+            Ending::TimedOut => "timed out",
+            Ending::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// One privileged operation's record: logged once when finished, or as cancelled when
-/// dropped unfinished.
+/// dropped unfinished. The record of a call that does not change the host (not in
+/// [`MUTATING`]) goes through a [`NoiseLimiter`] when one is given ([`Audit::aggregated`]).
 #[derive(Debug)]
 pub struct Audit {
     op: &'static str,
@@ -76,6 +203,8 @@ pub struct Audit {
     peer: Peer,
     started: tokio::time::Instant,
     done: bool,
+    notes: Notes,
+    limiter: Option<Arc<NoiseLimiter>>,
 }
 
 impl Audit {
@@ -87,7 +216,29 @@ impl Audit {
             peer,
             started: tokio::time::Instant::now(),
             done: false,
+            notes: Notes::default(),
+            limiter: None,
         }
+    }
+
+    /// Aggregates this record through `limiter`: only the first call of this operation, peer
+    /// uid and [`Ending`] in a window is logged in full, the rest are counted into one summary.
+    /// Has no effect on a [`MUTATING`] operation, which is always recorded.
+    pub fn aggregated(mut self, limiter: &Arc<NoiseLimiter>) -> Self {
+        if !is_mutating(self.op) {
+            self.limiter = Some(Arc::clone(limiter));
+        }
+        self
+    }
+
+    /// A handle to attach [`Fact`]s to this record (see [`Notes`]).
+    pub fn notes(&self) -> Notes {
+        self.notes.clone()
+    }
+
+    /// Attaches `fact` to this record (see [`Notes::note`]).
+    pub fn note(&self, fact: Fact, value: impl std::fmt::Display) {
+        self.notes.note(fact, value);
     }
 
     /// Logs the outcome and returns the error.
@@ -101,39 +252,44 @@ impl Audit {
     pub fn finish<T>(mut self, result: &Result<T, HelperError>) {
         self.done = true;
         match result {
-            Ok(_) => self.emit("ok", false),
-            Err(e) => self.emit(&e.to_string(), true),
+            Ok(_) => self.emit("ok", Ending::Ok),
+            Err(e) => self.emit(&e.to_string(), Ending::of(e)),
         }
     }
 
-    fn emit(&self, outcome: &str, failed: bool) {
+    fn emit(&self, outcome: &str, ending: Ending) {
+        if let Some(limiter) = &self.limiter {
+            if !limiter.admit(Noise::Call(self.op, ending), self.peer) {
+                return;
+            }
+        }
         let seq = next_seq();
         let ms = self.started.elapsed().as_millis() as u64;
         let outcome = escape(outcome, MAX_VALUE);
-        if failed {
-            tracing::warn!(
-                target: "audit",
-                seq,
-                op = self.op,
-                peer_uid = self.peer.uid,
-                peer_pid = self.peer.pid,
-                request = %self.request,
-                outcome = %outcome,
-                duration_ms = ms,
-                "privileged operation"
-            );
+        let f = self.notes.0.lock().unwrap_or_else(|p| p.into_inner());
+        macro_rules! record {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "audit",
+                    seq,
+                    op = self.op,
+                    peer_uid = self.peer.uid,
+                    peer_pid = self.peer.pid,
+                    request = %self.request,
+                    outcome = %outcome,
+                    duration_ms = ms,
+                    device = f.device.as_deref(),
+                    devno = f.devno.as_deref(),
+                    diskseq = f.diskseq.as_deref(),
+                    by_id = f.by_id.as_deref(),
+                    "privileged operation"
+                )
+            };
+        }
+        if ending == Ending::Ok {
+            record!(info);
         } else {
-            tracing::info!(
-                target: "audit",
-                seq,
-                op = self.op,
-                peer_uid = self.peer.uid,
-                peer_pid = self.peer.pid,
-                request = %self.request,
-                outcome = %outcome,
-                duration_ms = ms,
-                "privileged operation"
-            );
+            record!(warn);
         }
     }
 }
@@ -144,7 +300,7 @@ impl Drop for Audit {
             self.emit(
                 "cancelled before it finished (the client went away, or the helper is \
                  stopping); any process it started was ended",
-                true,
+                Ending::Cancelled,
             );
         }
     }
@@ -157,6 +313,13 @@ pub enum Noise {
     Hello,
     /// A connection refused by the peer check.
     Refused,
+    /// A connection closed at accept because `max_connections` were open.
+    OverCap,
+    /// A connection that ended with an error of its transport (a frame that does not decode,
+    /// a reset).
+    ConnectionError,
+    /// A call of an operation that does not change the host, by how it ended.
+    Call(&'static str, Ending),
 }
 
 #[derive(Debug)]
@@ -189,6 +352,13 @@ impl NoiseLimiter {
 
     /// Notes one event: logs it if it opens a window, else counts it.
     pub fn note(&self, kind: Noise, peer: Peer) {
+        if self.admit(kind, peer) {
+            first(kind, peer);
+        }
+    }
+
+    /// Counts one event; `true` when it opens a window, and the caller logs it in full.
+    pub fn admit(&self, kind: Noise, peer: Peer) -> bool {
         let now = Instant::now();
         let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED && !map.contains_key(&(kind, peer.uid)) {
@@ -198,12 +368,12 @@ impl NoiseLimiter {
             Some(w) if now.duration_since(w.started) < self.window => {
                 w.suppressed += 1;
                 w.last = peer;
+                false
             }
             _ => {
                 if let Some(old) = map.remove(&(kind, peer.uid)) {
                     summary(kind, &old, self.window);
                 }
-                first(kind, peer);
                 map.insert(
                     (kind, peer.uid),
                     Window {
@@ -212,6 +382,7 @@ impl NoiseLimiter {
                         last: peer,
                     },
                 );
+                true
             }
         }
     }
@@ -241,6 +412,8 @@ impl NoiseLimiter {
     }
 }
 
+/// The record of the first event of a window (a [`Noise::Call`] is logged by its [`Audit`],
+/// a [`Noise::ConnectionError`] by the server, with its error).
 fn first(kind: Noise, peer: Peer) {
     match kind {
         Noise::Hello => tracing::info!(
@@ -258,6 +431,16 @@ fn first(kind: Noise, peer: Peer) {
             refused = 1u64,
             "refused a connection from a uid that is not allowed"
         ),
+        Noise::OverCap => tracing::warn!(
+            target: "audit",
+            seq = next_seq(),
+            peer_uid = peer.uid,
+            peer_gid = peer.gid,
+            peer_pid = peer.pid,
+            over_cap = 1u64,
+            "closed a connection at accept: max_connections are open"
+        ),
+        Noise::ConnectionError | Noise::Call(..) => {}
     }
 }
 
@@ -266,25 +449,49 @@ fn summary(kind: Noise, w: &Window, window: Duration) {
         return;
     }
     let secs = window.as_secs().max(1);
+    let (n, uid) = (w.suppressed, w.last.uid);
     match kind {
         Noise::Hello => tracing::info!(
-            peer_uid = w.last.uid,
+            peer_uid = uid,
             peer_pid = w.last.pid,
-            hellos = w.suppressed,
-            "{} more hello calls from uid {} in {secs} s",
-            w.suppressed,
-            w.last.uid
+            hellos = n,
+            "{n} more hello calls from uid {uid} in {secs} s"
         ),
         Noise::Refused => tracing::warn!(
             target: "audit",
             seq = next_seq(),
-            peer_uid = w.last.uid,
+            peer_uid = uid,
             peer_gid = w.last.gid,
             peer_pid = w.last.pid,
-            refused = w.suppressed,
-            "{} more refused connections from uid {} in {secs} s",
-            w.suppressed,
-            w.last.uid
+            refused = n,
+            "{n} more refused connections from uid {uid} in {secs} s"
+        ),
+        Noise::OverCap => tracing::warn!(
+            target: "audit",
+            seq = next_seq(),
+            peer_uid = uid,
+            peer_gid = w.last.gid,
+            peer_pid = w.last.pid,
+            over_cap = n,
+            "{n} more connections closed at accept (max_connections open) from uid {uid} \
+             in {secs} s"
+        ),
+        Noise::ConnectionError => tracing::warn!(
+            peer_uid = uid,
+            peer_pid = w.last.pid,
+            errors = n,
+            "{n} more connections from uid {uid} ended with a transport error in {secs} s"
+        ),
+        Noise::Call(op, ending) => tracing::info!(
+            target: "audit",
+            seq = next_seq(),
+            op,
+            peer_uid = uid,
+            peer_pid = w.last.pid,
+            outcome = ending.as_str(),
+            calls = n,
+            "{n} more {op} calls ({}) from uid {uid} in {secs} s",
+            ending.as_str()
         ),
     }
 }
@@ -314,6 +521,130 @@ mod tests {
         // A cut never splits a character.
         let e = escape(&"é".repeat(100), 11);
         assert!(e.ends_with("…[cut]"));
+    }
+
+    #[test]
+    fn escaping_shows_invisible_format_characters() {
+        let e = escape(
+            "a\u{2028}b\u{2029}c\u{202a}\u{202e}d\u{2066}\u{2069}e\u{200b}\u{200f}f\u{2060}\u{feff}",
+            MAX_VALUE,
+        );
+        assert_eq!(
+            e,
+            "a\\u{2028}b\\u{2029}c\\u{202a}\\u{202e}d\\u{2066}\\u{2069}e\\u{200b}\\u{200f}f\\u{2060}\\u{feff}"
+        );
+        // The neighbours of those ranges are ordinary text.
+        assert_eq!(
+            escape("\u{200a}\u{2030}\u{2065}\u{206a}é", MAX_VALUE),
+            "\u{200a}\u{2030}\u{2065}\u{206a}é"
+        );
+    }
+
+    fn peer(uid: u32) -> Peer {
+        Peer {
+            uid,
+            gid: uid,
+            pid: Some(1),
+        }
+    }
+
+    #[test]
+    fn calls_are_aggregated_per_operation_ending_and_uid() {
+        let l = NoiseLimiter::new(Duration::from_secs(3600));
+        let ok = Noise::Call("usb_list", Ending::Ok);
+        assert!(l.admit(ok, peer(0)));
+        assert!(!l.admit(ok, peer(0)));
+        assert!(!l.admit(ok, peer(0)));
+        // Another uid, another ending, another operation: each opens its own window.
+        assert!(l.admit(ok, peer(7)));
+        assert!(l.admit(Noise::Call("usb_list", Ending::TimedOut), peer(0)));
+        assert!(l.admit(Noise::Call("smart_scan", Ending::Ok), peer(0)));
+        // A window that is over opens again.
+        let short = NoiseLimiter::new(Duration::ZERO);
+        assert!(short.admit(ok, peer(0)));
+        assert!(short.admit(ok, peer(0)));
+    }
+
+    /// Counts the audit records written, by level.
+    fn records(emit: impl FnOnce()) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sock");
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let j = crate::logging::JournalLayer::connect(&path).unwrap();
+        let filter = crate::logging::Filter::default();
+        tracing::subscriber::with_default(
+            crate::logging::HelperSubscriber::journal(filter, j),
+            emit,
+        );
+        let mut buf = vec![0u8; 65536];
+        let mut out = Vec::new();
+        while let Ok(n) = server.recv(&mut buf) {
+            if n > 0 {
+                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn mutating_calls_are_recorded_one_by_one_and_cheap_ones_aggregated() {
+        let limiter = Arc::new(NoiseLimiter::new(Duration::from_secs(3600)));
+        let out = records(|| {
+            for _ in 0..50 {
+                Audit::begin("usb_list", &(), peer(0))
+                    .aggregated(&limiter)
+                    .finish::<()>(&Ok(()));
+                Audit::begin("usb_unmount", &"x", peer(0))
+                    .aggregated(&limiter)
+                    .fail::<()>(HelperError::NotFound { what: "x".into() })
+                    .ok();
+                // Dropped unfinished: a cancelled cheap call.
+                drop(Audit::begin("sensors_read", &(), peer(0)).aggregated(&limiter));
+            }
+            limiter.flush(true);
+        });
+        let count = |needle: &str| out.iter().filter(|e| e.contains(needle)).count();
+        assert_eq!(count("FELHOM_OP=usb_unmount\n"), 50, "{out:#?}");
+        // One full record and one summary each.
+        assert_eq!(count("FELHOM_OP=usb_list\n"), 2, "{out:#?}");
+        assert!(
+            out.iter()
+                .any(|e| e.contains("49 more usb_list calls (ok) from uid 0"))
+        );
+        assert_eq!(count("FELHOM_OP=sensors_read\n"), 2, "{out:#?}");
+        assert!(
+            out.iter()
+                .any(|e| e.contains("FELHOM_CALLS=49") && e.contains("cancelled"))
+        );
+    }
+
+    #[tokio::test]
+    async fn noted_facts_follow_the_fixed_fields() {
+        let out = records(|| {
+            let a = Audit::begin("usb_mount", &"req", peer(0));
+            let notes = a.notes();
+            notes.note(Fact::Device, "/dev/sdb1");
+            notes.note(Fact::Devno, "8:17");
+            notes.note(Fact::Diskseq, 42);
+            a.note(Fact::ById, "usb-Stick_123-0:0-part1\u{202e}");
+            a.finish::<()>(&Ok(()));
+        });
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let e = &out[0];
+        let at = |k: &str| e.find(k).unwrap_or_else(|| panic!("no {k} in {e}"));
+        assert!(
+            at("FELHOM_DURATION_MS=") < at("FELHOM_DEVICE=/dev/sdb1\n"),
+            "{e}"
+        );
+        assert!(e.contains("FELHOM_DEVNO=8:17\n"), "{e}");
+        assert!(e.contains("FELHOM_DISKSEQ=42\n"), "{e}");
+        assert!(
+            e.contains("FELHOM_BY_ID=usb-Stick_123-0:0-part1\\u{202e}\n"),
+            "{e}"
+        );
     }
 
     #[test]

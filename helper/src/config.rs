@@ -19,6 +19,10 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/felhom/helper.json";
 /// The largest allowed `max_output_bytes`: two captured streams must fit in one reply frame.
 pub const MAX_OUTPUT_LIMIT: usize = felhom_protocol::transport::MAX_REPLY_FRAME / 4;
 
+/// The largest allowed `max_connections`: each connection is a file descriptor, and the
+/// helper must keep room below systemd's default soft limit of 1024 for its tools' pipes.
+pub const MAX_CONNECTIONS_LIMIT: usize = 512;
+
 /// The helper's configuration, as written in the JSON file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -65,6 +69,9 @@ pub struct Config {
     pub max_output_bytes: usize,
     /// What `golden_image_create` may name: storages, template storages and bridges.
     pub golden_image: GoldenImageBounds,
+    /// The most connections served at once (1 to [`MAX_CONNECTIONS_LIMIT`], default 32);
+    /// a connection past it is closed at accept, with an aggregated audit record.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -89,6 +96,7 @@ impl Default for Config {
             time_caps: TimeCaps::default(),
             max_output_bytes: 1024 * 1024,
             golden_image: GoldenImageBounds::default(),
+            max_connections: 32,
         }
     }
 }
@@ -425,6 +433,11 @@ fn validate(
     if config.max_output_bytes < 1024 || config.max_output_bytes > MAX_OUTPUT_LIMIT {
         return Err(err(format!(
             "max_output_bytes must be between 1024 and {MAX_OUTPUT_LIMIT}"
+        )));
+    }
+    if config.max_connections == 0 || config.max_connections > MAX_CONNECTIONS_LIMIT {
+        return Err(err(format!(
+            "max_connections must be between 1 and {MAX_CONNECTIONS_LIMIT}"
         )));
     }
     let mut allowed = Vec::new();

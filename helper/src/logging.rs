@@ -9,19 +9,30 @@
 //!   `journalctl MESSAGE_ID=… FELHOM_OP=usb_mount` finds them. If a datagram cannot be sent,
 //!   the same event is written to stderr as a plain line instead (so an audit record is never
 //!   silently lost).
+//! - **Writing never blocks a request.** Entries go through a bounded queue of
+//!   [`JOURNAL_QUEUE`] entries to one writer thread, the only code that waits for journald.
+//!   When journald stalls and the queue is full, an entry is counted instead of queued; the
+//!   next entry the writer gets through is followed by a record `dropped N records` (target
+//!   `audit`, field `FELHOM_DROPPED`). A dropped record of an operation that changes the host
+//!   (see [`crate::audit::MUTATING`]) is also written to stderr as a plain line, without
+//!   waiting (a stderr socket that would block loses the line, and the count says so).
 //! - **Elsewhere** each event is one line on stderr, without colour escapes:
 //!   `2026-12-02T01:02:03.456789Z  INFO target: message name="text" number=7`.
 //!
 //! Either way the text is made safe first: control characters in values (escape sequences,
-//! newlines) are written escaped (`\u{1b}`, `\n`), so a value cannot forge a second line or
-//! a terminal escape, and journalctl never has to show a field as a blob. Every value is
+//! newlines) and the invisible format characters of [`crate::audit::is_invisible`] (line
+//! separators, bidi controls, zero-width characters) are written escaped (`\u{1b}`, `\n`,
+//! `\u{202e}`), so a value cannot forge a second line, reorder or hide text, or send a
+//! terminal escape, and journalctl never has to show a field as a blob. Every value is
 //! bounded to [`MAX_VALUE_BYTES`] and an entry to [`MAX_FIELDS`] fields, so one entry always
 //! fits one datagram.
 //!
 //! Which events are written is decided once, per call site, by a [`Filter`] (`RUST_LOG`
 //! syntax without regular expressions; default [`DEFAULT_FILTER`]). Its default keeps tarpc's
-//! own per-request span and events out: they would cost every call a span with formatted
-//! fields, and the helper's audit records already say what each privileged call did.
+//! own spans and events out: per request they would cost a span with formatted fields, and
+//! its per-connection lines (`DeadlineExceeded`, `Requests stream errored out`) are not
+//! aggregated; the helper's own records say the same, aggregated per uid (a call that runs
+//! out of time is recorded as timed out or cancelled, a transport error by the server).
 //!
 //! The [`HelperSubscriber`], the filter and the native protocol are written here by hand
 //! (a few hundred lines) rather than taken from `tracing-subscriber` and a journald crate: the
@@ -34,6 +45,11 @@ use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
@@ -61,9 +77,12 @@ pub const MAX_VALUE_BYTES: usize = 2048;
 /// The most fields of one event that are written; the rest are dropped.
 pub const MAX_FIELDS: usize = 32;
 
-/// The filter when `RUST_LOG` is unset or empty: `info`, with tarpc's per-request span and
-/// events (`info` and below) left out.
-pub const DEFAULT_FILTER: &str = "info,tarpc=warn";
+/// The filter when `RUST_LOG` is unset or empty: `info`, with tarpc's spans and events left
+/// out (the helper records calls, timeouts and transport errors itself, aggregated).
+pub const DEFAULT_FILTER: &str = "info,tarpc=off";
+
+/// The most entries waiting for the journal writer; past it entries are dropped and counted.
+pub const JOURNAL_QUEUE: usize = 1024;
 
 /// Whether `JOURNAL_STREAM` (`"<device>:<inode>"`, set by systemd for a service whose stderr
 /// is connected to the journal) names the file behind stderr. A process that inherited the
@@ -100,9 +119,13 @@ pub fn init() {
         _ => (Filter::default(), None),
     };
     let sink = if stderr_is_journal() {
-        JournalLayer::connect(Path::new(JOURNAL_SOCKET))
-            .map(Sink::Journal)
-            .unwrap_or(Sink::Stderr)
+        match JournalLayer::connect(Path::new(JOURNAL_SOCKET)) {
+            Ok(j) => {
+                let _ = PENDING.set(j.pending());
+                Sink::Journal(j)
+            }
+            Err(_) => Sink::Stderr,
+        }
     } else {
         Sink::Stderr
     };
@@ -111,6 +134,30 @@ pub fn init() {
     if let Some(e) = bad {
         tracing::warn!("RUST_LOG ignored ({e}); using {DEFAULT_FILTER:?}");
     }
+}
+
+/// The queue of the process's journal writer, for [`flush`].
+static PENDING: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+/// Waits up to `max` for the journal writer to send what is queued (call it before the
+/// process exits, whose end would otherwise cut the queue off); `true` once it is empty.
+/// Returns at once when the process does not log to the journal.
+pub fn flush(max: Duration) -> bool {
+    match PENDING.get() {
+        Some(p) => wait_empty(p, max),
+        None => true,
+    }
+}
+
+fn wait_empty(pending: &AtomicUsize, max: Duration) -> bool {
+    let until = std::time::Instant::now() + max;
+    while pending.load(Ordering::Acquire) > 0 {
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
 
 /// Which events are written: a level for every target, and levels for targets and their
@@ -366,12 +413,13 @@ fn field_name(name: &str) -> String {
     }
 }
 
-/// A value with its control characters escaped, cut to [`MAX_VALUE_BYTES`].
+/// A value with its control characters and invisible format characters
+/// ([`crate::audit::is_invisible`]) escaped, cut to [`MAX_VALUE_BYTES`].
 pub fn clean(value: &str) -> String {
     let mut out = String::with_capacity(value.len().min(MAX_VALUE_BYTES));
     for c in value.chars() {
         let before = out.len();
-        if c.is_control() {
+        if c.is_control() || crate::audit::is_invisible(c) {
             let _ = write!(out, "{}", c.escape_default());
         } else {
             out.push(c);
@@ -462,250 +510,198 @@ fn plain_line(at: SystemTime, level: &Level, target: &str, f: &Fields) -> String
     line
 }
 
-/// Sends events as journal entries (see the module documentation).
+/// Sends events as journal entries through a bounded queue and a writer thread (see the
+/// module documentation).
 #[derive(Debug)]
 pub struct JournalLayer {
-    socket: UnixDatagram,
-    path: PathBuf,
+    queue: SyncSender<Queued>,
+    dropped: Arc<AtomicU64>,
+    /// Entries queued and not yet written.
+    pending: Arc<AtomicUsize>,
+    fallback: Fallback,
+}
+
+/// One event waiting for the writer thread.
+#[derive(Debug)]
+struct Queued {
+    at: SystemTime,
+    level: Level,
+    target: &'static str,
+    fields: Fields,
+}
+
+/// Where plain lines go when the journal does not take an entry.
+#[derive(Debug, Clone)]
+enum Fallback {
+    Stderr,
+    /// A test's buffer.
+    #[cfg(test)]
+    Capture(Arc<std::sync::Mutex<Vec<u8>>>),
+}
+
+impl Fallback {
+    /// Writes `line`; with `wait` false (the logging side, which must never block) to a
+    /// stderr socket (the journal stream under systemd) with `MSG_DONTWAIT`, to anything else
+    /// with a plain write.
+    fn write(&self, line: &[u8], wait: bool) {
+        match self {
+            Fallback::Stderr if wait => {
+                let _ = std::io::stderr().lock().write_all(line);
+            }
+            Fallback::Stderr => {
+                use nix::sys::socket::{MsgFlags, send};
+                let fd = std::io::stderr();
+                let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+                let sent = send(std::os::fd::AsRawFd::as_raw_fd(&fd), line, flags);
+                if sent == Err(nix::errno::Errno::ENOTSOCK) {
+                    let _ = fd.lock().write_all(line);
+                }
+            }
+            #[cfg(test)]
+            Fallback::Capture(buf) => buf
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(line),
+        }
+    }
 }
 
 impl JournalLayer {
     /// A sender to the journal socket at `path`; fails when nothing listens there.
     pub fn connect(path: &Path) -> std::io::Result<JournalLayer> {
+        Self::with_fallback(path, Fallback::Stderr)
+    }
+
+    fn with_fallback(path: &Path, fallback: Fallback) -> std::io::Result<JournalLayer> {
         let socket = UnixDatagram::unbound()?;
-        // journald discards an empty datagram; this only proves that it listens.
-        socket.send_to(&[], path)?;
-        Ok(JournalLayer {
+        // journald discards an empty datagram; this only proves that it listens. Sent before
+        // the socket is used by the writer, and without waiting: a journal that does not even
+        // take this is treated as absent.
+        socket.set_nonblocking(true)?;
+        match socket.send_to(&[], path) {
+            // A journal whose queue is full is there, only slow.
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e),
+            _ => {}
+        }
+        socket.set_nonblocking(false)?;
+        let (queue, rx) = std::sync::mpsc::sync_channel(JOURNAL_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let writer = Writer {
             socket,
             path: path.to_path_buf(),
+            dropped: Arc::clone(&dropped),
+            pending: Arc::clone(&pending),
+            fallback: fallback.clone(),
+        };
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(JournalLayer {
+            queue,
+            dropped,
+            pending,
+            fallback,
         })
     }
 
-    /// Sends one event; writes it to stderr as a plain line when the journal does not take it.
+    /// The count of entries queued and not yet written.
+    fn pending(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.pending)
+    }
+
+    /// Queues one event for the writer; never waits. When the queue is full the event is
+    /// counted as dropped, and written to stderr when it is the record of a mutating call.
     fn send(&self, event: &Event<'_>) {
         let meta = event.metadata();
-        let fields = Fields::of(event);
-        let entry = encode(meta.level(), meta.target(), &fields);
-        if self.socket.send_to(&entry, &self.path).is_err() {
-            let line = plain_line(SystemTime::now(), meta.level(), meta.target(), &fields);
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let item = Queued {
+            at: SystemTime::now(),
+            level: *meta.level(),
+            target: meta.target(),
+            fields: Fields::of(event),
+        };
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        match self.queue.try_send(item) {
+            Ok(()) => {}
+            Err(TrySendError::Full(item)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                if is_mutating_record(item.target, &item.fields) {
+                    self.fallback.write(item.plain().as_bytes(), false);
+                }
+            }
+            Err(TrySendError::Disconnected(item)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.fallback.write(item.plain().as_bytes(), false);
+            }
         }
+    }
+}
+
+/// Whether an event is the audit record of an operation that changes the host.
+fn is_mutating_record(target: &str, f: &Fields) -> bool {
+    target == "audit"
+        && f.fields
+            .iter()
+            .any(|(name, value, _)| name == "OP" && crate::audit::is_mutating(value))
+}
+
+impl Queued {
+    fn plain(&self) -> String {
+        plain_line(self.at, &self.level, self.target, &self.fields)
+    }
+}
+
+/// The journal writer thread: the only place that waits for journald.
+struct Writer {
+    socket: UnixDatagram,
+    path: PathBuf,
+    dropped: Arc<AtomicU64>,
+    pending: Arc<AtomicUsize>,
+    fallback: Fallback,
+}
+
+impl Writer {
+    fn run(self, rx: Receiver<Queued>) {
+        while let Ok(item) = rx.recv() {
+            self.write(&item);
+            let n = self.dropped.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                self.write(&dropped_record(n));
+            }
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Sends one entry, waiting as long as journald makes it; a plain line on stderr if
+    /// the journal refuses it.
+    fn write(&self, item: &Queued) {
+        let entry = encode(&item.level, item.target, &item.fields);
+        if self.socket.send_to(&entry, &self.path).is_err() {
+            self.fallback.write(item.plain().as_bytes(), true);
+        }
+    }
+}
+
+/// The record that says `n` entries were dropped because the queue was full.
+fn dropped_record(n: u64) -> Queued {
+    let seq = crate::audit::next_seq().to_string();
+    Queued {
+        at: SystemTime::now(),
+        level: Level::WARN,
+        target: "audit",
+        fields: Fields {
+            message: format!(
+                "dropped {n} records: the journal did not take them in time (queue of \
+                 {JOURNAL_QUEUE} entries full)"
+            ),
+            fields: vec![
+                ("SEQ".into(), seq, false),
+                ("DROPPED".into(), n.to_string(), false),
+            ],
+        },
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-
-    /// Parses a native-protocol entry written in the `NAME=value\n` form.
-    fn parse(entry: &[u8]) -> BTreeMap<String, String> {
-        let text = std::str::from_utf8(entry).unwrap();
-        assert!(text.ends_with('\n'), "{text:?}");
-        text.lines()
-            .map(|l| {
-                let (k, v) = l.split_once('=').unwrap();
-                (k.to_string(), v.to_string())
-            })
-            .collect()
-    }
-
-    fn capture_with(filter: Filter, emit: impl FnOnce()) -> Vec<BTreeMap<String, String>> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.sock");
-        let server = UnixDatagram::bind(&path).unwrap();
-        server.set_nonblocking(true).unwrap();
-        let journal = JournalLayer::connect(&path).unwrap();
-        let mut buf = vec![0u8; 256 * 1024];
-        // The probe datagram of connect().
-        assert_eq!(server.recv(&mut buf).unwrap(), 0);
-        tracing::subscriber::with_default(HelperSubscriber::journal(filter, journal), emit);
-        let mut entries = Vec::new();
-        while let Ok(n) = server.recv(&mut buf) {
-            entries.push(parse(&buf[..n]));
-        }
-        entries
-    }
-
-    fn capture(emit: impl FnOnce()) -> Vec<BTreeMap<String, String>> {
-        capture_with(Filter::default(), emit)
-    }
-
-    #[test]
-    fn audit_record_becomes_an_entry_with_prefixed_fields_and_the_message_id() {
-        let entries = capture(|| {
-            tracing::warn!(
-                target: "audit",
-                op = "usb_mount",
-                peer_uid = 998u32,
-                peer_pid = 4242u32,
-                request = %"UsbMountRequest { uuid: \"x\" }\n\u{1b}[31mFAKE",
-                outcome = "ok",
-                duration_ms = 17u64,
-                seq = 3u64,
-                "privileged operation"
-            );
-            tracing::info!(target: "felhom_helper::server", peer_uid = 0u32, "idle; exiting");
-        });
-        assert_eq!(entries.len(), 2, "{entries:?}");
-        let a = &entries[0];
-        assert_eq!(a["MESSAGE_ID"], AUDIT_MESSAGE_ID);
-        assert_eq!(a["PRIORITY"], "4");
-        assert_eq!(a["MESSAGE"], "privileged operation");
-        assert_eq!(a["SYSLOG_IDENTIFIER"], "felhom-helper");
-        assert_eq!(a["FELHOM_TARGET"], "audit");
-        assert_eq!(a["FELHOM_OP"], "usb_mount");
-        assert_eq!(a["FELHOM_PEER_UID"], "998");
-        assert_eq!(a["FELHOM_PEER_PID"], "4242");
-        assert_eq!(a["FELHOM_OUTCOME"], "ok");
-        assert_eq!(a["FELHOM_DURATION_MS"], "17");
-        assert_eq!(a["FELHOM_SEQ"], "3");
-        // The newline and the escape sequence arrive escaped, not raw.
-        assert_eq!(
-            a["FELHOM_REQUEST"],
-            "UsbMountRequest { uuid: \"x\" }\\n\\u{1b}[31mFAKE"
-        );
-        let other = &entries[1];
-        assert!(!other.contains_key("MESSAGE_ID"), "{other:?}");
-        assert_eq!(other["PRIORITY"], "6");
-        assert_eq!(other["MESSAGE"], "idle; exiting");
-        assert_eq!(other["FELHOM_TARGET"], "felhom_helper::server");
-    }
-
-    #[test]
-    fn huge_values_are_cut() {
-        let big = "x".repeat(100_000);
-        let entries =
-            capture(|| tracing::error!(target: "audit", request = %big, text = big.as_str(), "m"));
-        assert_eq!(entries.len(), 1);
-        for name in ["FELHOM_REQUEST", "FELHOM_TEXT"] {
-            let v = &entries[0][name];
-            assert!(v.len() <= MAX_VALUE_BYTES + '…'.len_utf8(), "{}", v.len());
-            assert!(v.ends_with('…'), "{name}");
-        }
-        assert_eq!(entries[0]["PRIORITY"], "3");
-    }
-
-    #[test]
-    fn a_huge_debug_value_is_not_formatted_in_full() {
-        /// Counts how many bytes its Debug impl was allowed to write.
-        struct Endless(std::cell::Cell<usize>);
-        impl std::fmt::Debug for Endless {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                for _ in 0..1_000_000 {
-                    f.write_str("0123456789")?;
-                    self.0.set(self.0.get() + 10);
-                }
-                Ok(())
-            }
-        }
-        let value = Endless(std::cell::Cell::new(0));
-        let entries = capture(|| tracing::warn!(big = ?value, "m"));
-        assert!(entries[0]["FELHOM_BIG"].ends_with('…'));
-        assert!(value.0.get() <= MAX_VALUE_BYTES + 10, "{}", value.0.get());
-    }
-
-    #[test]
-    fn the_default_filter_keeps_tarpc_request_spans_and_events_out() {
-        let f = Filter::default();
-        assert_eq!(f.level_for("felhom_helper::server"), LevelFilter::INFO);
-        assert_eq!(f.level_for("audit"), LevelFilter::INFO);
-        assert_eq!(f.level_for("tarpc"), LevelFilter::WARN);
-        assert_eq!(f.level_for("tarpc::server"), LevelFilter::WARN);
-        // A target that merely starts with the same letters is not tarpc's.
-        assert_eq!(f.level_for("tarpcish"), LevelFilter::INFO);
-        let entries = capture(|| {
-            tracing::info!(target: "tarpc::server", "ReceiveRequest");
-            let span = tracing::info_span!(target: "tarpc::server", "RPC", rpc.trace_id = 7);
-            let _e = span.enter();
-            tracing::warn!(target: "tarpc::server", "Requests stream errored out");
-        });
-        assert_eq!(entries.len(), 1, "{entries:?}");
-        assert_eq!(entries[0]["MESSAGE"], "Requests stream errored out");
-    }
-
-    #[test]
-    fn rust_log_directives_parse_and_the_most_specific_target_wins() {
-        let f: Filter = "warn, felhom_helper=debug ,felhom_helper::exec=trace,tarpc=off"
-            .parse()
-            .unwrap();
-        assert_eq!(f.level_for("audit"), LevelFilter::WARN);
-        assert_eq!(f.level_for("felhom_helper::server"), LevelFilter::DEBUG);
-        assert_eq!(f.level_for("felhom_helper::exec"), LevelFilter::TRACE);
-        assert_eq!(f.level_for("tarpc::client"), LevelFilter::OFF);
-        assert_eq!(f.max_level(), LevelFilter::TRACE);
-        let bare: Filter = "felhom_helper".parse().unwrap();
-        assert_eq!(bare.level_for("felhom_helper::ops"), LevelFilter::TRACE);
-        assert_eq!(bare.level_for("audit"), LevelFilter::ERROR);
-        for bad in ["info!", "x=loud", "a b=info", "[span]=info", "=info"] {
-            assert!(bad.parse::<Filter>().is_err(), "{bad:?} parsed");
-        }
-        let entries = capture_with(f, || {
-            tracing::info!(target: "audit", "dropped");
-            tracing::debug!(target: "felhom_helper::server", "kept");
-        });
-        let messages: Vec<&str> = entries.iter().map(|e| e["MESSAGE"].as_str()).collect();
-        assert_eq!(messages, ["kept"]);
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_with_microseconds() {
-        let at = |s: u64, us: u64| UNIX_EPOCH + Duration::from_secs(s) + Duration::from_micros(us);
-        assert_eq!(timestamp(at(0, 0)), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(timestamp(at(951_782_400, 0)), "2000-02-29T00:00:00.000000Z");
-        assert_eq!(
-            timestamp(at(1_764_633_723, 456_789)),
-            "2025-12-02T00:02:03.456789Z"
-        );
-        assert_eq!(
-            timestamp(at(4_102_444_799, 1)),
-            "2099-12-31T23:59:59.000001Z"
-        );
-    }
-
-    #[test]
-    fn plain_line_is_one_line_with_escaped_values() {
-        let f = Fields {
-            message: clean("privileged\noperation"),
-            fields: vec![
-                ("OP".into(), "usb_mount".into(), true),
-                ("REQUEST".into(), clean("a \"b\"\n\u{1b}[2J"), true),
-                ("PEER_UID".into(), "998".into(), false),
-            ],
-        };
-        let at = UNIX_EPOCH + Duration::from_secs(1_764_633_723);
-        let line = plain_line(at, &Level::WARN, "audit", &f);
-        assert_eq!(line.matches('\n').count(), 1);
-        assert!(!line.contains('\u{1b}'));
-        assert_eq!(
-            line,
-            "2025-12-02T00:02:03.000000Z  WARN audit: privileged\\noperation op=\"usb_mount\" \
-             request=\"a \\\"b\\\"\\n\\u{1b}[2J\" peer_uid=998\n"
-        );
-    }
-
-    #[test]
-    fn journal_stream_must_name_stderr() {
-        assert!(journal_stream_matches("8:1234", 8, 1234));
-        assert!(!journal_stream_matches("8:1234", 8, 1235));
-        assert!(!journal_stream_matches("9:1234", 8, 1234));
-        assert!(!journal_stream_matches("", 8, 1234));
-        assert!(!journal_stream_matches("8", 8, 1234));
-        assert!(!journal_stream_matches("8:x", 8, 1234));
-    }
-
-    #[test]
-    fn field_names_are_journal_safe() {
-        assert_eq!(field_name("peer_uid"), "PEER_UID");
-        assert_eq!(field_name("_hidden"), "HIDDEN");
-        assert_eq!(field_name("a.b-c"), "A_B_C");
-        assert_eq!(field_name("__"), "FIELD");
-    }
-
-    #[test]
-    fn connect_fails_when_nothing_listens() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(JournalLayer::connect(&dir.path().join("none.sock")).is_err());
-    }
-}
+mod tests;

@@ -12,10 +12,10 @@ use felhom_protocol::{
 use futures::StreamExt;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::audit::{Audit, NOISE_WINDOW, Noise, NoiseLimiter};
+use crate::audit::{Audit, NOISE_WINDOW, Noise, NoiseLimiter, Notes};
 use crate::config::{BackendChoice, LoadedConfig, Tool};
 use crate::contain;
 use crate::error::StartupError;
@@ -117,7 +117,9 @@ pub struct Shared {
     cfg: Arc<LoadedConfig>,
     op_lock: Arc<Mutex<()>>,
     activity: Arc<Activity>,
-    noise: NoiseLimiter,
+    noise: Arc<NoiseLimiter>,
+    /// One permit per connection being served (`max_connections`).
+    connections: Arc<Semaphore>,
     /// Set at SIGTERM/SIGINT: no new privileged operation starts.
     stopping: std::sync::atomic::AtomicBool,
     /// What `hello` reports, worked out once at start-up (the tools were probed by the
@@ -130,10 +132,11 @@ impl Shared {
     pub fn new(cfg: LoadedConfig) -> Arc<Self> {
         Arc::new(Self {
             capabilities: capabilities(&cfg),
+            connections: Arc::new(Semaphore::new(cfg.config.max_connections)),
             cfg: Arc::new(cfg),
             op_lock: Arc::new(Mutex::new(())),
             activity: Activity::new(),
-            noise: NoiseLimiter::new(NOISE_WINDOW),
+            noise: Arc::new(NoiseLimiter::new(NOISE_WINDOW)),
             stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -155,8 +158,10 @@ struct Running {
 }
 
 impl Connection {
+    /// The record of one call: on its own for an operation that changes the host,
+    /// aggregated per peer uid and window for the others (see [`crate::audit`]).
     fn audit(&self, op: &'static str, request: &impl std::fmt::Debug) -> Audit {
-        Audit::begin(op, request, self.peer)
+        Audit::begin(op, request, self.peer).aggregated(&self.shared.noise)
     }
 
     /// Waits for the global lock (within the client's deadline), then computes the
@@ -222,12 +227,14 @@ impl Connection {
     /// disconnects or runs out of time cannot abort it between a tool and the bookkeeping
     /// that must follow (a mount and its record, a unit and `enable --now`). The task holds
     /// the operation lock and keeps the helper from idling out; it is bounded by the
-    /// operation's deadline (and the backstop), not by the request.
+    /// operation's deadline (and the backstop), not by the request. The operation gets the
+    /// record's [`Notes`], to attach what it learned (the device it mounted) to the record.
     async fn detached<T, F>(&self, r: Running, audit: Audit, f: F) -> Result<T, HelperError>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(
                 OpEnv<'a>,
+                Notes,
             ) -> std::pin::Pin<
                 Box<dyn Future<Output = Result<T, HelperError>> + Send + 'a>,
             > + Send
@@ -235,8 +242,9 @@ impl Connection {
     {
         let shared = Arc::clone(&self.shared);
         let busy = shared.activity.enter();
+        let notes = audit.notes();
         let task = tokio::spawn(async move {
-            let result = Self::bounded(&r, f(env_of(&shared, &r))).await;
+            let result = Self::bounded(&r, f(env_of(&shared, &r), notes)).await;
             audit.finish(&result);
             release(r, busy);
             result
@@ -397,7 +405,7 @@ impl Helper for Connection {
             Ok(r) => r,
             Err(e) => return audit.fail(e),
         };
-        self.detached(r, audit, move |env| {
+        self.detached(r, audit, move |env, _notes| {
             Box::pin(async move { golden_image::create(env, &req).await })
         })
         .await
@@ -411,8 +419,8 @@ impl Helper for Connection {
             Ok(r) => r,
             Err(e) => return audit.fail(e),
         };
-        self.detached(r, audit, move |env| {
-            Box::pin(async move { usb::mount(env, &req).await.map(|(info, _)| info) })
+        self.detached(r, audit, move |env, notes| {
+            Box::pin(async move { usb::mount(env, &req, &notes).await })
         })
         .await
     }
@@ -425,8 +433,8 @@ impl Helper for Connection {
             Ok(r) => r,
             Err(e) => return audit.fail(e),
         };
-        self.detached(r, audit, move |env| {
-            Box::pin(async move { usb::unmount(env, &name).await })
+        self.detached(r, audit, move |env, notes| {
+            Box::pin(async move { usb::unmount(env, &name, &notes).await })
         })
         .await
     }
@@ -471,7 +479,7 @@ impl Helper for Connection {
         };
         // Detached like the state-changing operations: a client that goes away does not
         // drop a running smartctl; it ends within the cap, with its whole tree.
-        self.detached(r, audit, move |env| {
+        self.detached(r, audit, move |env, _notes| {
             Box::pin(async move { hardware::smart_read(env, &disk).await })
         })
         .await
@@ -583,6 +591,8 @@ async fn finish_in_flight(shared: &Arc<Shared>) {
     }
 }
 
+/// Serves one accepted connection, if its peer may connect and fewer than `max_connections`
+/// are being served; else closes it at once, with an aggregated record.
 fn accept(shared: &Arc<Shared>, policy: &PeerPolicy, stream: tokio::net::UnixStream) {
     let peer = match peer_of(&stream) {
         Ok(p) => p,
@@ -595,6 +605,10 @@ fn accept(shared: &Arc<Shared>, policy: &PeerPolicy, stream: tokio::net::UnixStr
         shared.noise.note(Noise::Refused, peer);
         return;
     }
+    let Ok(slot) = Arc::clone(&shared.connections).try_acquire_owned() else {
+        shared.noise.note(Noise::OverCap, peer);
+        return;
+    };
     tracing::debug!(
         peer_uid = peer.uid,
         peer_pid = peer.pid,
@@ -606,24 +620,51 @@ fn accept(shared: &Arc<Shared>, policy: &PeerPolicy, stream: tokio::net::UnixStr
         shared: Arc::clone(shared),
         peer,
     };
-    tokio::spawn(async move {
-        let _guard = guard;
-        let transport = felhom_protocol::transport::server_transport(stream);
-        BaseChannel::with_defaults(transport)
-            .max_concurrent_requests(1)
-            .execute(conn.serve())
-            .for_each(|request| {
+    tokio::spawn(serve_connection(conn, stream, guard, slot, activity));
+}
+
+/// Serves the requests of one connection until it closes. A transport error (a frame that
+/// does not decode, a reset) ends the connection and is recorded through the noise limiter,
+/// in place of tarpc's own per-connection log line.
+async fn serve_connection(
+    conn: Connection,
+    stream: tokio::net::UnixStream,
+    _guard: ActivityGuard,
+    _slot: OwnedSemaphorePermit,
+    activity: Arc<Activity>,
+) {
+    let (shared, peer) = (Arc::clone(&conn.shared), conn.peer);
+    let transport = felhom_protocol::transport::server_transport(stream);
+    let serve = conn.serve();
+    let mut requests = BaseChannel::with_defaults(transport)
+        .max_concurrent_requests(1)
+        .requests();
+    while let Some(item) = requests.next().await {
+        match item {
+            Ok(request) => {
                 let in_flight = activity.enter();
-                async move {
-                    tokio::spawn(async move {
-                        request.await;
-                        drop(in_flight);
-                    });
+                let serve = serve.clone();
+                tokio::spawn(async move {
+                    request.execute(serve).await;
+                    drop(in_flight);
+                });
+            }
+            Err(e) => {
+                if shared.noise.admit(Noise::ConnectionError, peer) {
+                    tracing::warn!(
+                        peer_uid = peer.uid,
+                        peer_pid = peer.pid,
+                        error = %e,
+                        "a connection ended with a transport error (further ones from this uid \
+                         are counted for {} s)",
+                        NOISE_WINDOW.as_secs()
+                    );
                 }
-            })
-            .await;
-        tracing::debug!(peer_uid = peer.uid, "connection closed");
-    });
+                break;
+            }
+        }
+    }
+    tracing::debug!(peer_uid = peer.uid, "connection closed");
 }
 
 #[cfg(test)]

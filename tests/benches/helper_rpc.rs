@@ -2,8 +2,13 @@
 //!
 //! Run: `cargo bench -p felhom-tests --bench helper_rpc`
 //!
-//! Prints one table, then the ratios of the real helper to the design's floor on their own
-//! lines (`ratio warm: …`, `ratio cold: …`, medians), all measured in the same run:
+//! Prints one table, then the ratios of the real helper to the reference server on their own
+//! lines (`ratio warm: …`, `ratio cold: …`), all measured in the same run. The reference and
+//! the helper are measured in **alternating rounds** (each round measures both, the order
+//! switching every round), and the ratio reported is the **median of the per-round ratios**
+//! (helper p50 / reference p50 in that round), with their min, quartiles and max: other work
+//! on the machine (a build beside the bench) then lands on both sides of a round alike,
+//! instead of on whichever phase it happened to overlap. The rows:
 //! 1. **floor** — a 64-byte ping-pong between two processes over an AF_UNIX stream socket
 //!    (this bench re-executes itself as the echo process);
 //! 2. **reference, warm** — a plain tarpc client's `hello` to `felhom-ref-helper` (a minimal
@@ -18,6 +23,9 @@
 //!    handshake `hello`, `hello`); a fresh activation for every iteration, in one directory
 //!    (as the reference's). Both cold rows connect 20 ms after their socket appeared, and
 //!    take turns, one iteration each.
+//!
+//! Warm: 20 rounds of 250 calls per side (both servers stay up, one open connection each).
+//! Cold: 12 rounds of 5 activations per side.
 //!
 //! The cold rows are skipped with a reason when `systemd-socket-activate` is not installed.
 
@@ -157,47 +165,77 @@ fn serve(mut cmd: Command, socket: &Path) -> Server {
     server
 }
 
-async fn reference_warm(dir: &Path, iterations: usize) -> Vec<Duration> {
-    let sock = dir.join("ref-warm.sock");
-    let mut cmd = Command::new(REF);
-    cmd.arg("--listen").arg(&sock);
-    let _server = serve(cmd, &sock);
-    let client = raw_client(&sock).await;
-    for _ in 0..200 {
-        client
-            .hello(ctx(), PROTOCOL_VERSION)
-            .await
-            .unwrap()
-            .unwrap();
+/// `iterations` timed calls of `call`, after a few untimed ones.
+async fn timed<F, Fut>(iterations: usize, mut call: F) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..20 {
+        call().await;
     }
     let mut out = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let t = Instant::now();
-        client
-            .hello(ctx(), PROTOCOL_VERSION)
-            .await
-            .unwrap()
-            .unwrap();
+        call().await;
         out.push(t.elapsed());
     }
     out
 }
 
-async fn helper_warm(iterations: usize) -> Vec<Duration> {
+/// Warm rows: the reference server and the helper both stay up with one open connection
+/// each, and are measured in alternating rounds. Returns all samples of each side and the
+/// per-round ratios.
+async fn warm(
+    dir: &Path,
+    rounds: usize,
+    per_round: usize,
+) -> (Vec<Duration>, Vec<Duration>, Vec<f64>) {
+    let sock = dir.join("ref-warm.sock");
+    let mut cmd = Command::new(REF);
+    cmd.arg("--listen").arg(&sock);
+    let _server = serve(cmd, &sock);
+    let reference = raw_client(&sock).await;
     let harness = HelperHarness::start_dev(HelperHarnessOptions::default()).unwrap();
-    let client = HelperClient::new(harness.socket_path());
+    let helper = HelperClient::new(harness.socket_path());
     for _ in 0..200 {
-        if let Err(e) = client.ping().await {
+        reference
+            .hello(ctx(), PROTOCOL_VERSION)
+            .await
+            .unwrap()
+            .unwrap();
+        if let Err(e) = helper.ping().await {
             panic!("{e}\n{}", harness.log());
         }
     }
-    let mut out = Vec::with_capacity(iterations);
-    for _ in 0..iterations {
-        let t = Instant::now();
-        client.ping().await.unwrap();
-        out.push(t.elapsed());
+    let (mut all_ref, mut all_helper, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let measure_ref = || {
+            timed(per_round, || async {
+                reference
+                    .hello(ctx(), PROTOCOL_VERSION)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            })
+        };
+        let measure_helper = || {
+            timed(per_round, || async {
+                helper.ping().await.unwrap();
+            })
+        };
+        let (r, h) = if round % 2 == 0 {
+            let r = measure_ref().await;
+            (r, measure_helper().await)
+        } else {
+            let h = measure_helper().await;
+            (measure_ref().await, h)
+        };
+        ratios.push(p50(&h) / p50(&r));
+        all_ref.extend(r);
+        all_helper.extend(h);
     }
-    out
+    (all_ref, all_helper, ratios)
 }
 
 /// Connect and two `hello` round trips to a reference server that
@@ -238,9 +276,14 @@ async fn helper_cold_once(harness: &mut HelperHarness) -> anyhow::Result<Duratio
     Ok(elapsed)
 }
 
-/// Both cold rows, one iteration of each in turn, so that the VM's drift during the run
-/// falls on both alike. `None` (with the reason printed) when they cannot run here.
-async fn cold(dir: &Path, iterations: usize) -> Option<(Vec<Duration>, Vec<Duration>)> {
+/// Both cold rows, one iteration of each in turn (the order switching every round), so that
+/// the VM's drift during the run falls on both alike; all samples of each side and the
+/// per-round ratios. `None` (with the reason printed) when they cannot run here.
+async fn cold(
+    dir: &Path,
+    rounds: usize,
+    per_round: usize,
+) -> Option<(Vec<Duration>, Vec<Duration>, Vec<f64>)> {
     if !Path::new(ACTIVATE).exists() {
         println!("(cold rows skipped: {ACTIVATE} is not installed)");
         return None;
@@ -254,16 +297,49 @@ async fn cold(dir: &Path, iterations: usize) -> Option<(Vec<Duration>, Vec<Durat
             return None;
         }
     };
-    let mut reference = Vec::with_capacity(iterations);
-    let mut helper = Vec::with_capacity(iterations);
-    for i in 0..iterations {
-        reference.push(reference_cold_once(dir, i).await);
-        match helper_cold_once(&mut harness).await {
-            Ok(d) => helper.push(d),
-            Err(e) => panic!("cold ping failed: {e}\n{}", harness.log()),
+    let (mut reference, mut helper, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut i = 0;
+    for round in 0..rounds {
+        let (mut r, mut h) = (Vec::new(), Vec::new());
+        for k in 0..per_round {
+            i += 1;
+            let helper_first = (round + k) % 2 == 1;
+            if helper_first {
+                h.push(cold_helper(&mut harness).await);
+            }
+            r.push(reference_cold_once(dir, i).await);
+            if !helper_first {
+                h.push(cold_helper(&mut harness).await);
+            }
         }
+        ratios.push(p50(&h) / p50(&r));
+        reference.extend(r);
+        helper.extend(h);
     }
-    Some((reference, helper))
+    Some((reference, helper, ratios))
+}
+
+async fn cold_helper(harness: &mut HelperHarness) -> Duration {
+    match helper_cold_once(harness).await {
+        Ok(d) => d,
+        Err(e) => panic!("cold ping failed: {e}\n{}", harness.log()),
+    }
+}
+
+/// `ratio NAME: median (min …, quartiles … – …, max …, N rounds)` of per-round ratios.
+fn ratio_line(name: &str, ratios: &[f64]) -> String {
+    let mut v = ratios.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let q = |p: usize| v[((n - 1) * p) / 4];
+    format!(
+        "ratio {name}: {:.2} (median of {n} rounds; min {:.2}, IQR {:.2}–{:.2}, max {:.2})",
+        q(2),
+        v[0],
+        q(1),
+        q(3),
+        v[n - 1]
+    )
 }
 
 fn p50(v: &[Duration]) -> f64 {
@@ -280,10 +356,12 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this once with few
     // iterations.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let (n_floor, n_warm, n_cold) = if quick {
-        (100, 50, 2)
+    // (floor iterations, warm rounds, warm calls per round and side, cold rounds, cold
+    // activations per round and side)
+    let (n_floor, warm_rounds, warm_per_round, cold_rounds, cold_per_round) = if quick {
+        (100, 2, 25, 2, 1)
     } else {
-        (20_000, 5_000, 60)
+        (20_000, 20, 250, 12, 5)
     };
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -293,28 +371,26 @@ fn main() {
         .unwrap();
 
     let floor = floor(dir.path(), n_floor);
-    let ref_warm = runtime.block_on(reference_warm(dir.path(), n_warm));
-    let warm = runtime.block_on(helper_warm(n_warm));
-    let cold = runtime.block_on(cold(dir.path(), n_cold));
+    let (ref_warm, warm, warm_ratios) =
+        runtime.block_on(warm(dir.path(), warm_rounds, warm_per_round));
+    let cold = runtime.block_on(cold(dir.path(), cold_rounds, cold_per_round));
 
     println!();
     println!(
         "{:<46} {:>6} {:>11} {:>11} {:>11}",
         "round trip", "n", "mean µs", "p50 µs", "p99 µs"
     );
-    let ratio_warm = p50(&warm) / p50(&ref_warm);
     row("floor: 64 B ping-pong over AF_UNIX", floor);
     row("reference server: hello (warm connection)", ref_warm);
     row("felhom-helper: agent hello (warm connection)", warm);
-    let ratio_cold = cold.map(|(r, c)| {
-        let ratio = p50(&c) / p50(&r);
+    let cold_ratios = cold.map(|(r, c, ratios)| {
         row("reference server: socket-activated, 2 calls", r);
         row("felhom-helper: socket-activated first ping", c);
-        ratio
+        ratios
     });
     println!();
-    println!("ratio warm: {ratio_warm:.2}");
-    if let Some(r) = ratio_cold {
-        println!("ratio cold: {r:.2}");
+    println!("{}", ratio_line("warm", &warm_ratios));
+    if let Some(r) = cold_ratios {
+        println!("{}", ratio_line("cold", &r));
     }
 }

@@ -835,3 +835,32 @@ async fn a_process_that_survives_sigkill_keeps_the_lock_until_it_is_gone() {
     assert_eq!(pct_runs(&h), 2);
     drop(fuse);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_and_unmount_records_name_the_device_its_number_and_usb_name() {
+    let h = start(MountBackendChoice::Direct);
+    let dev = h.add_fake_filesystem(UUID, "ext4");
+    let devno = felhom_tests::helper_harness::devno_of(std::path::Path::new(&dev)).unwrap();
+    let by_id = by_id_names(&h).remove(0);
+    let client = h.client().await.unwrap();
+    client
+        .usb_mount(ctx(30), mount_req("rec"))
+        .await
+        .unwrap()
+        .unwrap();
+    client
+        .usb_unmount(ctx(30), MountName::new("rec").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = h.log();
+    for op in ["op=\"usb_mount\"", "op=\"usb_unmount\""] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(op) && l.contains("outcome"))
+            .unwrap_or_else(|| panic!("no {op} record in\n{log}"));
+        assert!(line.contains(&format!("device=\"{dev}\"")), "{line}");
+        assert!(line.contains(&format!("devno=\"{devno}\"")), "{line}");
+        assert!(line.contains(&by_id), "{line}");
+    }
+}

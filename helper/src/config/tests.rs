@@ -47,6 +47,8 @@ fn validation_refuses_bad_values() {
         (r#""idle_timeout_secs":0"#, "idle_timeout_secs"),
         (r#""allowed_filesystems":["vfat"]"#, "vfat"),
         (r#""max_output_bytes":10"#, "max_output_bytes"),
+        (r#""max_connections":0"#, "max_connections"),
+        (r#""max_connections":100000"#, "max_connections"),
         (r#""time_caps":{"smart":0}"#, "time_caps.smart"),
         (r#""tools":{"pct":"pct"}"#, "tools.pct"),
     ] {
@@ -370,6 +372,8 @@ fn numeric_limits_are_exact_at_both_ends() {
             r#""time_caps":{"mount":86401}"#,
         ),
         (r#""max_output_bytes":1024"#, r#""max_output_bytes":1023"#),
+        (r#""max_connections":1"#, r#""max_connections":0"#),
+        (r#""max_connections":512"#, r#""max_connections":513"#),
     ] {
         assert!(with(ok).is_ok(), "{ok}: {:?}", with(ok).err());
         assert!(with(bad).is_err(), "{bad} was accepted");

@@ -24,10 +24,11 @@ pub mod transaction;
 
 use felhom_protocol::{HelperError, MountInfo, MountName, UnmountReply, UsbMountRequest};
 
-use self::mountinfo::{mounted_at, mounts};
+use self::mountinfo::{MountEntry, mounted_at, mounts, parse_devno};
 use self::persist::{Persistence, managed, mount_point};
-use self::transaction::{MountTransaction, Mounted, info};
+use self::transaction::{MountTransaction, info};
 use super::{OpEnv, io_error};
+use crate::audit::{Fact, Notes};
 use crate::config::{LoadedConfig, Tool};
 
 pub use self::probe::{check_device_path, parse_blkid_export};
@@ -86,16 +87,53 @@ async fn existing(env: &OpEnv<'_>, req: &UsbMountRequest) -> Result<Existing, He
     Ok(Existing::Nothing)
 }
 
-/// `usb_mount`: the proof, then the transaction. `Ok(None)` inside means the same disk was
-/// already mounted under that name (nothing was done).
+/// Notes the device of a mount on the operation's audit record.
+fn note_device(
+    notes: &Notes,
+    device: &str,
+    devno: &str,
+    diskseq: Option<u64>,
+    by_id: Option<&std::path::Path>,
+) {
+    notes.note(Fact::Device, device);
+    notes.note(Fact::Devno, devno);
+    if let Some(seq) = diskseq {
+        notes.note(Fact::Diskseq, seq);
+    }
+    if let Some(id) = by_id {
+        notes.note(Fact::ById, id.display());
+    }
+}
+
+/// Notes the device mounted in `e` (an unmount's record): its source, number, disk sequence
+/// number and `usb-…` name, as far as the host still shows them.
+fn note_mounted(cfg: &LoadedConfig, notes: &Notes, e: &MountEntry) {
+    let rdev = parse_devno(&e.devno);
+    let seq = hostuse::diskseq_of(std::path::Path::new(&e.source))
+        .filter(|(r, _)| Some(*r) == rdev)
+        .and_then(|(_, s)| s);
+    let by_id = rdev.and_then(|r| probe::usb_by_id(&cfg.config.dev_disk_by_id, r));
+    note_device(notes, &e.source, &e.devno, seq, by_id.as_deref());
+}
+
+/// `usb_mount`: the proof, then the transaction. The proven device's facts go on the audit
+/// record (`notes`) as soon as they are known, so a refusal after the proof names it too.
 pub async fn mount(
     env: OpEnv<'_>,
     req: &UsbMountRequest,
-) -> Result<(MountInfo, Option<probe::Proven>), HelperError> {
+    notes: &Notes,
+) -> Result<MountInfo, HelperError> {
     if let Existing::Mounted(info) = existing(&env, req).await? {
-        return Ok((info, None));
+        return Ok(info);
     }
     let proven = probe::prove(&env, &req.uuid).await?;
+    note_device(
+        notes,
+        &proven.device,
+        &proven.devno,
+        proven.diskseq,
+        proven.stable_id.as_deref(),
+    );
     let persistence = Persistence::of(env.cfg);
     let record = persistence.managed(
         &req.name,
@@ -112,17 +150,18 @@ pub async fn mount(
     }
     .await;
     match steps {
-        Ok(table) => {
-            let Mounted { info, proven } = tx.commit(&table);
-            Ok((info, Some(proven)))
-        }
+        Ok(table) => Ok(tx.commit(&table)),
         Err(cause) => Err(tx.rollback(cause).await),
     }
 }
 
 /// `usb_unmount`: the mount is taken down (`umount`, or `disable --now` of the unit), then
 /// its record removed.
-pub async fn unmount(env: OpEnv<'_>, name: &MountName) -> Result<UnmountReply, HelperError> {
+pub async fn unmount(
+    env: OpEnv<'_>,
+    name: &MountName,
+    notes: &Notes,
+) -> Result<UnmountReply, HelperError> {
     let cfg = env.cfg;
     let m = env
         .blocking(managed)
@@ -132,7 +171,14 @@ pub async fn unmount(env: OpEnv<'_>, name: &MountName) -> Result<UnmountReply, H
         .ok_or_else(|| HelperError::NotFound {
             what: format!("no managed mount named {:?}", name.as_str()),
         })?;
-    let was_mounted = mounted_at(&env.blocking(mounts).await?, &m.mount_point).is_some();
+    let table = env.blocking(mounts).await?;
+    let was_mounted = match mounted_at(&table, &m.mount_point) {
+        Some(e) => {
+            note_mounted(cfg, notes, e);
+            true
+        }
+        None => false,
+    };
     let persistence = Persistence::of(cfg);
     match &persistence {
         Persistence::RecordFile { .. } => {

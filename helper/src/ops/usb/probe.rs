@@ -324,6 +324,26 @@ pub fn usb_serial(name: &str) -> Option<&str> {
     (!serial.is_empty()).then_some(serial)
 }
 
+/// The `usb-…` name under `by_id` of the block device numbered `rdev`, if there is one.
+pub fn usb_by_id(by_id: &Path, rdev: u64) -> Option<PathBuf> {
+    let mut names: Vec<String> = std::fs::read_dir(by_id)
+        .ok()?
+        .flatten()
+        .take(MAX_ENTRIES)
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let md = std::fs::metadata(e.path()).ok()?;
+            (name.starts_with("usb-")
+                && safe_id_name(&name)
+                && md.file_type().is_block_device()
+                && md.rdev() == rdev)
+                .then_some(name)
+        })
+        .collect();
+    names.sort();
+    names.first().map(|n| by_id.join(n))
+}
+
 /// The device's stable `usb-…` name under `by_id` (a link that resolves to the same device
 /// number); refuses when another disk's `usb-…` name carries the same serial.
 fn stable_id(device: &str, by_id: &Path, rdev: u64) -> Result<Option<PathBuf>, HelperError> {
@@ -523,14 +543,15 @@ fn prove_device(cfg: &LoadedConfig, device: &str, fstype: FsType) -> Result<Prov
     let scan = hostuse::refuse_if_used_by_any_process(&c.proc_root, device, &targets)?;
     hostuse::refuse_if_locked(&c.proc_root, device, &targets)?;
     hostuse::refuse_if_claimed(device, &targets)?;
-    if scan.unreadable > 0 {
-        tracing::warn!(
-            device,
-            unreadable = scan.unreadable,
-            "the open files of some processes could not be read (no ptrace access); the \
-             exclusive open still covers mounts"
-        );
-    }
+    tracing::info!(
+        device,
+        processes = scan.processes,
+        namespaces = scan.namespaces,
+        fds = scan.fds,
+        unreadable = scan.unreadable,
+        "host scan: the disk is not in use (the descriptors of the unreadable processes, \
+         which the helper may not trace, were not seen; their locks and mounts were)"
+    );
     // Step 7.
     let diskseq = hostuse::diskseq_of(Path::new(device))
         .filter(|(r, _)| *r == rdev)

@@ -65,15 +65,6 @@ pub struct MountTransaction<'e, 'a> {
     unfinished: Option<Unfinished>,
 }
 
-/// A mount that committed: the reply and the facts of the device for the audit record.
-#[derive(Debug, Clone)]
-pub struct Mounted {
-    /// The reply.
-    pub info: MountInfo,
-    /// The device that was proven and mounted.
-    pub proven: Proven,
-}
-
 impl<'e, 'a> MountTransaction<'e, 'a> {
     /// Starts the transaction for `record` on the `proven` device.
     pub fn begin(
@@ -221,12 +212,9 @@ impl<'e, 'a> MountTransaction<'e, 'a> {
         Ok(table)
     }
 
-    /// Ends the transaction successfully.
-    pub fn commit(self, table: &[MountEntry]) -> Mounted {
-        Mounted {
-            info: info(&self.persistence, &self.record, table),
-            proven: self.proven,
-        }
+    /// Ends the transaction successfully: the reply.
+    pub fn commit(self, table: &[MountEntry]) -> MountInfo {
+        info(&self.persistence, &self.record, table)
     }
 
     /// Undoes the noted steps on a fresh deadline and returns `cause`, extended with what the
