@@ -87,6 +87,15 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
     Ok(body)
 }
 
+/// How long an idle pooled connection is kept for reuse. pveproxy (pve-http-server's
+/// `PVE/APIServer/AnyEvent.pm`) arms a 5 s handle timeout (its default `timeout`, which
+/// pveproxy does not change) when it sends a response and closes a keep-alive connection
+/// that stays silent that long. Dropping our side well before that means a request never
+/// goes out on a connection the server is closing, where a POST would end as "outcome
+/// unknown" although it never reached Proxmox. Task polls (at most 1 s apart) still reuse
+/// the connection.
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Formats an error and its sources on one line.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -124,7 +133,7 @@ impl Http {
             .tls_backend_preconfigured(config)
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("felhom-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PveError::TlsSetup(format!("HTTP client setup: {}", chain(&e))))?;
