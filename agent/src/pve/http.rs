@@ -14,6 +14,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::Value;
 
 use super::ApiSettings;
+use super::certexpiry::{CertDates, SeenCert};
 use super::error::{MAX_MESSAGE_BYTES, PveError, classify, clean_text};
 use super::tls::{self, PinReport, TlsMode};
 
@@ -38,6 +39,8 @@ pub(crate) struct Http {
     base: url::Url,
     auth: HeaderValue,
     pin: Option<Arc<PinReport>>,
+    seen: Arc<SeenCert>,
+    ca_not_after: Vec<i64>,
     tls: TlsMode,
     max_body: usize,
 }
@@ -128,7 +131,12 @@ impl Http {
                 "tls_insecure is set: the Proxmox API certificate is NOT verified"
             );
         }
-        let (config, pin) = tls::client_config(&settings.tls, settings.tls_server_name.as_deref())?;
+        let tls::ClientTls {
+            config,
+            pin,
+            seen,
+            ca_not_after,
+        } = tls::client_config(&settings.tls, settings.tls_server_name.as_deref())?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
             .timeout(settings.request_timeout)
@@ -158,9 +166,20 @@ impl Http {
             base,
             auth,
             pin,
+            seen,
+            ca_not_after,
             tls: settings.tls.clone(),
             max_body: settings.max_response_bytes,
         })
+    }
+
+    /// When the certificates this client relies on expire (the server's: as of the last
+    /// handshake).
+    pub(crate) fn cert_dates(&self) -> CertDates {
+        CertDates {
+            server_not_after: self.seen.get(),
+            ca_file_not_after: self.ca_not_after.clone(),
+        }
     }
 
     fn url(&self, segments: &[&str]) -> Result<url::Url, PveError> {
