@@ -13,6 +13,7 @@
 //! | `tls_ca_file` | `FELHOM_TLS_CA_FILE` | PEM CA file |
 //! | `tls_insecure` | `FELHOM_TLS_INSECURE` | `true` only when explicitly wanted |
 //! | `tls_server_name` | `FELHOM_TLS_SERVER_NAME` | verify the chain for this DNS name while connecting to `api_url` (system roots or `tls_ca_file`) |
+//! | `tls_expiry_warn_days` | `FELHOM_TLS_EXPIRY_WARN_DAYS` | `selftest` warns when the server's or the CA file's certificate expires within this many days, default 30 (0..=3650, 0 = never) |
 //! | `helper_socket` | `FELHOM_HELPER_SOCKET` | default `/run/felhom/helper.sock` |
 //! | `state_dir` | `FELHOM_STATE_DIR` | default `/var/lib/felhom-agent` |
 //! | `interval_secs` | `FELHOM_INTERVAL_SECS` | service interval in seconds (fractions allowed, at least 0.1), default 300 |
@@ -54,6 +55,7 @@ pub const KEYS: &[&str] = &[
     "tls_ca_file",
     "tls_insecure",
     "tls_server_name",
+    "tls_expiry_warn_days",
     "helper_socket",
     "state_dir",
     "interval_secs",
@@ -143,6 +145,8 @@ pub struct AgentConfig {
     pub tls: TlsMode,
     /// The name the certificate chain is verified for, instead of `api_url`'s host.
     pub tls_server_name: Option<String>,
+    /// `selftest` warns when a certificate expires within this many days (0: never).
+    pub tls_expiry_warn_days: u32,
     /// Helper socket.
     pub helper_socket: PathBuf,
     /// State directory.
@@ -167,6 +171,7 @@ impl fmt::Debug for AgentConfig {
             .field("token_secret", &crate::secret::REDACTED)
             .field("tls", &self.tls)
             .field("tls_server_name", &self.tls_server_name)
+            .field("tls_expiry_warn_days", &self.tls_expiry_warn_days)
             .field("helper_socket", &self.helper_socket)
             .field("state_dir", &self.state_dir)
             .field("interval", &self.interval)
@@ -299,6 +304,19 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
         Ok(n) if (0.1..=86_400.0).contains(&n) => Ok(Duration::from_millis((n * 1000.0) as u64)),
         _ => Err(format!("expected seconds from 0.1 to 86400, got {s:?}")),
+    }
+}
+
+/// Default of `tls_expiry_warn_days`.
+pub const DEFAULT_TLS_EXPIRY_WARN_DAYS: u32 = 30;
+
+/// Days before a certificate's expiry that `selftest` warns: 0 ..= 3650 (0: never).
+fn parse_warn_days(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n <= 3650 => Ok(n),
+        _ => Err(format!(
+            "expected whole days from 0 (never warn) to 3650, got {s:?}"
+        )),
     }
 }
 
@@ -464,6 +482,9 @@ impl AgentConfig {
             token_secret_file,
             tls,
             tls_server_name,
+            tls_expiry_warn_days: l
+                .parsed("tls_expiry_warn_days", parse_warn_days)?
+                .unwrap_or(DEFAULT_TLS_EXPIRY_WARN_DAYS),
             helper_socket: l
                 .parsed("helper_socket", abs_path)?
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_HELPER_SOCKET)),
@@ -566,6 +587,44 @@ mod tests {
         );
         let e = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
         assert!(e.to_string().contains("metrics_file"), "{e}");
+    }
+
+    #[test]
+    fn tls_expiry_warn_days_defaults_to_30_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/etc/felhom/pve-token""#;
+        let p = write(dir.path(), &format!("{{{base}}}"));
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert_eq!(c.tls_expiry_warn_days, 30);
+        for (v, want) in [("0", 0), ("3650", 3650), ("14", 14)] {
+            let p = write(
+                dir.path(),
+                &format!(r#"{{{base},"tls_expiry_warn_days":{v}}}"#),
+            );
+            let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+            assert_eq!(c.tls_expiry_warn_days, want, "{v}");
+        }
+        let c =
+            AgentConfig::load_with_env(Some(&p), &env_of(&[("FELHOM_TLS_EXPIRY_WARN_DAYS", "7")]))
+                .unwrap();
+        assert_eq!(c.tls_expiry_warn_days, 7, "the environment wins");
+        for bad in ["3651", "-1", "1.5", "\"soon\"", "4294967296"] {
+            let p = write(
+                dir.path(),
+                &format!(r#"{{{base},"tls_expiry_warn_days":{bad}}}"#),
+            );
+            let e = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    ConfigError::Invalid {
+                        key: "tls_expiry_warn_days",
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

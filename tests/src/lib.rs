@@ -6,4 +6,5 @@ pub mod bins;
 pub mod fake_helper;
 pub mod helper_harness;
 pub mod hostile_server;
+pub mod keepalive_server;
 pub mod pve_sim;

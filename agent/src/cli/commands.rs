@@ -325,6 +325,26 @@ fn render_report(r: &HealthReport) -> String {
     out
 }
 
+/// Warns (stderr) about certificates the API connection relies on that expire within
+/// `warn_days`: the one the server presented (the pinned leaf with `tls_fingerprint`) and
+/// those in `tls_ca_file`. A warning does not fail the selftest. Returns the `--json` field.
+fn tls_expiry(pve: &PveClient, warn_days: u32) -> serde_json::Value {
+    let dates = pve.cert_dates();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let warnings = dates.warnings(now, warn_days);
+    for w in &warnings {
+        eprintln!("felhom-agent: warning: {}", w.message);
+    }
+    json!({
+        "warn_days": warn_days,
+        "server_not_after": dates.server_not_after,
+        "ca_file_not_after": dates.ca_file_not_after,
+        "warnings": warnings,
+    })
+}
+
 async fn selftest(
     config: &AgentConfig,
     helper: &HelperClient,
@@ -337,6 +357,9 @@ async fn selftest(
     let mut human = render_report(&report);
     let mut failed = report.is_degraded();
     let mut doc = json!({ "report": report });
+    if let Ok(pve) = &pve {
+        doc["tls_expiry"] = tls_expiry(pve, config.tls_expiry_warn_days);
+    }
     if let Some(vmid) = task {
         let steps = match &pve {
             Ok(pve) => task_exercise(pve, vmid, pm).await,

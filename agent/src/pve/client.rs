@@ -63,6 +63,12 @@ impl PveClient {
         &self.node
     }
 
+    /// When the certificates this client relies on expire: the one the server presented on
+    /// the last handshake (none before the first request) and those in `tls_ca_file`.
+    pub fn cert_dates(&self) -> super::certexpiry::CertDates {
+        self.http.cert_dates()
+    }
+
     async fn get<T: DeserializeOwned>(
         &self,
         segments: &[&str],

@@ -14,6 +14,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::Value;
 
 use super::ApiSettings;
+use super::certexpiry::{CertDates, SeenCert};
 use super::error::{MAX_MESSAGE_BYTES, PveError, classify, clean_text};
 use super::tls::{self, PinReport, TlsMode};
 
@@ -38,6 +39,8 @@ pub(crate) struct Http {
     base: url::Url,
     auth: HeaderValue,
     pin: Option<Arc<PinReport>>,
+    seen: Arc<SeenCert>,
+    ca_not_after: Vec<i64>,
     tls: TlsMode,
     max_body: usize,
 }
@@ -87,6 +90,15 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
     Ok(body)
 }
 
+/// How long an idle pooled connection is kept for reuse. pveproxy (pve-http-server's
+/// `PVE/APIServer/AnyEvent.pm`) arms a 5 s handle timeout (its default `timeout`, which
+/// pveproxy does not change) when it sends a response and closes a keep-alive connection
+/// that stays silent that long. Dropping our side well before that means a request never
+/// goes out on a connection the server is closing, where a POST would end as "outcome
+/// unknown" although it never reached Proxmox. Task polls (at most 1 s apart) still reuse
+/// the connection.
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Formats an error and its sources on one line.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -119,12 +131,17 @@ impl Http {
                 "tls_insecure is set: the Proxmox API certificate is NOT verified"
             );
         }
-        let (config, pin) = tls::client_config(&settings.tls, settings.tls_server_name.as_deref())?;
+        let tls::ClientTls {
+            config,
+            pin,
+            seen,
+            ca_not_after,
+        } = tls::client_config(&settings.tls, settings.tls_server_name.as_deref())?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("felhom-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| PveError::TlsSetup(format!("HTTP client setup: {}", chain(&e))))?;
@@ -149,9 +166,20 @@ impl Http {
             base,
             auth,
             pin,
+            seen,
+            ca_not_after,
             tls: settings.tls.clone(),
             max_body: settings.max_response_bytes,
         })
+    }
+
+    /// When the certificates this client relies on expire (the server's: as of the last
+    /// handshake).
+    pub(crate) fn cert_dates(&self) -> CertDates {
+        CertDates {
+            server_not_after: self.seen.get(),
+            ca_file_not_after: self.ca_not_after.clone(),
+        }
     }
 
     fn url(&self, segments: &[&str]) -> Result<url::Url, PveError> {

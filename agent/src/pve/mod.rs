@@ -11,6 +11,7 @@
 //!   task is [`PveError::Task`] with its [`TaskFailure::reasons`].
 //! - [`tasklog`] — what a task log says: error and warning lines, progress, clean lines.
 //! - [`tls`] — system roots, CA file, SHA-256 leaf pinning, or explicit insecure mode.
+//! - [`certexpiry`] — when the server's (and the CA file's) certificates expire.
 //!
 //! # Follow a task while waiting
 //!
@@ -66,6 +67,7 @@
 
 pub mod archive;
 pub mod args;
+pub mod certexpiry;
 mod client;
 pub mod error;
 pub mod ha;

@@ -26,6 +26,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 
+use super::certexpiry::{SeenCert, not_after};
 use super::error::PveError;
 
 /// A SHA-256 certificate fingerprint (32 bytes), written as colon-separated hex pairs.
@@ -162,6 +163,7 @@ enum LeafPolicy {
 struct LeafVerifier {
     policy: LeafPolicy,
     algorithms: WebPkiSupportedAlgorithms,
+    seen: Arc<SeenCert>,
 }
 
 impl ServerCertVerifier for LeafVerifier {
@@ -174,10 +176,12 @@ impl ServerCertVerifier for LeafVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let LeafPolicy::Pinned { expected, report } = &self.policy else {
+            self.seen.record(end_entity.as_ref());
             return Ok(ServerCertVerified::assertion());
         };
         let presented = Fingerprint::of_der(end_entity.as_ref());
         if presented.matches(expected) {
+            self.seen.record(end_entity.as_ref());
             Ok(ServerCertVerified::assertion())
         } else {
             tracing::error!(%presented, %expected, "TLS certificate fingerprint mismatch");
@@ -238,6 +242,7 @@ impl fmt::Debug for NameMismatch {
 struct ChainVerifier {
     inner: Arc<WebPkiServerVerifier>,
     name: Option<ServerName<'static>>,
+    seen: Arc<SeenCert>,
 }
 
 impl ServerCertVerifier for ChainVerifier {
@@ -252,6 +257,7 @@ impl ServerCertVerifier for ChainVerifier {
         let checked = self.name.as_ref().unwrap_or(server_name);
         self.inner
             .verify_server_cert(end_entity, intermediates, checked, ocsp_response, now)
+            .inspect(|_| self.seen.record(end_entity.as_ref()))
             .map_err(|e| match e {
                 rustls::Error::InvalidCertificate(
                     ref c @ (rustls::CertificateError::NotValidForName
@@ -299,14 +305,27 @@ pub fn parse_server_name(name: &str) -> Result<ServerName<'static>, String> {
         .map_err(|e| format!("{name:?} is not a DNS name or IP address: {e}"))
 }
 
+/// What [`client_config`] builds.
+pub(crate) struct ClientTls {
+    /// The rustls configuration.
+    pub(crate) config: rustls::ClientConfig,
+    /// The pin report when pinning, so transport errors can name the presented fingerprint.
+    pub(crate) pin: Option<Arc<PinReport>>,
+    /// The `notAfter` of the last accepted server certificate.
+    pub(crate) seen: Arc<SeenCert>,
+    /// The `notAfter` of each certificate in the CA file (CA file mode only; a certificate
+    /// whose dates cannot be read is left out).
+    pub(crate) ca_not_after: Vec<i64>,
+}
+
 /// Builds the rustls client configuration for `mode` (ring provider, TLS 1.2 and 1.3).
 /// `server_name` (`tls_server_name`) replaces the URL's host in the chain-verifying modes.
-/// Returns the pin report when pinning, so transport errors can name the presented
-/// fingerprint.
 pub(crate) fn client_config(
     mode: &TlsMode,
     server_name: Option<&str>,
-) -> Result<(rustls::ClientConfig, Option<Arc<PinReport>>), PveError> {
+) -> Result<ClientTls, PveError> {
+    let seen = Arc::new(SeenCert::default());
+    let mut ca_not_after = Vec::new();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let name = server_name
         .map(|n| {
@@ -320,6 +339,7 @@ pub(crate) fn client_config(
                 Arc::new(ChainVerifier {
                     inner,
                     name: name.clone(),
+                    seen: seen.clone(),
                 })
             })
             .map_err(|e| PveError::TlsSetup(format!("TLS verifier setup: {e}")))
@@ -358,6 +378,7 @@ pub(crate) fn client_config(
             for cert in iter {
                 let cert = cert
                     .map_err(|e| PveError::TlsSetup(format!("bad PEM in CA file {shown}: {e}")))?;
+                ca_not_after.extend(not_after(cert.as_ref()));
                 roots.add(cert).map_err(|e| {
                     PveError::TlsSetup(format!("unusable certificate in CA file {shown}: {e}"))
                 })?;
@@ -383,6 +404,7 @@ pub(crate) fn client_config(
                     report: report.clone(),
                 },
                 algorithms,
+                seen: seen.clone(),
             };
             (
                 builder
@@ -398,12 +420,18 @@ pub(crate) fn client_config(
                 .with_custom_certificate_verifier(Arc::new(LeafVerifier {
                     policy: LeafPolicy::Any,
                     algorithms,
+                    seen: seen.clone(),
                 }))
                 .with_no_client_auth(),
             None,
         ),
     };
-    Ok((config, report))
+    Ok(ClientTls {
+        config,
+        pin: report,
+        seen,
+        ca_not_after,
+    })
 }
 
 #[cfg(test)]
@@ -451,10 +479,15 @@ mod tests {
         assert!(
             client_config(&TlsMode::Pinned(fp), None)
                 .unwrap()
-                .1
+                .pin
                 .is_some()
         );
-        assert!(client_config(&TlsMode::Insecure, None).unwrap().1.is_none());
+        assert!(
+            client_config(&TlsMode::Insecure, None)
+                .unwrap()
+                .pin
+                .is_none()
+        );
         assert!(client_config(&TlsMode::CaFile("/nonexistent/ca.pem".into()), None).is_err());
         assert!(client_config(&TlsMode::Insecure, Some("pve.example.com")).is_ok());
         assert!(client_config(&TlsMode::Insecure, Some("not a name!")).is_err());

@@ -209,6 +209,23 @@ impl PveSim {
         Self::start_with_pki(opts, 0, pki).await
     }
 
+    /// Starts the simulator on `127.0.0.1` (ephemeral port) with a leaf certificate that
+    /// expires `leaf_valid_for` from now, signed by a CA that expires `ca_valid_for` from now
+    /// (for certificate expiry warnings).
+    pub async fn start_with_cert_lifetimes(
+        opts: SimOptions,
+        leaf_valid_for: Duration,
+        ca_valid_for: Duration,
+    ) -> anyhow::Result<PveSim> {
+        let names = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let lifetimes = tls::Lifetimes {
+            leaf: Some(leaf_valid_for),
+            ca: Some(ca_valid_for),
+        };
+        let pki = tls::generate_with(&opts.node, &names, lifetimes)?;
+        Self::start_with_pki(opts, 0, pki).await
+    }
+
     /// Starts the simulator on `127.0.0.1:port` (`0` = ephemeral).
     pub async fn start_on(opts: SimOptions, port: u16) -> anyhow::Result<PveSim> {
         let pki = tls::generate(&opts.node)?;

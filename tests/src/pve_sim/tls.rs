@@ -1,6 +1,7 @@
 //! Test PKI: a CA and a leaf certificate for 127.0.0.1/localhost, generated at start.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rcgen::{
@@ -34,6 +35,35 @@ pub(crate) fn generate(node: &str) -> anyhow::Result<Pki> {
 
 /// Like [`generate`], with a leaf certificate for exactly `names` (DNS names or IPs).
 pub(crate) fn generate_for(node: &str, names: &[String]) -> anyhow::Result<Pki> {
+    generate_with(node, names, Lifetimes::default())
+}
+
+/// How long the generated certificates stay valid from now; `None`: rcgen's default
+/// (until 4096).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Lifetimes {
+    pub(crate) leaf: Option<Duration>,
+    pub(crate) ca: Option<Duration>,
+}
+
+/// `notBefore` a day ago, `notAfter` `valid_for` from now.
+fn set_validity(params: &mut CertificateParams, valid_for: Option<Duration>) {
+    if let Some(valid_for) = valid_for {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_before = epoch + now.saturating_sub(Duration::from_secs(86_400));
+        params.not_after = epoch + now + valid_for;
+    }
+}
+
+/// Like [`generate_for`], with the certificates' lifetimes.
+pub(crate) fn generate_with(
+    node: &str,
+    names: &[String],
+    lifetimes: Lifetimes,
+) -> anyhow::Result<Pki> {
     let ca_key = KeyPair::generate().context("generating CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -49,6 +79,7 @@ pub(crate) fn generate_for(node: &str, names: &[String]) -> anyhow::Result<Pki> 
     );
     ca_dn.push(DnType::OrganizationName, "PVE Cluster Manager CA");
     ca_params.distinguished_name = ca_dn;
+    set_validity(&mut ca_params, lifetimes.ca);
     let ca_cert = ca_params.self_signed(&ca_key).context("self-signing CA")?;
     let issuer = Issuer::new(ca_params, ca_key);
 
@@ -64,6 +95,7 @@ pub(crate) fn generate_for(node: &str, names: &[String]) -> anyhow::Result<Pki> 
     ];
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf_params.use_authority_key_identifier_extension = true;
+    set_validity(&mut leaf_params, lifetimes.leaf);
     let leaf_cert = leaf_params
         .signed_by(&leaf_key, &issuer)
         .context("signing leaf")?;
