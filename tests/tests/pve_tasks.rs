@@ -393,3 +393,65 @@ async fn shutdown_sends_timeout_and_force_stop() {
         .unwrap();
     assert_eq!(last.body, "timeout=60");
 }
+
+/// A stopped task whose status carries no exit status (a broken node) is a failure, never
+/// taken for success: `wait_task` exists to tell the two apart.
+#[tokio::test]
+async fn a_stopped_task_without_an_exit_status_is_a_failure() {
+    let (sim, c) = sim_with(Duration::from_millis(100)).await;
+    for follow in [false, true] {
+        sim.state().set_next_task_outcome(TaskOutcome::NoExitStatus);
+        let upid = backup(&c, 100).await;
+        let res = if follow {
+            c.wait_task_with(&upid, wait(), &mut Recorder::default())
+                .await
+        } else {
+            c.wait_task(&upid, wait()).await
+        };
+        // The simulator really sent a stopped status without `exitstatus`.
+        let st = c.task_status(&upid).await.unwrap();
+        assert_eq!(st.status, felhom_agent::pve::TaskState::Stopped);
+        assert_eq!(st.exitstatus, None, "{st:?}");
+        let err = res.unwrap_err();
+        let PveError::Task(f) = &err else {
+            panic!("follow={follow}: {err:?}")
+        };
+        assert_eq!(f.exitstatus, "unexpected status", "follow={follow}");
+        assert!(err.to_string().contains("unexpected status"), "{err}");
+        // Nothing was written: the backup's effect was not applied.
+        assert!(
+            sim.state().backups("local", 100).is_empty(),
+            "{:?}",
+            sim.state().backups("local", 100)
+        );
+    }
+}
+
+/// A task the node does not know (400 `no such task`) is tolerated only for the grace
+/// after dispatch; then the wait ends with that error, long before its overall timeout.
+#[tokio::test]
+async fn a_task_still_unknown_after_the_grace_ends_the_wait_long_before_the_timeout() {
+    let (sim, c) = sim_with(Duration::from_millis(100)).await;
+    let ghost: Upid = "UPID:pve:00001234:00ABCDEF:65000000:vzstart:101:felhom@pve!agent:"
+        .parse()
+        .unwrap();
+    let timeout = Duration::from_secs(20);
+    let opts = WaitOptions {
+        not_found_grace: Duration::from_millis(500),
+        ..WaitOptions::with_timeout(timeout)
+    };
+    let t0 = std::time::Instant::now();
+    let err = c.wait_task(&ghost, opts).await.unwrap_err();
+    let took = t0.elapsed();
+    assert!(err.is_no_such_task(), "{err:?}");
+    // Polled through the grace (several polls), then gave up at its end, not at the timeout.
+    assert!(
+        sim.state()
+            .count_requests("GET", &format!("{}/status", ghost.as_str()))
+            >= 2
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < timeout / 2,
+        "{took:?}"
+    );
+}

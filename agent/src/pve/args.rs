@@ -578,6 +578,27 @@ mod tests {
     }
 
     #[test]
+    fn config_values_are_bounded_at_4096_bytes() {
+        for key in [ConfigKey::Description, ConfigKey::Tags, ConfigKey::Mp(0)] {
+            let at = "x".repeat(4096);
+            assert!(key.check_value(&at).is_ok(), "{key}");
+            assert!(ConfigChange::new().set(key, at).is_ok(), "{key}");
+            let over = "x".repeat(4097);
+            let err = key.check_value(&over).unwrap_err();
+            assert!(err.to_string().contains("too long"), "{key}: {err}");
+            assert!(ConfigChange::new().set(key, over).is_err(), "{key}");
+        }
+        // Bytes, not characters: 2,048 two-byte characters fit, one more byte does not.
+        let wide = "é".repeat(2048);
+        assert!(ConfigKey::Description.check_value(&wide).is_ok());
+        assert!(
+            ConfigKey::Description
+                .check_value(&format!("{wide}x"))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn config_change_form() {
         let c = ConfigChange::new()
             .set(ConfigKey::Memory, "1024")
