@@ -58,6 +58,12 @@ async fn set_config_says_what_is_applied_and_what_is_pending() {
         "{}",
         r.stdout
     );
+    // Nothing was applied at once, so the human output has no such line.
+    assert!(!r.stdout.contains("applied now"), "{}", r.stdout);
+    let r = agent(&env, &["set-config", "100", "cores=2"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("applied now: cores=2\n"), "{}", r.stdout);
+    assert!(!r.stdout.contains("pending until"), "{}", r.stdout);
 
     // A restart applies them.
     assert_eq!(agent(&env, &["stop", "100"]).await.code, 0);

@@ -455,3 +455,48 @@ async fn a_task_still_unknown_after_the_grace_ends_the_wait_long_before_the_time
         "{took:?}"
     );
 }
+
+/// A long log is read in pages of 500 lines, at most 10,000 lines from where the read
+/// starts; then the middle is skipped and the last 500 lines (with the final `TASK` line) are
+/// read. A shorter one is read whole, page by page.
+#[tokio::test]
+async fn a_long_task_log_is_read_in_pages_and_bounded() {
+    let (sim, c) = sim_with(Duration::from_millis(50)).await;
+    for (n, whole) in [(1_234usize, true), (12_000, false)] {
+        sim.state()
+            .set_next_task_outcome(TaskOutcome::ErrorWithLog {
+                lines: (1..=n).map(|i| format!("line {i}")).collect(),
+                message: "long".into(),
+            });
+        let upid = c.start(vmid(101)).await.unwrap();
+        assert!(c.wait_task(&upid, wait()).await.is_err());
+        let before = sim
+            .state()
+            .count_requests("GET", &format!("{}/log", upid.as_str()));
+        let chunk = c.read_task_log(&upid, 0).await.unwrap();
+        let requests = sim
+            .state()
+            .count_requests("GET", &format!("{}/log", upid.as_str()))
+            - before;
+        let total = chunk.total.unwrap();
+        assert!(total > n as u64, "{total}");
+        assert_eq!(chunk.next, total, "n={n}");
+        assert_eq!(
+            chunk.lines.last().map(String::as_str),
+            Some("TASK ERROR: long")
+        );
+        if whole {
+            assert_eq!(chunk.lines.len() as u64, total);
+            assert_eq!(chunk.skipped, 0);
+            assert_eq!(requests as u64, total.div_ceil(500), "n={n}");
+        } else {
+            assert_eq!(chunk.lines.len(), 10_000 + 500, "n={n}");
+            assert_eq!(chunk.skipped, total - 10_500, "n={n}");
+            assert_eq!(
+                chunk.lines[9_999],
+                format!("line {}", 10_000 - (total as usize - n - 1))
+            );
+            assert_eq!(requests, 21, "20 pages, then the last one");
+        }
+    }
+}

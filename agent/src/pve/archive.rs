@@ -398,4 +398,29 @@ mod tests {
         assert_eq!(archive_vmid("local:vztmpl/debian.tar.zst"), None);
         assert_eq!(archive_vmid("nfs:backup/vzdump-lxc--x.tar"), None);
     }
+
+    #[test]
+    fn a_log_line_naming_no_plausible_archive_is_ignored() {
+        let long = format!("vzdump-lxc-101-{}.tar", "x".repeat(MAX_TARGET_LEN));
+        for bad in [
+            // Longer than any vzdump target.
+            format!("INFO: creating vzdump archive '/var/lib/vz/dump/{long}'"),
+            // A control character or a quote inside the name.
+            "INFO: creating vzdump archive '/d/vzdump-lxc-101-a\u{7}b.tar'".to_string(),
+            "INFO: creating vzdump archive '/d/vzdump-lxc-101-a'b.tar'".to_string(),
+            // A PBS snapshot that is not `ct/<vmid>/<time>`.
+            "INFO: creating Proxmox Backup Server archive 'ct/101/'".to_string(),
+            "INFO: creating Proxmox Backup Server archive 'ct/101/a/b'".to_string(),
+        ] {
+            assert_eq!(archive_from_log(&lines(&[&bad]), vmid(101)), None, "{bad}");
+        }
+        // At the bound it is taken.
+        let at = format!("vzdump-lxc-101-{}.tar", "x".repeat(MAX_TARGET_LEN - 22));
+        let line = format!("INFO: creating vzdump archive '/d/{at}'");
+        assert_eq!(line.len() - line.find("'/").unwrap() - 2, MAX_TARGET_LEN);
+        assert_eq!(
+            archive_from_log(&lines(&[&line]), vmid(101)),
+            Some(LoggedArchive::File(at))
+        );
+    }
 }
