@@ -152,9 +152,11 @@ impl Secret {
         let euid = if is_credential(path, credentials_dir) {
             None
         } else {
-            Some(effective_uid().map_err(|source| SecretError::Read {
+            Some(effective_uid().map_err(|e| SecretError::Read {
                 path: path.display().to_string(),
-                source,
+                source: std::io::Error::other(format!(
+                    "cannot tell the agent's user from /proc/self/status: {e}"
+                )),
             })?)
         };
         Secret::read_checked(path, euid)

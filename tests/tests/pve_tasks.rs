@@ -462,7 +462,25 @@ async fn a_task_still_unknown_after_the_grace_ends_the_wait_long_before_the_time
 #[tokio::test]
 async fn a_long_task_log_is_read_in_pages_and_bounded() {
     let (sim, c) = sim_with(Duration::from_millis(50)).await;
-    for (n, whole) in [(1_234usize, true), (12_000, false)] {
+    // The task's own lines before the scripted ones, and the final `TASK ERROR:` line.
+    let own = {
+        sim.state()
+            .set_next_task_outcome(TaskOutcome::ErrorWithLog {
+                lines: Vec::new(),
+                message: "long".into(),
+            });
+        let upid = c.start(vmid(101)).await.unwrap();
+        assert!(c.wait_task(&upid, wait()).await.is_err());
+        c.read_task_log(&upid, 0).await.unwrap().total.unwrap() as usize
+    };
+    // Totals of 1,000 and 10,200 lines: a last page that ends exactly at the total, and a
+    // rest after 10,000 lines shorter than a page (read, not skipped).
+    for (n, whole) in [
+        (1_234usize, true),
+        (1_000 - own, true),
+        (10_200 - own, true),
+        (12_000, false),
+    ] {
         sim.state()
             .set_next_task_outcome(TaskOutcome::ErrorWithLog {
                 lines: (1..=n).map(|i| format!("line {i}")).collect(),
@@ -488,7 +506,7 @@ async fn a_long_task_log_is_read_in_pages_and_bounded() {
         if whole {
             assert_eq!(chunk.lines.len() as u64, total);
             assert_eq!(chunk.skipped, 0);
-            assert_eq!(requests as u64, total.div_ceil(500), "n={n}");
+            assert_eq!(requests as u64, total.div_ceil(500), "n={n} total={total}");
         } else {
             assert_eq!(chunk.lines.len(), 10_000 + 500, "n={n}");
             assert_eq!(chunk.skipped, total - 10_500, "n={n}");

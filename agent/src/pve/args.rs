@@ -715,4 +715,12 @@ mod tests {
         );
         assert!(ConfigChange::new().is_empty());
     }
+
+    #[test]
+    fn names_and_volume_ids_give_back_their_text() {
+        let s = SnapshotName::new("before-upgrade").unwrap();
+        assert_eq!(String::from(s), "before-upgrade");
+        let v = VolumeId::new("local:backup/vzdump-lxc-101-x.tar.zst").unwrap();
+        assert_eq!(v.as_str(), "local:backup/vzdump-lxc-101-x.tar.zst");
+    }
 }

@@ -222,9 +222,11 @@ impl PveClient {
                 return Ok(chunk);
             }
             if read >= MAX_LOG_LINES {
-                if let Some(t) = total.filter(|t| *t > f.next + LOG_PAGE) {
-                    chunk.skipped = t - LOG_PAGE - f.next;
-                    f.next = t - LOG_PAGE;
+                if let Some(t) = total.filter(|t| *t > f.next) {
+                    // The last page, or all that is left when that is less.
+                    let from = t.saturating_sub(LOG_PAGE).max(f.next);
+                    chunk.skipped = from - f.next;
+                    f.next = from;
                     let page = self.task_log(upid, f.next, LOG_PAGE).await?;
                     let asked = f.next;
                     chunk.total = page.total;
