@@ -37,8 +37,8 @@ fi
 HELPER_FILES=(helper/src/listener.rs helper/src/server.rs helper/src/exec.rs helper/src/config.rs
   'helper/src/ops/*.rs')
 AGENT_FILES=(agent/src/pve/error.rs agent/src/pve/tasks.rs agent/src/pve/tls.rs
-  agent/src/pve/http.rs agent/src/pve/args.rs agent/src/secret.rs agent/src/config.rs
-  agent/src/cli/setconfig.rs)
+  agent/src/pve/http.rs agent/src/pve/args.rs agent/src/pve/archive.rs agent/src/secret.rs
+  agent/src/config.rs agent/src/cli/setconfig.rs)
 PROTOCOL_FILES=('protocol/src/*.rs')
 
 HELPER_TESTS=(--lib --test=helper_security --test=helper_ops --test=helper_safety

@@ -8,7 +8,7 @@
 //! | `api_url` | `FELHOM_API_URL` | `https://127.0.0.1:8006` (the client appends `/api2/json`); without a port, 8006 (pveproxy's port, not 443) |
 //! | `node` | `FELHOM_NODE` | PVE node name |
 //! | `token_id` | `FELHOM_TOKEN_ID` | `USER@REALM!TOKENID` |
-//! | `token_secret_file` | `FELHOM_TOKEN_SECRET_FILE` | file holding the secret; default `$CREDENTIALS_DIRECTORY/pve-token` |
+//! | `token_secret_file` | `FELHOM_TOKEN_SECRET_FILE` | file holding the secret; default `$CREDENTIALS_DIRECTORY/pve-token`; outside `$CREDENTIALS_DIRECTORY` it must be owned by the agent's user with no group/other permissions (mode 0600), else refused |
 //! | `tls_fingerprint` | `FELHOM_TLS_FINGERPRINT` | SHA-256 leaf pin, colon hex |
 //! | `tls_ca_file` | `FELHOM_TLS_CA_FILE` | PEM CA file |
 //! | `tls_insecure` | `FELHOM_TLS_INSECURE` | `true` only when explicitly wanted |
@@ -141,6 +141,10 @@ pub struct AgentConfig {
     pub token_id: TokenId,
     /// Where the secret is read from (explicit file or systemd credential).
     pub token_secret_file: PathBuf,
+    /// `$CREDENTIALS_DIRECTORY` when the configuration was loaded: a secret file under it
+    /// is a systemd credential, exempt from the owner and mode check of
+    /// [`Secret::from_file_in`].
+    pub credentials_directory: Option<PathBuf>,
     /// Certificate verification.
     pub tls: TlsMode,
     /// The name the certificate chain is verified for, instead of `api_url`'s host.
@@ -168,6 +172,7 @@ impl fmt::Debug for AgentConfig {
             .field("node", &self.node)
             .field("token_id", &self.token_id)
             .field("token_secret_file", &self.token_secret_file)
+            .field("credentials_directory", &self.credentials_directory)
             .field("token_secret", &crate::secret::REDACTED)
             .field("tls", &self.tls)
             .field("tls_server_name", &self.tls_server_name)
@@ -416,10 +421,13 @@ impl AgentConfig {
         let token_id = l
             .parsed("token_id", TokenId::new)?
             .ok_or(ConfigError::Missing { key: "token_id" })?;
+        let credentials_directory = env("CREDENTIALS_DIRECTORY")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
         let token_secret_file = match l.parsed("token_secret_file", abs_path)? {
             Some(p) => p,
-            None => match env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
-                Some(dir) => Path::new(&dir).join(CREDENTIAL_NAME),
+            None => match &credentials_directory {
+                Some(dir) => dir.join(CREDENTIAL_NAME),
                 None => return Err(ConfigError::NoSecret),
             },
         };
@@ -480,6 +488,7 @@ impl AgentConfig {
             node,
             token_id,
             token_secret_file,
+            credentials_directory,
             tls,
             tls_server_name,
             tls_expiry_warn_days: l
@@ -504,7 +513,10 @@ impl AgentConfig {
 
     /// Reads the token secret and produces the client settings.
     pub fn api_settings(&self) -> Result<ApiSettings, ConfigError> {
-        let token_secret = Secret::from_file(&self.token_secret_file)?;
+        let token_secret = Secret::from_file_in(
+            &self.token_secret_file,
+            self.credentials_directory.as_deref(),
+        )?;
         Ok(ApiSettings {
             api_url: self.api_url.clone(),
             node: self.node.clone(),

@@ -637,7 +637,7 @@ impl HelperHarness {
         }
     }
 
-    /// Makes a fake tool (mount) sleep `secs` seconds before doing its work; `None` turns it
+    /// Makes a fake tool (mount, pct) sleep `secs` seconds before doing its work; `None` turns it
     /// off.
     pub fn set_delay(&self, tool: &str, secs: Option<u32>) {
         let p = self.dir().join("state").join(format!("delay-{tool}"));

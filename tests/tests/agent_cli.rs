@@ -376,6 +376,61 @@ async fn usage_and_config_errors_exit_2() {
     assert!(env.helper.calls().is_empty());
 }
 
+/// A token file others could read (or another user owns) is refused like an OpenSSH key:
+/// exit 2, naming the file and the fix, before any request; a systemd credential (a file
+/// under `$CREDENTIALS_DIRECTORY`) is exempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_open_to_others_is_refused_with_exit_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = env().await;
+    let token = env._dir.path().join("pve-token");
+    let chmod = |mode: u32| {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    assert_eq!(agent(&env, &["guests"]).await.code, 0);
+    let before = env.sim.state().requests().len();
+    for mode in [0o640, 0o604, 0o660] {
+        chmod(mode);
+        let r = agent(&env, &["guests"]).await;
+        assert_eq!(r.code, 2, "mode {mode:o}: {}\n{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains(&token.display().to_string()),
+            "{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr
+                .contains(&format!("chmod 0600 {}", token.display())),
+            "{}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains(env.sim.token_secret()), "{}", r.stderr);
+    }
+    assert_eq!(
+        env.sim.state().requests().len(),
+        before,
+        "no request with a refused secret"
+    );
+    // The same file as a systemd credential: systemd owns and protects it.
+    let out = tokio::process::Command::new(bins::agent())
+        .arg("--config")
+        .arg(&env.config)
+        .arg("guests")
+        .env("CREDENTIALS_DIRECTORY", env._dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    chmod(0o600);
+    assert_eq!(agent(&env, &["guests"]).await.code, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxmox_commands_go_through_the_api() {
     let env = env().await;

@@ -58,6 +58,12 @@ async fn set_config_says_what_is_applied_and_what_is_pending() {
         "{}",
         r.stdout
     );
+    // Nothing was applied at once, so the human output has no such line.
+    assert!(!r.stdout.contains("applied now"), "{}", r.stdout);
+    let r = agent(&env, &["set-config", "100", "cores=2"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("applied now: cores=2\n"), "{}", r.stdout);
+    assert!(!r.stdout.contains("pending until"), "{}", r.stdout);
 
     // A restart applies them.
     assert_eq!(agent(&env, &["stop", "100"]).await.code, 0);
@@ -90,6 +96,68 @@ async fn set_config_says_what_is_applied_and_what_is_pending() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["pending_known"], false);
     assert!(r.json()["applied"].is_null());
+}
+
+/// `set-config` sends the digest it read: a change made by someone else between the agent's
+/// read and its PUT makes Proxmox refuse the PUT, and the agent says so, naming the digest;
+/// the other change stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_changed_between_read_and_write_is_not_overwritten() {
+    let env = env().await;
+    let state = env.sim.state();
+    // The PUT waits a moment in the simulator before it is executed; meanwhile another
+    // user changes the config.
+    state.inject(Fault {
+        method: Some("PUT".into()),
+        path_contains: "/lxc/101/config".into(),
+        kind: FaultKind::Stall(Duration::from_millis(800)),
+        times: 1,
+    });
+    let other_user = async {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while state.count_requests("PUT", "/lxc/101/config") == 0 {
+            assert!(std::time::Instant::now() < until, "the agent sent no PUT");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(state.set_config_value(101, "memory", Some(json!(3072))));
+    };
+    let (r, ()) = tokio::join!(
+        agent(&env, &["set-config", "101", "memory=1024"]),
+        other_user
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("detected modified configuration"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("configuration changed after felhom-agent read it (digest "),
+        "{}",
+        r.stderr
+    );
+    let put = state
+        .requests()
+        .into_iter()
+        .find(|q| q.method == "PUT" && q.path.ends_with("/lxc/101/config"))
+        .unwrap();
+    let sent = put
+        .body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("digest="))
+        .expect("the PUT carries the digest");
+    assert!(
+        r.stderr.contains(&format!("(digest {sent})")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(state.container_config(101).unwrap()["memory"], 3072);
+
+    // Unchanged meanwhile: the same command goes through.
+    let r = agent(&env, &["set-config", "101", "memory=1024"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(state.container_config(101).unwrap()["memory"], 1024);
 }
 
 /// An HA-managed guest: the `hastart`/`hastop` task ends once the request is queued; the

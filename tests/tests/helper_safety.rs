@@ -387,6 +387,64 @@ async fn sigterm_lets_an_operation_finish_its_grace_then_ends_its_tree_and_audit
     );
 }
 
+/// A request that waits for the operation lock when SIGTERM arrives is refused as
+/// `Unavailable` once the running operation ends (within the shutdown grace), and its tool
+/// never runs: nothing new starts that the shutdown would cut off half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_behind_a_running_operation_at_sigterm_never_starts() {
+    let mut h = HelperHarness::start(HelperHarnessOptions {
+        shutdown_grace_secs: 20,
+        ..Default::default()
+    })
+    .unwrap();
+    // The running operation's pct takes 3 s, well within the 20 s grace.
+    h.set_delay("pct", Some(3));
+    let first_client = h.client().await.unwrap();
+    let first = tokio::spawn(async move {
+        first_client
+            .golden_image_create(ctx(60), golden(9300))
+            .await
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    while !h.tool_calls().iter().any(|c| c.iter().any(|a| a == "9300")) {
+        assert!(Instant::now() < until, "the first pct never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another connection's request queues behind it for the operation lock.
+    let second_client = h.client().await.unwrap();
+    let second = tokio::spawn(async move {
+        second_client
+            .golden_image_create(ctx(60), golden(9301))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.terminate();
+    let status = h.wait_exit(Duration::from_secs(30)).expect("helper exited");
+    assert!(status.success(), "{status}");
+    // The running operation finished normally within the grace.
+    let done = first.await.unwrap();
+    assert!(matches!(&done, Ok(Ok(_))), "{done:?}");
+    // The queued one was refused (its reply may be lost when the helper exits right after).
+    let refused = second.await.unwrap();
+    if let Ok(r) = &refused {
+        assert!(
+            matches!(r, Err(HelperError::Unavailable { .. })),
+            "{refused:?}"
+        );
+    }
+    assert!(
+        !h.tool_calls().iter().any(|c| c.iter().any(|a| a == "9301")),
+        "the queued request ran its tool: {:?}",
+        h.tool_calls()
+    );
+    let log = h.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("9301") && l.contains("the helper is stopping")),
+        "{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_hellos_and_refusals_cannot_push_out_an_audit_record() {
     let h = start(MountBackendChoice::Direct);

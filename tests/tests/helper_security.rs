@@ -515,6 +515,20 @@ async fn a_client_deadline_shortens_the_cap_and_leaves_no_process() {
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(pct_calls(&h), before, "pct must not be started");
 
+    // Just past the margin (TERM grace 2 s + pipe drain 2 s + 0.5 s for the reply = 4.5 s)
+    // but short of it plus the 1 s a tool gets at least: refused the same way, without
+    // starting pct, although the deadline minus the margin is still in the future.
+    for ms in [4_800, 5_200] {
+        let mut short = context::current();
+        short.deadline = Instant::now() + Duration::from_millis(ms);
+        let res = client.golden_image_create(short, golden_req(9001)).await;
+        assert!(
+            matches!(&res, Ok(Err(HelperError::TimedOut { after_secs: 0, .. }))),
+            "{ms} ms: {res:?}"
+        );
+        assert_eq!(pct_calls(&h), before, "{ms} ms: pct must not be started");
+    }
+
     // A cancelled request (the client drops the call) does not abort the operation half-way:
     // it runs on to its own deadline (the 7 s cap), then leaves nothing either.
     std::fs::remove_file(h.dir().join("state/hang-pids")).unwrap();

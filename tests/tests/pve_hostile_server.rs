@@ -247,6 +247,8 @@ async fn the_cli_prints_a_hostile_reason_phrase_bounded_and_clean() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "0b4cf2e1-aaaa-bbbb-cccc-123456789abc").unwrap();
+    // Private to this user, as the agent requires of a token file.
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let config = dir.path().join("agent.json");
     std::fs::write(
         &config,

@@ -393,3 +393,128 @@ async fn shutdown_sends_timeout_and_force_stop() {
         .unwrap();
     assert_eq!(last.body, "timeout=60");
 }
+
+/// A stopped task whose status carries no exit status (a broken node) is a failure, never
+/// taken for success: `wait_task` exists to tell the two apart.
+#[tokio::test]
+async fn a_stopped_task_without_an_exit_status_is_a_failure() {
+    let (sim, c) = sim_with(Duration::from_millis(100)).await;
+    for follow in [false, true] {
+        sim.state().set_next_task_outcome(TaskOutcome::NoExitStatus);
+        let upid = backup(&c, 100).await;
+        let res = if follow {
+            c.wait_task_with(&upid, wait(), &mut Recorder::default())
+                .await
+        } else {
+            c.wait_task(&upid, wait()).await
+        };
+        // The simulator really sent a stopped status without `exitstatus`.
+        let st = c.task_status(&upid).await.unwrap();
+        assert_eq!(st.status, felhom_agent::pve::TaskState::Stopped);
+        assert_eq!(st.exitstatus, None, "{st:?}");
+        let err = res.unwrap_err();
+        let PveError::Task(f) = &err else {
+            panic!("follow={follow}: {err:?}")
+        };
+        assert_eq!(f.exitstatus, "unexpected status", "follow={follow}");
+        assert!(err.to_string().contains("unexpected status"), "{err}");
+        // Nothing was written: the backup's effect was not applied.
+        assert!(
+            sim.state().backups("local", 100).is_empty(),
+            "{:?}",
+            sim.state().backups("local", 100)
+        );
+    }
+}
+
+/// A task the node does not know (400 `no such task`) is tolerated only for the grace
+/// after dispatch; then the wait ends with that error, long before its overall timeout.
+#[tokio::test]
+async fn a_task_still_unknown_after_the_grace_ends_the_wait_long_before_the_timeout() {
+    let (sim, c) = sim_with(Duration::from_millis(100)).await;
+    let ghost: Upid = "UPID:pve:00001234:00ABCDEF:65000000:vzstart:101:felhom@pve!agent:"
+        .parse()
+        .unwrap();
+    let timeout = Duration::from_secs(20);
+    let opts = WaitOptions {
+        not_found_grace: Duration::from_millis(500),
+        ..WaitOptions::with_timeout(timeout)
+    };
+    let t0 = std::time::Instant::now();
+    let err = c.wait_task(&ghost, opts).await.unwrap_err();
+    let took = t0.elapsed();
+    assert!(err.is_no_such_task(), "{err:?}");
+    // Polled through the grace (several polls), then gave up at its end, not at the timeout.
+    assert!(
+        sim.state()
+            .count_requests("GET", &format!("{}/status", ghost.as_str()))
+            >= 2
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < timeout / 2,
+        "{took:?}"
+    );
+}
+
+/// A long log is read in pages of 500 lines, at most 10,000 lines from where the read
+/// starts; then the middle is skipped and the last 500 lines (with the final `TASK` line) are
+/// read. A shorter one is read whole, page by page.
+#[tokio::test]
+async fn a_long_task_log_is_read_in_pages_and_bounded() {
+    let (sim, c) = sim_with(Duration::from_millis(50)).await;
+    // The task's own lines before the scripted ones, and the final `TASK ERROR:` line.
+    let own = {
+        sim.state()
+            .set_next_task_outcome(TaskOutcome::ErrorWithLog {
+                lines: Vec::new(),
+                message: "long".into(),
+            });
+        let upid = c.start(vmid(101)).await.unwrap();
+        assert!(c.wait_task(&upid, wait()).await.is_err());
+        c.read_task_log(&upid, 0).await.unwrap().total.unwrap() as usize
+    };
+    // Totals of 1,000 and 10,200 lines: a last page that ends exactly at the total, and a
+    // rest after 10,000 lines shorter than a page (read, not skipped).
+    for (n, whole) in [
+        (1_234usize, true),
+        (1_000 - own, true),
+        (10_200 - own, true),
+        (12_000, false),
+    ] {
+        sim.state()
+            .set_next_task_outcome(TaskOutcome::ErrorWithLog {
+                lines: (1..=n).map(|i| format!("line {i}")).collect(),
+                message: "long".into(),
+            });
+        let upid = c.start(vmid(101)).await.unwrap();
+        assert!(c.wait_task(&upid, wait()).await.is_err());
+        let before = sim
+            .state()
+            .count_requests("GET", &format!("{}/log", upid.as_str()));
+        let chunk = c.read_task_log(&upid, 0).await.unwrap();
+        let requests = sim
+            .state()
+            .count_requests("GET", &format!("{}/log", upid.as_str()))
+            - before;
+        let total = chunk.total.unwrap();
+        assert!(total > n as u64, "{total}");
+        assert_eq!(chunk.next, total, "n={n}");
+        assert_eq!(
+            chunk.lines.last().map(String::as_str),
+            Some("TASK ERROR: long")
+        );
+        if whole {
+            assert_eq!(chunk.lines.len() as u64, total);
+            assert_eq!(chunk.skipped, 0);
+            assert_eq!(requests as u64, total.div_ceil(500), "n={n} total={total}");
+        } else {
+            assert_eq!(chunk.lines.len(), 10_000 + 500, "n={n}");
+            assert_eq!(chunk.skipped, total - 10_500, "n={n}");
+            assert_eq!(
+                chunk.lines[9_999],
+                format!("line {}", 10_000 - (total as usize - n - 1))
+            );
+            assert_eq!(requests, 21, "20 pages, then the last one");
+        }
+    }
+}

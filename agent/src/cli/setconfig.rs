@@ -7,7 +7,23 @@ use serde_json::json;
 use super::CliError;
 use super::output::Outcome;
 use crate::pve::pending::split_applied;
-use crate::pve::{ConfigChange, ConfigKey, PveClient};
+use crate::pve::{ConfigChange, ConfigKey, PveClient, PveError};
+
+/// Proxmox's refusal of a `PUT …/config` whose `digest` no longer matches the config
+/// (pve-guest-common `PVE::AbstractConfig::assert_if_modified`).
+const MODIFIED_MARKER: &str = "detected modified configuration";
+
+/// Says what the digest refusal means: the config changed between the agent's read and
+/// its write, and nothing was changed.
+fn explain_modified(e: PveError, vmid: Vmid, digest: &str) -> CliError {
+    let text = e.to_string();
+    if !text.contains(MODIFIED_MARKER) {
+        return e.into();
+    }
+    CliError::Failed(format!(
+        "{text}\nCT {vmid}'s configuration changed after felhom-agent read it (digest {digest}), so Proxmox refused the change and nothing was written; look at the configuration as it is now, then run set-config again."
+    ))
+}
 
 /// Changes allowed keys (digest-guarded), then reads `…/pending` to report the changes that
 /// are applied and those that wait for a restart. When `pending` cannot be read, the output
@@ -33,7 +49,9 @@ pub(super) async fn set_config(
             .set(k, v)
             .map_err(|e| CliError::Usage(e.to_string()))?;
     }
-    pve.set_config(vmid, &change).await?;
+    pve.set_config(vmid, &change)
+        .await
+        .map_err(|e| explain_modified(e, vmid, &current.digest))?;
     let with_value = |names: &[&str]| -> Vec<String> {
         keys.iter()
             .zip(&shown)

@@ -325,6 +325,66 @@ mod tests {
     }
 
     #[test]
+    fn without_a_log_line_the_newest_fresh_archive_is_taken() {
+        let st: StorageId = "local".parse().unwrap();
+        let older = entry("local:backup/vzdump-lxc-101-a.tar.zst", 101, 250, "lxc");
+        let newer = entry("local:backup/vzdump-lxc-101-b.tar.zst", 101, 300, "lxc");
+        let stale = entry("local:backup/vzdump-lxc-101-c.tar.zst", 101, 100, "lxc");
+        // Both were created since the task started; the listing's order does not matter.
+        for listing in [
+            vec![older.clone(), newer.clone(), stale.clone()],
+            vec![newer.clone(), stale.clone(), older.clone()],
+        ] {
+            let found = choose_archive(None, &listing, &st, vmid(101), 200).unwrap();
+            assert_eq!(found.volid, newer.volid, "{listing:?}");
+            assert_eq!(found.ctime, 300);
+            assert_eq!(found.source, ArchiveSource::Listing);
+        }
+        // Nothing fresh: the newest of the old ones is the one named as older.
+        let older_still = entry("local:backup/vzdump-lxc-101-d.tar.zst", 101, 50, "lxc");
+        let err =
+            choose_archive(None, &[older_still, stale.clone()], &st, vmid(101), 200).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveProblem::NothingNew { older: Some(o), .. } if o == &stale.volid),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn another_guests_archive_is_never_reported() {
+        let st: StorageId = "local".parse().unwrap();
+        // The log names CT 101's file, but the storage lists that volume as CT 102's.
+        let logged = LoggedArchive::File("vzdump-lxc-101-new.tar.zst".into());
+        let theirs = entry("local:backup/vzdump-lxc-101-new.tar.zst", 102, 250, "lxc");
+        let err = choose_archive(Some(&logged), &[theirs], &st, vmid(101), 200).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveProblem::LoggedMismatch { why, .. } if why == "as a backup of CT 102"),
+            "{err:?}"
+        );
+        // No log line: newer fresh archives of another guest, or of no guest, are passed
+        // over for this guest's own.
+        let other = entry("local:backup/vzdump-lxc-102-x.tar.zst", 102, 400, "lxc");
+        let mut ownerless = entry("local:backup/vzdump-lxc-101-y.tar.zst", 101, 500, "lxc");
+        ownerless.vmid = None;
+        let mine = entry("local:backup/vzdump-lxc-101-z.tar.zst", 101, 250, "lxc");
+        let found = choose_archive(
+            None,
+            &[other.clone(), ownerless.clone(), mine.clone()],
+            &st,
+            vmid(101),
+            200,
+        )
+        .unwrap();
+        assert_eq!(found.volid, mine.volid);
+        // Only others' archives: nothing is found, and none is named as this guest's.
+        let err = choose_archive(None, &[other, ownerless], &st, vmid(101), 200).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveProblem::NothingNew { older: None, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn archive_vmid_reads_both_forms() {
         assert_eq!(
             archive_vmid("local:backup/vzdump-lxc-101-2024_01_31-12_00_00.tar.zst"),
@@ -337,5 +397,30 @@ mod tests {
         assert_eq!(archive_vmid("local:backup/vzdump-qemu-101-x.vma"), None);
         assert_eq!(archive_vmid("local:vztmpl/debian.tar.zst"), None);
         assert_eq!(archive_vmid("nfs:backup/vzdump-lxc--x.tar"), None);
+    }
+
+    #[test]
+    fn a_log_line_naming_no_plausible_archive_is_ignored() {
+        let long = format!("vzdump-lxc-101-{}.tar", "x".repeat(MAX_TARGET_LEN));
+        for bad in [
+            // Longer than any vzdump target.
+            format!("INFO: creating vzdump archive '/var/lib/vz/dump/{long}'"),
+            // A control character or a quote inside the name.
+            "INFO: creating vzdump archive '/d/vzdump-lxc-101-a\u{7}b.tar'".to_string(),
+            "INFO: creating vzdump archive '/d/vzdump-lxc-101-a'b.tar'".to_string(),
+            // A PBS snapshot that is not `ct/<vmid>/<time>`.
+            "INFO: creating Proxmox Backup Server archive 'ct/101/'".to_string(),
+            "INFO: creating Proxmox Backup Server archive 'ct/101/a/b'".to_string(),
+        ] {
+            assert_eq!(archive_from_log(&lines(&[&bad]), vmid(101)), None, "{bad}");
+        }
+        // At the bound it is taken.
+        let at = format!("vzdump-lxc-101-{}.tar", "x".repeat(MAX_TARGET_LEN - 22));
+        let line = format!("INFO: creating vzdump archive '/d/{at}'");
+        assert_eq!(line.len() - line.find("'/").unwrap() - 2, MAX_TARGET_LEN);
+        assert_eq!(
+            archive_from_log(&lines(&[&line]), vmid(101)),
+            Some(LoggedArchive::File(at))
+        );
     }
 }

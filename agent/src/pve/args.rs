@@ -578,6 +578,27 @@ mod tests {
     }
 
     #[test]
+    fn config_values_are_bounded_at_4096_bytes() {
+        for key in [ConfigKey::Description, ConfigKey::Tags, ConfigKey::Mp(0)] {
+            let at = "x".repeat(4096);
+            assert!(key.check_value(&at).is_ok(), "{key}");
+            assert!(ConfigChange::new().set(key, at).is_ok(), "{key}");
+            let over = "x".repeat(4097);
+            let err = key.check_value(&over).unwrap_err();
+            assert!(err.to_string().contains("too long"), "{key}: {err}");
+            assert!(ConfigChange::new().set(key, over).is_err(), "{key}");
+        }
+        // Bytes, not characters: 2,048 two-byte characters fit, one more byte does not.
+        let wide = "é".repeat(2048);
+        assert!(ConfigKey::Description.check_value(&wide).is_ok());
+        assert!(
+            ConfigKey::Description
+                .check_value(&format!("{wide}x"))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn config_change_form() {
         let c = ConfigChange::new()
             .set(ConfigKey::Memory, "1024")
@@ -609,5 +630,97 @@ mod tests {
         ] {
             assert!(VolumeId::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn numeric_config_values_are_exact_at_their_bounds() {
+        let ok = |k: ConfigKey, v: &str| assert!(k.check_value(v).is_ok(), "{k}={v} refused");
+        let bad = |k: ConfigKey, v: &str| assert!(k.check_value(v).is_err(), "{k}={v} accepted");
+        ok(ConfigKey::Cores, "1");
+        ok(ConfigKey::Cores, "8192");
+        bad(ConfigKey::Cores, "0");
+        bad(ConfigKey::Cores, "8193");
+        bad(ConfigKey::Cores, "two");
+        for k in [ConfigKey::Memory, ConfigKey::Swap] {
+            ok(k, "0");
+            ok(k, &(1u64 << 40).to_string());
+            bad(k, &((1u64 << 40) + 1).to_string());
+            bad(k, "-1");
+        }
+        ok(ConfigKey::Cpuunits, "500000");
+        bad(ConfigKey::Cpuunits, "500001");
+        ok(ConfigKey::Cpulimit, "0");
+        ok(ConfigKey::Cpulimit, "1.5");
+        ok(ConfigKey::Cpulimit, "8192");
+        bad(ConfigKey::Cpulimit, "8192.5");
+        bad(ConfigKey::Cpulimit, "-0.5");
+        bad(ConfigKey::Cpulimit, "lots");
+        for k in [ConfigKey::Onboot, ConfigKey::Protection] {
+            ok(k, "0");
+            ok(k, "1");
+            bad(k, "2");
+            bad(k, "true");
+        }
+        // Keys without a value rule take any single-line value within the bound.
+        ok(ConfigKey::Startup, "order=1,up=30");
+        ok(ConfigKey::Net(0), "name=eth0,bridge=vmbr0,ip=dhcp");
+    }
+
+    #[test]
+    fn every_config_key_parses_from_its_own_name() {
+        let keys = [
+            ConfigKey::Cores,
+            ConfigKey::Cpulimit,
+            ConfigKey::Cpuunits,
+            ConfigKey::Memory,
+            ConfigKey::Swap,
+            ConfigKey::Hostname,
+            ConfigKey::Description,
+            ConfigKey::Onboot,
+            ConfigKey::Startup,
+            ConfigKey::Nameserver,
+            ConfigKey::Searchdomain,
+            ConfigKey::Net(0),
+            ConfigKey::Net(31),
+            ConfigKey::Mp(0),
+            ConfigKey::Mp(255),
+            ConfigKey::Tags,
+            ConfigKey::Protection,
+        ];
+        for k in keys {
+            assert_eq!(k.name().parse::<ConfigKey>().unwrap(), k);
+            assert_eq!(k.to_string(), k.name());
+        }
+        assert_eq!(ConfigKey::Net(3).to_string(), "net3");
+        // Only the first, key-less option of a mount point is its volume.
+        assert!(
+            ConfigKey::Mp(0)
+                .check_value("local-lvm:8,mp=/data,/elsewhere")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_digest_is_one_to_64_hex_digits_and_a_delete_alone_is_a_change() {
+        let hex64 = "a".repeat(64);
+        assert!(ConfigChange::new().digest(&hex64).is_ok());
+        assert!(ConfigChange::new().digest(&"a".repeat(65)).is_err());
+        assert!(ConfigChange::new().digest("").is_err());
+        assert!(ConfigChange::new().digest("5911baea").is_ok());
+        let only_delete = ConfigChange::new().delete(ConfigKey::Net(1));
+        assert!(!only_delete.is_empty());
+        assert_eq!(
+            only_delete.form().unwrap(),
+            [("delete".to_string(), "net1".to_string())]
+        );
+        assert!(ConfigChange::new().is_empty());
+    }
+
+    #[test]
+    fn names_and_volume_ids_give_back_their_text() {
+        let s = SnapshotName::new("before-upgrade").unwrap();
+        assert_eq!(String::from(s), "before-upgrade");
+        let v = VolumeId::new("local:backup/vzdump-lxc-101-x.tar.zst").unwrap();
+        assert_eq!(v.as_str(), "local:backup/vzdump-lxc-101-x.tar.zst");
     }
 }

@@ -222,9 +222,11 @@ impl PveClient {
                 return Ok(chunk);
             }
             if read >= MAX_LOG_LINES {
-                if let Some(t) = total.filter(|t| *t > f.next + LOG_PAGE) {
-                    chunk.skipped = t - LOG_PAGE - f.next;
-                    f.next = t - LOG_PAGE;
+                if let Some(t) = total.filter(|t| *t > f.next) {
+                    // The last page, or all that is left when that is less.
+                    let from = t.saturating_sub(LOG_PAGE).max(f.next);
+                    chunk.skipped = from - f.next;
+                    f.next = from;
                     let page = self.task_log(upid, f.next, LOG_PAGE).await?;
                     let asked = f.next;
                     chunk.total = page.total;
@@ -536,5 +538,58 @@ mod tests {
         assert!(!is_warnings("WARNINGS: x"));
         assert!(!is_warnings("OK"));
         assert!(!is_warnings("job errors"));
+    }
+
+    #[test]
+    fn with_timeout_and_fixed_set_what_they_name() {
+        let d = WaitOptions::default();
+        let t = WaitOptions::with_timeout(Duration::from_millis(400));
+        assert_eq!(t.timeout, Duration::from_millis(400));
+        assert_eq!(
+            WaitOptions {
+                timeout: d.timeout,
+                ..t.clone()
+            },
+            d,
+            "only the timeout differs from the default"
+        );
+        let f = WaitOptions::fixed(Duration::from_millis(250), Duration::from_secs(5));
+        assert_eq!(f.timeout, Duration::from_secs(5));
+        assert_eq!(f.initial_interval, Duration::from_millis(250));
+        assert_eq!(f.max_interval, Duration::from_millis(250));
+        assert_eq!(f.backoff, 1.0);
+        assert_eq!(
+            f.next_interval(Duration::from_millis(250)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(f.not_found_grace, d.not_found_grace);
+        assert_eq!(f.error_grace, d.error_grace);
+    }
+
+    #[test]
+    fn an_unbounded_timeout_means_a_deadline_a_century_away() {
+        let start = Instant::now();
+        let far = deadline_after(start, Duration::MAX);
+        assert!(
+            far >= start + Duration::from_secs(99 * 365 * 24 * 3600),
+            "{:?}",
+            far - start
+        );
+        assert_eq!(
+            deadline_after(start, Duration::from_secs(7)),
+            start + Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn unnumbered_lines_advance_the_follower_by_one_each() {
+        let mut f = Follower {
+            next: 0,
+            digest: LogDigest::new(10),
+        };
+        assert_eq!(f.take(0, page(&[(0, "a"), (0, "b")], None)), ["a", "b"]);
+        assert_eq!(f.next, 2);
+        assert_eq!(f.take(2, page(&[(3, "c"), (0, "d")], None)), ["c", "d"]);
+        assert_eq!(f.next, 4);
     }
 }

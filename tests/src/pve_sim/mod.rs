@@ -125,6 +125,10 @@ pub enum TaskOutcome {
         /// The exit status.
         message: String,
     },
+    /// The task stops, but its status carries no `exitstatus` (a broken or hostile node;
+    /// real PVE always sends one for a stopped task). The log has no `TASK` line, the task
+    /// list shows `unknown`, and there is no effect.
+    NoExitStatus,
 }
 
 /// A fault injected into the next `times` matching requests.

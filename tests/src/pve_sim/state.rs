@@ -616,6 +616,8 @@ impl Inner {
                 log.push(format!("TASK ERROR: {single}"));
                 single
             }
+            // No effect, no final line; the status omits `exitstatus` (api/tasks.rs).
+            TaskOutcome::NoExitStatus => "unknown".to_string(),
         };
         self.tasks[i].finished = Some((log, exit));
     }

@@ -70,7 +70,9 @@ pub(super) fn task_status(inner: &Inner, node: &str, upid: &str) -> ApiResult {
     match &t.finished {
         Some((_, exit)) => {
             m.insert("status".into(), json!("stopped"));
-            m.insert("exitstatus".into(), json!(exit));
+            if t.outcome != crate::pve_sim::TaskOutcome::NoExitStatus {
+                m.insert("exitstatus".into(), json!(exit));
+            }
         }
         None => {
             m.insert("status".into(), json!("running"));
