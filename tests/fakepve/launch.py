@@ -61,6 +61,10 @@ async def main(scenario_path, rejections):
                 setattr(guest, key, ct[key])
     for vol in sc.get('volumes', []):
         pve.store_file(vol['storage'], vol['name'], vol['size'], content=vol['content'])
+        # store_file leaves out the owner; PVE's listing has the vmid of a vzdump archive
+        # (pve-storage PVE/Storage/Plugin.pm, list_volumes via parse_volname).
+        if 'vmid' in vol:
+            pve.storages[vol['storage']]['volumes']['{0}/{1}'.format(vol['content'], vol['name'])]['vmid'] = vol['vmid']
     for node in sc.get('offline_nodes', []):
         pve.add_node(node, online=False)
     if sc.get('lose_quorum'):
