@@ -13,11 +13,14 @@ suite can assert there are none. The process runs until it is killed.
 import asyncio
 import hashlib
 import json
+import re
 import sys
 import tempfile
+import time
 
 from fakepve import FakePve
 from fakepve.certs import make_cert
+from fakepve.server import params
 
 REJECTION = 'Parameter verification failed.'
 
@@ -41,7 +44,31 @@ class RecordingPve(FakePve):
                          'errors': body.get('errors')}
                 with open(self.rejections, 'a') as out:
                     out.write(json.dumps(entry) + '\n')
+        if request.method == 'POST' and request.path.endswith('/vzdump') and getattr(response, 'status', 0) == 200:
+            await self._vzdump_archive(request)
         return response
+
+    def _item(self, name, volname, vol):
+        """SHIM: fakepve 0.5.0's storage content listing has no `subtype`; PVE sets it for a
+        backup from its archive name (pve-storage PVE/Storage/Plugin.pm, list_volumes via
+        archive_info: vzdump-lxc-… is lxc, vzdump-qemu-… qemu, vzdump-openvz-… openvz)."""
+        item = super()._item(name, volname, vol)
+        found = re.match(r'^backup/vzdump-(lxc|qemu|openvz)-', volname)
+        if vol.get('content') == 'backup' and found:
+            item.setdefault('subtype', found.group(1))
+        return item
+
+    async def _vzdump_archive(self, request):
+        """SHIM: fakepve 0.5.0's vzdump is a no-op task. Put the archive PVE would have written
+        on the target storage (vzdump-lxc-VMID-YYYY_MM_DD-HH_MM_SS.tar.zst, local time, as
+        PVE/VZDump.pm names it), owned by the guest, so the agent can confirm it."""
+        p = await params(request)
+        storage, vmid = p.get('storage'), p.get('vmid')
+        if storage not in self.storages or not str(vmid or '').isdigit():
+            return
+        name = 'vzdump-lxc-{0}-{1}.tar.zst'.format(vmid, time.strftime('%Y_%m_%d-%H_%M_%S'))
+        self.store_file(storage, name, 2 * 1024 ** 2, content='backup')
+        self.storages[storage]['volumes']['backup/' + name]['vmid'] = int(vmid)
 
 
 async def main(scenario_path, rejections):

@@ -310,6 +310,10 @@ async fn every_cli_command() {
         vec![
             "--json", "restore", &archive, "--vmid", "108", "--storage", "local-lvm", "--unique",
         ],
+        // SHIM (in the launcher): fakepve's vzdump writes no archive; the launcher adds the
+        // one PVE would have written, so the agent's confirmation has something to find.
+        vec!["--json", "backup", "101", "--storage", "local"],
+        vec!["--json", "backup", "101", "--storage", "local", "--mode", "stop", "--prune"],
         vec!["--json", "tasks", "list"],
         vec!["--json", "tasks", "list", "--errors", "--type", "vzdump"],
         vec!["--json", "selftest"],
@@ -320,19 +324,15 @@ async fn every_cli_command() {
         out.push_str(&format!("{args:?} -> {}\n{}\n", r.code, r.stderr));
         // selftest reports the missing helper (none runs here) and exits 1; every other
         // command must succeed.
-        if args.last() != Some(&"selftest") {
+        if args.last() == Some(&"selftest") {
+            eprintln!("SELFTEST {}", r.stdout);
+        } else {
             assert_eq!(r.code, 0, "{args:?}\n{}\n{}", r.stdout, r.stderr);
         }
         if args.first() == Some(&"--json") {
             r.json();
         }
     }
-    // SHIM: vzdump writes no archive, so `backup` cannot find what it made: exit 1 with the
-    // reason, not a decode error.
-    let b = bins::run_agent(&config, &["--json", "backup", "101", "--storage", "local"]).await;
-    out.push_str(&format!("backup -> {}\n{}\n", b.code, b.stderr));
-    assert_ne!(b.code, 2, "{}", b.stderr);
-    assert!(!b.stderr.contains("decod"), "{}", b.stderr);
     // A task log by UPID.
     let list = bins::run_agent(&config, &["--json", "tasks", "list"]).await.json();
     let upid = list
