@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 
+from aiohttp import web
 from fakepve import FakePve
 from fakepve.certs import make_cert
 from fakepve.server import params
@@ -44,8 +45,23 @@ class RecordingPve(FakePve):
                          'errors': body.get('errors')}
                 with open(self.rejections, 'a') as out:
                     out.write(json.dumps(entry) + '\n')
+        if (request.method == 'GET' and re.search(r'/nodes/[^/]+/status$', request.path)
+                and getattr(response, 'status', 0) == 200):
+            response = self._node_status_shim(response)
         if request.method == 'POST' and request.path.endswith('/vzdump') and getattr(response, 'status', 0) == 200:
             await self._vzdump_archive(request)
+        return response
+
+    @staticmethod
+    def _node_status_shim(response):
+        """SHIM: fakepve 0.5.0 synthesises /nodes/{node}/status from the schema, with
+        `loadavg: ["fake"]`; PVE sends the three load averages as strings (pve-manager
+        PVE/API2/Nodes.pm, status: `loadavg => [ map { ... } @loadavg ]`)."""
+        body = json.loads(response.text)
+        data = body.get('data')
+        if isinstance(data, dict) and data.get('loadavg') == ['fake']:
+            data['loadavg'] = ['0.10', '0.20', '0.30']
+            return web.json_response(body)
         return response
 
     def _item(self, name, volname, vol):
