@@ -29,7 +29,10 @@ pub fn python(test: &str) -> Option<PathBuf> {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fakepve-venv/bin/python"),
     };
     let ok = Command::new(&py)
-        .args(["-c", "import fakepve, cryptography, sys; sys.exit(fakepve.__version__ != '0.5.0')"])
+        .args([
+            "-c",
+            "import fakepve, cryptography, sys; sys.exit(fakepve.__version__ != '0.5.0')",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use felhom_agent::pve::{
     ApiSettings, BackupMode, BackupRequest, BackupStarted, ConfigChange, ConfigKey, ContentKind,
-    GuestState, NodeName, PveClient, PveError, RestoreRequest, SnapshotName, StorageId,
-    TaskFilter, TlsMode, TokenId, Upid, VolumeId, WaitOptions,
+    GuestState, NodeName, PveClient, PveError, RestoreRequest, SnapshotName, StorageId, TaskFilter,
+    TlsMode, TokenId, Upid, VolumeId, WaitOptions,
 };
 use felhom_agent::secret::Secret;
 use felhom_protocol::Vmid;
@@ -157,7 +157,9 @@ async fn every_read_decodes() {
     // SHIM: no `subtype` in fakepve's listing; PVE's dir plugin sets it (pve-storage
     // PVE/Storage/Plugin.pm, list_volumes), the agent reads the vmid from the listing.
     assert!(
-        backups.iter().any(|b| b.volid == format!("local:backup/{ARCHIVE}")),
+        backups
+            .iter()
+            .any(|b| b.volid == format!("local:backup/{ARCHIVE}")),
         "{backups:?}"
     );
     c.storage_content(&local, None).await.unwrap();
@@ -168,7 +170,10 @@ async fn every_read_decodes() {
     let upid = c.start(vmid(101)).await.unwrap();
     c.wait_task(&upid, wait()).await.unwrap();
     let tasks = c.tasks(&TaskFilter::default()).await.unwrap();
-    assert!(tasks.iter().any(|t| t.upid == upid.to_string()), "{tasks:?}");
+    assert!(
+        tasks.iter().any(|t| t.upid == upid.to_string()),
+        "{tasks:?}"
+    );
     let log = c.task_log(&upid, 0, 50).await.unwrap();
     eprintln!("task log: {log:?}");
     c.task_status(&upid).await.unwrap();
@@ -240,7 +245,10 @@ async fn every_operation_passes_the_schema() {
     let del = ConfigChange::new().delete(ConfigKey::Description);
     c.set_config(vmid(101), &del).await.unwrap();
     assert_eq!(
-        c.container_config(vmid(101)).await.unwrap().get("description"),
+        c.container_config(vmid(101))
+            .await
+            .unwrap()
+            .get("description"),
         None
     );
 
@@ -305,14 +313,38 @@ async fn every_cli_command() {
         vec!["--json", "start", "100"],
         vec!["--json", "shutdown", "100", "--timeout", "30"],
         vec!["--json", "set-config", "101", "memory=1024", "cores=2"],
-        vec!["--json", "restore", &archive, "--vmid", "107", "--storage", "local-lvm"],
         vec![
-            "--json", "restore", &archive, "--vmid", "108", "--storage", "local-lvm", "--unique",
+            "--json",
+            "restore",
+            &archive,
+            "--vmid",
+            "107",
+            "--storage",
+            "local-lvm",
+        ],
+        vec![
+            "--json",
+            "restore",
+            &archive,
+            "--vmid",
+            "108",
+            "--storage",
+            "local-lvm",
+            "--unique",
         ],
         // SHIM (in the launcher): fakepve's vzdump writes no archive; the launcher adds the
         // one PVE would have written, so the agent's confirmation has something to find.
         vec!["--json", "backup", "101", "--storage", "local"],
-        vec!["--json", "backup", "101", "--storage", "local", "--mode", "stop", "--prune"],
+        vec![
+            "--json",
+            "backup",
+            "101",
+            "--storage",
+            "local",
+            "--mode",
+            "stop",
+            "--prune",
+        ],
         vec!["--json", "tasks", "list"],
         // SHIM: fakepve's task list ignores `errors` and `typefilter` (PVE filters,
         // pve-manager PVE/API2/Tasks.pm node_tasks) and keeps the token in `user` as well
@@ -346,7 +378,9 @@ async fn every_cli_command() {
         }
     }
     // A task log by UPID.
-    let list = bins::run_agent(&config, &["--json", "tasks", "list"]).await.json();
+    let list = bins::run_agent(&config, &["--json", "tasks", "list"])
+        .await
+        .json();
     let upid = list
         .as_array()
         .or_else(|| list["tasks"].as_array())
@@ -418,7 +452,10 @@ async fn fault_offline_node_and_lost_quorum() {
     let sc = with(guests(), json!({"offline_nodes": [NODE]}));
     if let Some(pve) = start("fault_offline_node", sc) {
         let err = client(&pve).containers().await.unwrap_err();
-        assert!(err.to_string().contains("595") || err.to_string().contains("No route"), "{err}");
+        assert!(
+            err.to_string().contains("595") || err.to_string().contains("No route"),
+            "{err}"
+        );
         assert_no_rejections(&pve);
     }
     let sc = with(guests(), json!({"lose_quorum": true}));
@@ -446,10 +483,7 @@ async fn fault_403_and_expired_token() {
     let Some(pve) = start("fault_403_and_expired_token", sc) else {
         return;
     };
-    let err = client(&pve)
-        .container_config(vmid(101))
-        .await
-        .unwrap_err();
+    let err = client(&pve).container_config(vmid(101)).await.unwrap_err();
     assert!(matches!(err, PveError::Forbidden { .. }), "{err:?}");
     let stale = PveClient::new(&settings(&pve, "00000000-0000-0000-0000-000000000000")).unwrap();
     let err = stale.version().await.unwrap_err();
@@ -459,10 +493,7 @@ async fn fault_403_and_expired_token() {
 
 #[tokio::test]
 async fn fault_flaky_network() {
-    let sc = with(
-        guests(),
-        json!({"flaky": {"drop_rate": 0.3, "seed": 21}}),
-    );
+    let sc = with(guests(), json!({"flaky": {"drop_rate": 0.3, "seed": 21}}));
     let Some(pve) = start("fault_flaky_network", sc) else {
         return;
     };
