@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -123,7 +124,11 @@ async def main(scenario_path, rejections):
             pve.grant(user, path, *privs)
     tmp = tempfile.mkdtemp(prefix='fakepve-')
     certfile, keyfile, der = make_cert(tmp, hosts=('127.0.0.1',))
-    await pve.start(certfile, keyfile)
+    try:
+        await pve.start(certfile, keyfile)
+    finally:
+        # The key is loaded; the child is ended with SIGKILL, so nothing may wait for exit.
+        shutil.rmtree(tmp, ignore_errors=True)
     digest = hashlib.sha256(der).hexdigest().upper()
     fingerprint = ':'.join(digest[i:i + 2] for i in range(0, len(digest), 2))
     print(json.dumps({'port': pve.port, 'fingerprint': fingerprint}), flush=True)
