@@ -4,6 +4,7 @@
 pub mod agent_env;
 pub mod bins;
 pub mod fake_helper;
+pub mod fakepve;
 pub mod helper_harness;
 pub mod hostile_server;
 pub mod keepalive_server;
