@@ -457,3 +457,101 @@ pub fn extend(e: HelperError, note: &str) -> HelperError {
         other @ HelperError::VersionMismatch { .. } => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use felhom_protocol::{FsUuid, MountName};
+
+    use super::*;
+    use crate::ops::usb::persist::{unit_file, unit_name};
+
+    fn proven(device: &str) -> Proven {
+        Proven {
+            device: device.into(),
+            kname: "sdz1".into(),
+            devno: "8:250".into(),
+            rdev: libc::makedev(8, 250),
+            diskseq: None,
+            disk: "sdz".into(),
+            stable_id: Some(PathBuf::from("/dev/disk/by-id/usb-X_Y_Z-0:0-part1")),
+            fstype: FsType::Ext4,
+            scan: hostuse::ScanStats::default(),
+        }
+    }
+
+    /// A unit write that outlives its deadline (a hung `/etc`, say) finishes after the
+    /// operation gave up; the rollback must wait for it and then remove the file, or the
+    /// late write leaves a unit that mounts at the next boot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timed_out_unit_write_is_waited_for_and_removed_by_the_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let units = dir.path().join("units");
+        std::fs::create_dir(&units).unwrap();
+        let table = dir.path().join("mountinfo");
+        std::fs::write(&table, "").unwrap();
+        let config = crate::config::Config {
+            mount_root: dir.path().join("mnt"),
+            unit_dir: units.clone(),
+            mountinfo: table,
+            ..Default::default()
+        };
+        let cfg = Arc::new(LoadedConfig {
+            configured_tools: config.tools.clone(),
+            config,
+            agent_uid: 0,
+            allowed_filesystems: vec![FsType::Ext4],
+            // No tool may run in this test (systemctl would be the host's).
+            missing_tools: vec![
+                Tool::Pct,
+                Tool::Smartctl,
+                Tool::Blkid,
+                Tool::Mount,
+                Tool::Umount,
+                Tool::Systemctl,
+            ],
+        });
+        // Already past its deadline: the blocking step gets only TERM_GRACE.
+        let env = OpEnv {
+            cfg: &cfg,
+            deadline: tokio::time::Instant::now(),
+            operation: "usb_mount",
+            cleanup: false,
+        };
+        let p = Persistence::of(&cfg);
+        let name = MountName::new("late").unwrap();
+        let uuid = FsUuid::new("ada110f6-bd6d-49db-955d-342c27627b61").unwrap();
+        let record = p.managed(&name, &uuid, FsType::Ext4, dir.path().join("mnt/late"));
+        let unit_path = units.join(unit_name(&record.mount_point));
+        let mut tx = MountTransaction::begin(&env, p, record.clone(), proven("/dev/sdz1"));
+        // The step is noted, then its write hangs past the deadline and completes late.
+        tx.done.push(Step::Recorded);
+        let text = unit_file(
+            &name,
+            &uuid,
+            FsType::Ext4,
+            &record.mount_point,
+            Path::new("/dev/disk/by-id/usb-X_Y_Z-0:0-part1"),
+        );
+        let late = unit_path.clone();
+        let e = tx
+            .blocking(move |_| {
+                std::thread::sleep(crate::exec::TERM_GRACE + Duration::from_millis(700));
+                std::fs::write(&late, text).map_err(|e| io_error("writing", &e))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HelperError::TimedOut { .. }), "{e}");
+        assert!(!unit_path.exists(), "the write is still under way");
+        let e = tx.rollback(e).await.to_string();
+        assert!(e.contains("rolled back"), "{e}");
+        // Give a write the rollback did not wait for the time to land.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !unit_path.exists(),
+            "the late unit file must be gone after the rollback: {:?}",
+            std::fs::read_to_string(&unit_path).ok()
+        );
+    }
+}
