@@ -84,6 +84,7 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
                 unique: *unique,
                 force: *force,
                 start: false,
+                hostname: None,
             };
             let identity = if *keep_identity {
                 None
