@@ -47,7 +47,8 @@ async fn directory_storage_archive_comes_from_the_task_log() {
     assert_ne!(archive, old);
     assert_eq!(v["archive_source"], "task-log", "{v:#}");
     assert_eq!(v["archive_verified"], true, "{v:#}");
-    assert_eq!(v["pruned"], false, "{v:#}");
+    assert_eq!(v["prune_requested"], false, "{v:#}");
+    assert_eq!(v["pruned"], serde_json::Value::Null, "{v:#}");
     // It is the one the task log names, and the storage has it.
     let upid = v["task"]["upid"].as_str().unwrap();
     let r2 = agent(&env, &["tasks", "log", upid]).await;
@@ -174,7 +175,15 @@ async fn the_backup_limit_is_reported_with_its_remedy_and_prune_opts_in() {
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
-    assert_eq!(v["pruned"], true);
+    // What vzdump's log says it removed (pve-manager `VZDump.pm`: "pruned N backup(s)";
+    // pve-storage `Plugin.pm` `prune_backups`: "removing backup '<volid>'").
+    assert_eq!(v["pruned"]["ran"], true, "{v:#}");
+    assert_eq!(v["pruned"]["count"], 1, "{v:#}");
+    assert_eq!(
+        v["pruned"]["removed"],
+        serde_json::json!([old.clone()]),
+        "{v:#}"
+    );
     assert!(last_vzdump_body(&env).contains("remove=1"));
     // keep-last=1: the old one was pruned, the new one is there.
     assert_eq!(
@@ -292,6 +301,24 @@ async fn a_copy_with_static_addresses_is_warned_about() {
         "{}",
         r.stdout
     );
+}
+
+/// `--prune` on a storage that keeps every backup (no retention: vzdump sets `remove=0`
+/// for `keep-all`, pve-manager `VZDump.pm`) must not claim anything was pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_that_removes_nothing_does_not_claim_it_pruned() {
+    let env = env().await;
+    let state = env.sim.state();
+    let before = state.backups("local", 101);
+    let r = agent(&env, &["backup", "101", "--storage", "local", "--prune"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        !r.stdout.contains("were pruned"),
+        "claims a prune that did not happen: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("shows no prune"), "{}", r.stdout);
+    assert_eq!(state.backups("local", 101).len(), before.len() + 1);
 }
 
 /// The form fields of the last restore request (`POST …/lxc` with `restore=1`).

@@ -12,6 +12,7 @@ use super::output::Outcome;
 use super::progress::{self, ProgressMode};
 use super::{CliError, Mode};
 use crate::pve::archive::{self, ArchiveSource};
+use crate::pve::prune::prune_from_log;
 use crate::pve::{
     BackupMode, BackupRequest, BackupStarted, ConfigChange, ConfigKey, ContainerConfig,
     ContentKind, PveClient, PveError, RestoreRequest, StorageId, WaitOptions,
@@ -63,18 +64,21 @@ pub(super) async fn backup(
     let done = progress::wait(pve, &upid, WaitOptions::with_timeout(LONG_TASK), pm)
         .await
         .map_err(|e| explain_limit(e, vmid, storage))?;
-    let logged = match pve.read_task_log(&upid, 0).await {
-        Ok(chunk) => archive::archive_from_log(&chunk.lines, vmid),
+    let (logged, pruned) = match pve.read_task_log(&upid, 0).await {
+        Ok(chunk) => (
+            archive::archive_from_log(&chunk.lines, vmid),
+            Some(prune_from_log(&chunk.lines)),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "backup done, but its task log could not be read");
-            None
+            (None, None)
         }
     };
     let task_start = i64::from(upid.starttime());
-    let (archive, source, verified) = match pve.guest_backups(storage, vmid).await {
+    let (archive, source, verified, ctime) = match pve.guest_backups(storage, vmid).await {
         Ok(list) => {
             match archive::choose_archive(logged.as_ref(), &list, storage, vmid, task_start) {
-                Ok(found) => (found.volid, found.source, true),
+                Ok(found) => (found.volid, found.source, true, Some(found.ctime)),
                 Err(problem) => {
                     return Err(CliError::Failed(format!(
                         "backup task {upid} finished ({}), but the archive it wrote could not be confirmed: {problem}",
@@ -86,7 +90,7 @@ pub(super) async fn backup(
         Err(e) => match &logged {
             Some(l) => {
                 tracing::warn!(error = %e, "backup done, but the storage content could not be listed");
-                (l.volid(storage), ArchiveSource::TaskLog, false)
+                (l.volid(storage), ArchiveSource::TaskLog, false, None)
             }
             None => {
                 return Err(CliError::Failed(format!(
@@ -107,12 +111,41 @@ pub(super) async fn backup(
         }
     };
     let _ = writeln!(human, "archive: {archive} ({how})");
-    if prune {
-        let _ = writeln!(
-            human,
-            "older backups were pruned by the storage's retention settings (--prune)"
-        );
+    if let Some(t) = ctime {
+        let _ = writeln!(human, "archive ctime (as the storage lists it): {t}");
     }
+    // What the prune did, from vzdump's own lines, never assumed.
+    let prune_doc = match (&pruned, prune) {
+        (_, false) => serde_json::Value::Null,
+        (Some(p), true) if p.ran() => {
+            let n = p.count.unwrap_or(p.removed.len() as u64);
+            let _ = writeln!(
+                human,
+                "prune (--prune, retention {}): {n} older backup(s) removed{}",
+                p.retention.as_deref().unwrap_or("unknown"),
+                if p.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", p.removed.join(", "))
+                }
+            );
+            json!({ "ran": true, "retention": p.retention, "count": n, "removed": p.removed })
+        }
+        (Some(_), true) => {
+            let _ = writeln!(
+                human,
+                "prune (--prune): the task log shows no prune (the storage keeps all backups, or vzdump skipped it)"
+            );
+            json!({ "ran": false, "count": 0, "removed": [] })
+        }
+        (None, true) => {
+            let _ = writeln!(
+                human,
+                "prune (--prune): unknown, the task log could not be read"
+            );
+            json!({ "ran": null, "count": null, "removed": null })
+        }
+    };
     Ok(Outcome::new(
         &json!({
             "ok": true,
@@ -121,7 +154,9 @@ pub(super) async fn backup(
             "archive": archive,
             "archive_source": source.as_str(),
             "archive_verified": verified,
-            "pruned": prune,
+            "archive_ctime": ctime,
+            "prune_requested": prune,
+            "pruned": prune_doc,
             "task": task_json(&done),
         }),
         human,
