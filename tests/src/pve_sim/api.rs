@@ -783,7 +783,16 @@ fn put_config(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
 
 fn power(inner: &mut Inner, vmid: u32, action: &str) -> ApiResult {
     check(inner, &format!("/vms/{vmid}"), "VM.PowerMgmt")?;
-    container(inner, vmid)?;
+    let running = container(inner, vmid)?.running;
+    // The running check comes before the HA branch (pve-container `API2/LXC/Status.pm`
+    // `vm_start`: "CT N already running"; `vm_stop`/`vm_shutdown`: "CT N not running").
+    match action {
+        "start" if running => return Err(ApiError::die(format!("CT {vmid} already running"))),
+        "stop" | "shutdown" if !running => {
+            return Err(ApiError::die(format!("CT {vmid} not running")));
+        }
+        _ => {}
+    }
     if let Some(r) = super::ha::power(inner, vmid, action) {
         return r;
     }

@@ -887,6 +887,12 @@ impl SimState {
         }
     }
 
+    /// Puts an HA-managed guest into the CRM's `error` state: HA requests are queued but
+    /// never carried out.
+    pub fn set_ha_error(&self, vmid: u32) {
+        self.settled().ha.insert(vmid, "error".to_string());
+    }
+
     /// Puts a container under (or removes it from) the HA manager: `status/current` then
     /// has `ha.managed = 1`, and power requests become `hastart`/`hastop` tasks.
     pub fn set_ha_managed(&self, vmid: u32, managed: bool) {
