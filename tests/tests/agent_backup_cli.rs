@@ -321,6 +321,41 @@ async fn prune_that_removes_nothing_does_not_claim_it_pruned() {
     assert_eq!(state.backups("local", 101).len(), before.len() + 1);
 }
 
+/// A stopped CT is backed up in stop mode whatever mode was asked (pve-manager
+/// `VZDump.pm` `exec_backup_task`): the simulator's log says so, as Proxmox's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_guest_is_backed_up_in_stop_mode() {
+    let env = env().await;
+    let state = env.sim.state();
+    assert_eq!(state.container_running(101), Some(false));
+    let r = agent(
+        &env,
+        &[
+            "--json",
+            "backup",
+            "101",
+            "--storage",
+            "local",
+            "--mode",
+            "snapshot",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let upid = r.json()["task"]["upid"].as_str().unwrap().to_string();
+    let log = agent(&env, &["tasks", "log", &upid]).await;
+    assert!(
+        log.stdout.contains("INFO: backup mode: stop"),
+        "{}",
+        log.stdout
+    );
+    assert!(
+        !log.stdout.contains("backup mode: snapshot"),
+        "{}",
+        log.stdout
+    );
+}
+
 /// The form fields of the last restore request (`POST …/lxc` with `restore=1`).
 fn last_restore_form(env: &Env) -> Vec<(String, String)> {
     let body = env
