@@ -47,7 +47,8 @@ async fn directory_storage_archive_comes_from_the_task_log() {
     assert_ne!(archive, old);
     assert_eq!(v["archive_source"], "task-log", "{v:#}");
     assert_eq!(v["archive_verified"], true, "{v:#}");
-    assert_eq!(v["pruned"], false, "{v:#}");
+    assert_eq!(v["prune_requested"], false, "{v:#}");
+    assert_eq!(v["pruned"], serde_json::Value::Null, "{v:#}");
     // It is the one the task log names, and the storage has it.
     let upid = v["task"]["upid"].as_str().unwrap();
     let r2 = agent(&env, &["tasks", "log", upid]).await;
@@ -174,7 +175,15 @@ async fn the_backup_limit_is_reported_with_its_remedy_and_prune_opts_in() {
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
-    assert_eq!(v["pruned"], true);
+    // What vzdump's log says it removed (pve-manager `VZDump.pm`: "pruned N backup(s)";
+    // pve-storage `Plugin.pm` `prune_backups`: "removing backup '<volid>'").
+    assert_eq!(v["pruned"]["ran"], true, "{v:#}");
+    assert_eq!(v["pruned"]["count"], 1, "{v:#}");
+    assert_eq!(
+        v["pruned"]["removed"],
+        serde_json::json!([old.clone()]),
+        "{v:#}"
+    );
     assert!(last_vzdump_body(&env).contains("remove=1"));
     // keep-last=1: the old one was pruned, the new one is there.
     assert_eq!(
@@ -233,8 +242,7 @@ async fn restore_over_the_same_vmid_keeps_the_identity() {
     .await;
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout
-            .contains("disaster recovery): MAC addresses and hostname kept"),
+        r.stdout.contains("disaster recovery): MAC addresses kept"),
         "{}",
         r.stdout
     );
@@ -295,6 +303,59 @@ async fn a_copy_with_static_addresses_is_warned_about() {
     );
 }
 
+/// `--prune` on a storage that keeps every backup (no retention: vzdump sets `remove=0`
+/// for `keep-all`, pve-manager `VZDump.pm`) must not claim anything was pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_that_removes_nothing_does_not_claim_it_pruned() {
+    let env = env().await;
+    let state = env.sim.state();
+    let before = state.backups("local", 101);
+    let r = agent(&env, &["backup", "101", "--storage", "local", "--prune"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        !r.stdout.contains("were pruned"),
+        "claims a prune that did not happen: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("shows no prune"), "{}", r.stdout);
+    assert_eq!(state.backups("local", 101).len(), before.len() + 1);
+}
+
+/// A stopped CT is backed up in stop mode whatever mode was asked (pve-manager
+/// `VZDump.pm` `exec_backup_task`): the simulator's log says so, as Proxmox's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_guest_is_backed_up_in_stop_mode() {
+    let env = env().await;
+    let state = env.sim.state();
+    assert_eq!(state.container_running(101), Some(false));
+    let r = agent(
+        &env,
+        &[
+            "--json",
+            "backup",
+            "101",
+            "--storage",
+            "local",
+            "--mode",
+            "snapshot",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let upid = r.json()["task"]["upid"].as_str().unwrap().to_string();
+    let log = agent(&env, &["tasks", "log", &upid]).await;
+    assert!(
+        log.stdout.contains("INFO: backup mode: stop"),
+        "{}",
+        log.stdout
+    );
+    assert!(
+        !log.stdout.contains("backup mode: snapshot"),
+        "{}",
+        log.stdout
+    );
+}
+
 /// The form fields of the last restore request (`POST …/lxc` with `restore=1`).
 fn last_restore_form(env: &Env) -> Vec<(String, String)> {
     let body = env
@@ -315,23 +376,31 @@ fn field<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// `unique=1` is sent exactly when `--unique` is given, and `--keep-identity` changes
-/// nothing after the restore (no config write: MAC address and hostname are the archive's),
-/// while a plain copy has its identity reset by a config write.
+/// A copy is made unique by Proxmox in the restore call itself (`unique=1`, hostname as a
+/// restore parameter: pve-container `API2/LXC.pm` `create_vm`, `LXC/Create.pm`
+/// `sanitize_and_merge_config`), with no config write afterwards; `--keep-identity` keeps
+/// the archive's MACs unless `--unique` is given, and then it must not claim they were kept.
+/// Every case reports each interface's MAC before and after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restore_sends_unique_only_when_asked_and_keep_identity_writes_nothing() {
+async fn restore_sends_unique_for_a_copy_and_reports_every_mac() {
     let env = env().await;
     let state = env.sim.state();
     let archive = state.backups("local", 101)[0].clone();
     let source = state.container_config(101).unwrap();
     let source_net0 = source["net0"].as_str().unwrap().to_string();
     assert!(source_net0.contains("hwaddr="), "{source_net0}");
+    let source_mac = source_net0
+        .split(',')
+        .find_map(|o| o.strip_prefix("hwaddr="))
+        .unwrap()
+        .to_ascii_uppercase();
 
     for (vmid, flags, unique, kept) in [
-        ("210", &[][..], false, false),
+        ("210", &[][..], true, false),
         ("211", &["--unique"][..], true, false),
         ("212", &["--keep-identity"][..], false, true),
         ("213", &["--unique", "--keep-identity"][..], true, true),
+        ("214", &["--hostname", "given-name"][..], true, false),
     ] {
         let mut args = vec![
             "--json",
@@ -349,37 +418,120 @@ async fn restore_sends_unique_only_when_asked_and_keep_identity_writes_nothing()
         assert_eq!(field(&form, "vmid"), Some(vmid), "{form:?}");
         assert_eq!(field(&form, "restore"), Some("1"), "{form:?}");
         assert_eq!(
-            field(&form, "ostemplate"),
-            Some(archive.as_str()),
-            "{form:?}"
-        );
-        assert_eq!(
             field(&form, "unique"),
             unique.then_some("1"),
             "{flags:?}: the restore request's unique field: {form:?}"
         );
-
         let v = r.json();
         let puts = state.count_requests("PUT", &format!("/lxc/{vmid}/config"));
+        assert_eq!(
+            puts, 0,
+            "{flags:?}: the config was written after the restore"
+        );
         let cfg = state.container_config(vmid.parse().unwrap()).unwrap();
         let net0 = cfg["net0"].as_str().unwrap();
         if kept {
             assert_eq!(v["identity"]["case"], "kept", "{v:#}");
-            assert_eq!(
-                puts, 0,
-                "{flags:?}: the config was written after the restore"
-            );
             assert_eq!(cfg["hostname"], source["hostname"], "{flags:?}");
         } else {
             assert_eq!(v["identity"]["case"], "copy", "{v:#}");
-            assert_eq!(puts, 1, "{flags:?}: the identity reset is one config write");
-            assert_ne!(cfg["hostname"], source["hostname"], "{flags:?}");
+            let want = if flags.contains(&"--hostname") {
+                "given-name".to_string()
+            } else {
+                format!("{}-{vmid}", source["hostname"].as_str().unwrap())
+            };
+            assert_eq!(field(&form, "hostname"), Some(want.as_str()), "{form:?}");
+            assert_eq!(cfg["hostname"], want.as_str(), "{flags:?}");
         }
-        // The archive's MAC survives only --keep-identity without --unique.
         assert_eq!(
             net0 == source_net0,
             kept && !unique,
             "{flags:?}: {net0} vs the archive's {source_net0}"
         );
+        // The report says what really happened to each MAC, read back after the restore.
+        let ifs = v["identity"]["interfaces"].as_array().unwrap();
+        let n0 = ifs.iter().find(|i| i["interface"] == "net0").unwrap();
+        assert_eq!(n0["mac_before"], source_mac.as_str(), "{v:#}");
+        let after = net0
+            .split(',')
+            .find_map(|o| o.strip_prefix("hwaddr="))
+            .unwrap()
+            .to_ascii_uppercase();
+        assert_eq!(n0["mac_after"], after.as_str(), "{v:#}");
+        assert_eq!(n0["changed"], unique, "{flags:?}: {v:#}");
     }
+}
+
+/// On SDN with IPAM the source's reservation survives a copy: the old way (a PUT that
+/// drops `hwaddr=` from the copy's `netN`) deletes the reservation of the MAC the copy
+/// shared with its source (pve-container `LXC/Config.pm` `vmconfig_apply_pending` →
+/// `del_ips_from_mac`); `unique=1` at restore registers the copy's own new MACs instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_keeps_the_source_guests_ipam_reservation() {
+    let env = env().await;
+    let state = env.sim.state();
+    state.ipam_reserve(101);
+    let source_macs: Vec<String> = state.ipam_reservations().into_keys().collect();
+    assert!(!source_macs.is_empty());
+    let archive = state.backups("local", 101)[0].clone();
+    let r = agent(
+        &env,
+        &[
+            "restore",
+            &archive,
+            "--vmid",
+            "220",
+            "--storage",
+            "local-lvm",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let res = state.ipam_reservations();
+    for mac in &source_macs {
+        assert_eq!(
+            res.get(mac),
+            Some(&101),
+            "source reservation {mac} lost: {res:?}"
+        );
+    }
+    assert!(
+        res.values().any(|v| *v == 220),
+        "the copy got its own: {res:?}"
+    );
+    assert!(r.stdout.contains("net0: MAC "), "{}", r.stdout);
+    assert!(r.stdout.contains("(new)"), "{}", r.stdout);
+
+    // The simulator models the hazard: the old reset (a restore without unique, then a PUT
+    // dropping hwaddr) would have deleted the source's reservation.
+    let r = agent(
+        &env,
+        &[
+            "restore",
+            &archive,
+            "--vmid",
+            "221",
+            "--storage",
+            "local-lvm",
+            "--keep-identity",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let net0 = state.container_config(221).unwrap()["net0"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stripped: Vec<&str> = net0
+        .split(',')
+        .filter(|o| !o.starts_with("hwaddr="))
+        .collect();
+    let kv = format!("net0={}", stripped.join(","));
+    let r = agent(&env, &["set-config", "221", &kv]).await;
+    assert_eq!(r.code, 0, "old-style reset: {}\n{}", r.stdout, r.stderr);
+    let res = state.ipam_reservations();
+    assert!(
+        source_macs.iter().any(|m| !res.contains_key(m)),
+        "a PUT dropping the copy's hwaddr deletes the source's reservation: {res:?}"
+    );
 }

@@ -470,7 +470,12 @@ async fn proxmox_commands_go_through_the_api() {
     )
     .await;
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("network identity reset"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("new MAC addresses assigned by Proxmox at restore (unique=1)"),
+        "{}",
+        r.stdout
+    );
     let cfg200 = state.container_config(200).unwrap();
     assert_eq!(cfg200["hostname"], "db-copy");
     let net0 = cfg200["net0"].as_str().unwrap();
@@ -610,15 +615,17 @@ async fn restore_resets_each_mac_and_derives_a_hostname() {
     assert_eq!(v["identity"]["source_hostname"], "web", "{v:#}");
     let cfg = state.container_config(202).unwrap();
     assert_eq!(cfg["hostname"], "web-202");
-    // net0: all options of the source's net0 but hwaddr, in order.
+    // net0: all options of the source's net0, with a new MAC from Proxmox (unique=1).
+    let net0 = cfg["net0"].as_str().unwrap();
+    assert_eq!(without_mac(net0), without_mac(&src_net0));
+    assert_ne!(net0, src_net0, "the copy has a new MAC");
+    // net1 had no MAC in the archive: Proxmox gives it one, its options are unchanged.
+    assert_eq!(without_mac(cfg["net1"].as_str().unwrap()), net1);
     assert_eq!(
-        cfg["net0"].as_str().unwrap(),
-        "name=eth0,bridge=vmbr0,firewall=1,ip=dhcp,type=veth"
+        state.count_requests("PUT", "/lxc/202/config"),
+        0,
+        "nothing is written after the restore"
     );
-    assert_eq!(cfg["net0"].as_str().unwrap(), without_mac(&src_net0));
-    // net1 had no MAC in the archive (the restore gives it one, as Proxmox does): its
-    // options are unchanged and it has no MAC in the config now.
-    assert_eq!(cfg["net1"].as_str().unwrap(), net1);
     // Nothing else of the config changed.
     for (k, val) in &src {
         if !["hostname", "net0", "net1", "rootfs"].contains(&k.as_str()) {
@@ -641,18 +648,18 @@ async fn restore_resets_each_mac_and_derives_a_hostname() {
     .await;
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains("hostname set to web-203 (derived"),
+        r.stdout.contains("hostname web-203 (derived"),
         "{}",
         r.stdout
     );
     assert!(
-        r.stdout.contains("removed the MAC address of net0"),
+        r.stdout.contains("net0: MAC ") && r.stdout.contains("(new)"),
         "{}",
         r.stdout
     );
 
-    // Reading the restored config fails: the error says the container exists with the
-    // source's identity.
+    // Reading the restored config fails: the error says the restore (with unique=1) was
+    // done and how to check the result.
     state.inject(Fault {
         method: Some("GET".into()),
         path_contains: "/lxc/204/config".into(),
@@ -676,11 +683,8 @@ async fn restore_resets_each_mac_and_derives_a_hostname() {
     .await;
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stderr
-            .contains("CT 204 was restored, but reading its config")
-            && r.stderr.contains(
-                "the container exists and still has the source's MAC addresses and hostname"
-            ),
+        r.stderr.contains("CT 204 was restored with unique=1")
+            && r.stderr.contains("reading its config back failed"),
         "{}",
         r.stderr
     );

@@ -205,3 +205,37 @@ async fn ha_managed_power_waits_for_the_real_state() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.json()["ha"].is_null());
 }
+
+/// HA commands are honest: a guest the HA manager does not bring to the requested state
+/// (here: its service is in the CRM's `error` state, pve-ha-manager `HA/Manager.pm`
+/// `next_state_error`) makes the command exit 1 with `"ok": false`; `--force-stop` on an
+/// HA-managed guest is refused before anything is sent (pve-container
+/// `API2/LXC/Status.pm` `vm_shutdown` hands it to `ha-manager crm-command stop`, whose
+/// shutdown never force-stops: pve-ha-manager `HA/Resources/PVECT.pm` `shutdown`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_state_not_reached_exits_1_and_force_stop_is_refused() {
+    let env = env().await;
+    let state = env.sim.state();
+    state.set_ha_managed(101, true);
+    assert_eq!(state.container_running(101), Some(false));
+    state.set_ha_error(101);
+    let r = agent(&env, &["--json", "start", "101"]).await;
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["ok"], false, "{v:#}");
+    assert_eq!(v["ha"]["reached"], false, "{v:#}");
+    assert_eq!(v["ha"]["ha_state"], "error", "{v:#}");
+    assert_eq!(state.container_running(101), Some(false));
+
+    state.set_ha_managed(100, true);
+    let posts = state.count_requests("POST", "/lxc/100/status/shutdown");
+    let r = agent(&env, &["shutdown", "100", "--force-stop"]).await;
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("HA-managed"), "{}", r.stderr);
+    assert_eq!(
+        state.count_requests("POST", "/lxc/100/status/shutdown"),
+        posts,
+        "nothing was sent"
+    );
+    assert_eq!(state.container_running(100), Some(true));
+}

@@ -422,3 +422,38 @@ async fn shutdown_waits_for_the_task() {
     let bad = agent(&env, &["shutdown", "100", "--timeout", "0"]).await;
     assert_eq!(bad.code, 2);
 }
+
+/// `tasks list --errors` lists tasks that ended in failure only: Proxmox's `errors=1`
+/// keeps running tasks (pve-manager `API2/Tasks.pm` `node_tasks` drops only status `ok`),
+/// the agent drops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_list_excludes_running_tasks() {
+    let env = env().await;
+    let state = env.sim.state();
+    state.set_task_duration(Duration::from_secs(30));
+    let before = state.task_upids().len();
+    let client_env = env.config.clone();
+    let start =
+        tokio::spawn(
+            async move { bins::run_agent(&client_env, &["--quiet", "start", "101"]).await },
+        );
+    let running = loop {
+        let ups = state.task_upids();
+        if ups.len() > before {
+            break ups.last().unwrap().clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let all = agent(&env, &["--json", "tasks", "list"]).await;
+    assert!(all.stdout.contains(running.as_str()), "{}", all.stdout);
+    let e = agent(&env, &["--json", "tasks", "list", "--errors"]).await;
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    assert!(
+        !e.stdout.contains(running.as_str()),
+        "a running task is not an error: {}",
+        e.stdout
+    );
+    state.complete_running_tasks();
+    let r = start.await.unwrap();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

@@ -327,6 +327,7 @@ async fn restore_from_backup() {
         unique: true,
         force: false,
         start: false,
+        hostname: None,
     };
     let upid = c.restore(&req).await.unwrap();
     assert_eq!(upid.task_type(), "vzrestore");

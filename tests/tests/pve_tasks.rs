@@ -208,6 +208,7 @@ async fn a_restore_failing_on_storage_reports_the_full_disk() {
             unique: false,
             force: false,
             start: false,
+            hostname: None,
         })
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! `backup` and `restore`: the archive a backup wrote (from its task log, checked against
 //! the storage), and the network identity of a restored container.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use felhom_protocol::Vmid;
@@ -11,9 +12,10 @@ use super::output::Outcome;
 use super::progress::{self, ProgressMode};
 use super::{CliError, Mode};
 use crate::pve::archive::{self, ArchiveSource};
+use crate::pve::prune::prune_from_log;
 use crate::pve::{
-    BackupMode, BackupRequest, BackupStarted, ConfigChange, ConfigKey, ContentKind, PveClient,
-    PveError, RestoreRequest, StorageId, WaitOptions,
+    BackupMode, BackupRequest, BackupStarted, ConfigChange, ConfigKey, ContainerConfig,
+    ContentKind, PveClient, PveError, RestoreRequest, StorageId, WaitOptions,
 };
 
 /// The text of vzdump's failure when the storage's retention allows no further backup and
@@ -62,18 +64,21 @@ pub(super) async fn backup(
     let done = progress::wait(pve, &upid, WaitOptions::with_timeout(LONG_TASK), pm)
         .await
         .map_err(|e| explain_limit(e, vmid, storage))?;
-    let logged = match pve.read_task_log(&upid, 0).await {
-        Ok(chunk) => archive::archive_from_log(&chunk.lines, vmid),
+    let (logged, pruned) = match pve.read_task_log(&upid, 0).await {
+        Ok(chunk) => (
+            archive::archive_from_log(&chunk.lines, vmid),
+            Some(prune_from_log(&chunk.lines)),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "backup done, but its task log could not be read");
-            None
+            (None, None)
         }
     };
     let task_start = i64::from(upid.starttime());
-    let (archive, source, verified) = match pve.guest_backups(storage, vmid).await {
+    let (archive, source, verified, ctime) = match pve.guest_backups(storage, vmid).await {
         Ok(list) => {
             match archive::choose_archive(logged.as_ref(), &list, storage, vmid, task_start) {
-                Ok(found) => (found.volid, found.source, true),
+                Ok(found) => (found.volid, found.source, true, Some(found.ctime)),
                 Err(problem) => {
                     return Err(CliError::Failed(format!(
                         "backup task {upid} finished ({}), but the archive it wrote could not be confirmed: {problem}",
@@ -85,7 +90,7 @@ pub(super) async fn backup(
         Err(e) => match &logged {
             Some(l) => {
                 tracing::warn!(error = %e, "backup done, but the storage content could not be listed");
-                (l.volid(storage), ArchiveSource::TaskLog, false)
+                (l.volid(storage), ArchiveSource::TaskLog, false, None)
             }
             None => {
                 return Err(CliError::Failed(format!(
@@ -106,12 +111,41 @@ pub(super) async fn backup(
         }
     };
     let _ = writeln!(human, "archive: {archive} ({how})");
-    if prune {
-        let _ = writeln!(
-            human,
-            "older backups were pruned by the storage's retention settings (--prune)"
-        );
+    if let Some(t) = ctime {
+        let _ = writeln!(human, "archive ctime (as the storage lists it): {t}");
     }
+    // What the prune did, from vzdump's own lines, never assumed.
+    let prune_doc = match (&pruned, prune) {
+        (_, false) => serde_json::Value::Null,
+        (Some(p), true) if p.ran() => {
+            let n = p.count.unwrap_or(p.removed.len() as u64);
+            let _ = writeln!(
+                human,
+                "prune (--prune, retention {}): {n} older backup(s) removed{}",
+                p.retention.as_deref().unwrap_or("unknown"),
+                if p.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", p.removed.join(", "))
+                }
+            );
+            json!({ "ran": true, "retention": p.retention, "count": n, "removed": p.removed })
+        }
+        (Some(_), true) => {
+            let _ = writeln!(
+                human,
+                "prune (--prune): the task log shows no prune (the storage keeps all backups, or vzdump skipped it)"
+            );
+            json!({ "ran": false, "count": 0, "removed": [] })
+        }
+        (None, true) => {
+            let _ = writeln!(
+                human,
+                "prune (--prune): unknown, the task log could not be read"
+            );
+            json!({ "ran": null, "count": null, "removed": null })
+        }
+    };
     Ok(Outcome::new(
         &json!({
             "ok": true,
@@ -120,22 +154,31 @@ pub(super) async fn backup(
             "archive": archive,
             "archive_source": source.as_str(),
             "archive_verified": verified,
-            "pruned": prune,
+            "archive_ctime": ctime,
+            "prune_requested": prune,
+            "pruned": prune_doc,
             "task": task_json(&done),
         }),
         human,
     ))
 }
 
-/// The value of a `netN` entry without its `hwaddr=` option, when it has one.
-fn without_hwaddr(value: &str) -> Option<String> {
-    let parts: Vec<&str> = value.split(',').collect();
-    let kept: Vec<&str> = parts
+/// The MAC address (`hwaddr=`) of a `netN` value, upper-cased.
+fn hwaddr(value: &str) -> Option<String> {
+    value
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("hwaddr="))
+        .map(str::to_ascii_uppercase)
+}
+
+/// The `netN` interfaces of a config with their MAC addresses (`None`: no `hwaddr=`).
+fn macs(config: &ContainerConfig) -> BTreeMap<String, Option<String>> {
+    config
+        .entries
         .iter()
-        .copied()
-        .filter(|p| !p.trim_start().starts_with("hwaddr="))
-        .collect();
-    (kept.len() != parts.len()).then(|| kept.join(","))
+        .filter(|(k, _)| matches!(k.parse::<ConfigKey>(), Ok(ConfigKey::Net(_))))
+        .map(|(k, v)| (k.clone(), hwaddr(v)))
+        .collect()
 }
 
 /// Whether a `netN` value has a static address or gateway (`ip=`/`ip6=` other than
@@ -204,133 +247,198 @@ async fn archive_owner(pve: &PveClient, req: &RestoreRequest) -> Option<Vmid> {
 
 /// `felhom-agent restore`. `identity`: `None` keeps the archive's identity
 /// (`--keep-identity`); `Some(hostname)` resets it when the restore is a copy — the target
-/// vmid differs from the archive's guest — by removing the MAC addresses and setting the
-/// hostname (the given one, or [`derived_hostname`]). A restore onto the archive's own vmid
-/// (disaster recovery) keeps MACs and hostname; a given `--hostname` is still applied.
+/// vmid differs from the archive's guest. The reset is Proxmox's own, in the restore call:
+/// `unique=1` (pve-container `LXC/Create.pm` `sanitize_and_merge_config` gives every `netN`
+/// a random `hwaddr`, and `API2/LXC.pm` `create_vm` then registers it in IPAM with
+/// `create_ifaces_ipams_ips`) and the hostname as a restore parameter (the given one, or
+/// [`derived_hostname`] from the source guest's). Never a later PUT that drops `hwaddr=`:
+/// on SDN with IPAM, `LXC/Config.pm` `vmconfig_apply_pending` calls `del_ips_from_mac` for
+/// the old MAC — the SOURCE guest's reservation. A restore onto the archive's own vmid
+/// (disaster recovery) keeps MACs and hostname unless `--unique`/`--hostname` say otherwise.
+/// Every case reports each interface's MAC before (the source guest's, when it can be read)
+/// and after (read back from the restored config).
 pub(super) async fn restore(
     pve: &PveClient,
-    req: RestoreRequest,
+    mut req: RestoreRequest,
     identity: Option<Option<String>>,
     pm: ProgressMode,
 ) -> Result<Outcome, CliError> {
     let vmid = req.vmid;
     let owner = archive_owner(pve, &req).await;
+    let same_guest = owner == Some(vmid);
+    let copy = identity.is_some() && !same_guest;
+    // The source guest as it is now (on a same-vmid restore: the guest being replaced).
+    let source = match owner {
+        Some(o) => match pve.container_config(o).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::info!(owner = %o, error = %e, "source guest's config not readable; MACs before the restore unknown");
+                None
+            }
+        },
+        None => None,
+    };
+    let source_hostname = source
+        .as_ref()
+        .and_then(|c| c.get("hostname"))
+        .map(str::to_string);
+    let before = source.as_ref().map(macs).unwrap_or_default();
+    let given = identity.clone().flatten();
+    let (hostname, hostname_origin) = match (&given, copy, same_guest) {
+        (Some(h), _, _) => (Some(h.clone()), "given"),
+        (None, true, _) => match &source_hostname {
+            Some(_) => (
+                Some(derived_hostname(source_hostname.as_deref(), vmid)),
+                "derived",
+            ),
+            // Derived after the restore, from the archive's hostname.
+            None => (None, "derived"),
+        },
+        (None, false, _) => (None, "kept"),
+    };
+    let asked_unique = req.unique;
+    if copy {
+        req.unique = true;
+    }
+    if hostname_origin != "kept" && hostname.is_some() {
+        req.hostname.clone_from(&hostname);
+    }
     let upid = pve.restore(&req).await?;
     let done = progress::wait(pve, &upid, WaitOptions::with_timeout(LONG_TASK), pm).await?;
     let mut human = task_line(&format!("restore of {} to CT {vmid}", req.archive), &done);
     let owner_json = owner.map(|o| o.get());
-    let Some(given) = identity else {
-        let _ = writeln!(
-            human,
-            "network identity kept (--keep-identity): the container has the archive's MAC addresses and hostname"
-        );
-        return Ok(Outcome::new(
-            &json!({ "ok": true, "vmid": vmid, "archive": req.archive.as_str(), "archive_vmid": owner_json, "task": task_json(&done), "identity": { "case": "kept", "reset": false } }),
-            human,
-        ));
+    let case = match (&identity, same_guest) {
+        (None, _) => "kept",
+        (Some(_), true) => "same-vmid",
+        (Some(_), false) => "copy",
     };
-    let same_guest = owner == Some(vmid);
     let config = pve.container_config(vmid).await.map_err(|e| {
         CliError::Failed(format!(
-            "CT {vmid} was restored, but reading its config to {} failed: {e}; the container exists and still has the source's MAC addresses and hostname{}",
-            if same_guest { "apply --hostname" } else { "reset the network identity" },
-            if same_guest { "" } else { " — fix them (felhom-agent set-config) before starting it next to the original" }
+            "CT {vmid} was restored{}, but reading its config back failed: {e}; check its MAC addresses and hostname with felhom-agent guest {vmid}",
+            if req.unique { " with unique=1 (Proxmox assigned new MAC addresses)" } else { "" }
         ))
     })?;
-    let source_hostname = config.entries.get("hostname").map(String::as_str);
-    let (hostname, hostname_origin) = match (given, same_guest) {
-        (Some(h), _) => (h, "given"),
-        (None, false) => (derived_hostname(source_hostname, vmid), "derived"),
-        (None, true) => (source_hostname.unwrap_or_default().to_string(), "kept"),
-    };
-    let mut change = ConfigChange::new();
-    if !config.digest.is_empty() {
-        change = change
-            .digest(&config.digest)
-            .map_err(|e| CliError::Failed(e.to_string()))?;
-    }
-    let mut reset = Vec::new();
-    let mut static_nets = Vec::new();
-    if !same_guest {
-        for (key, value) in &config.entries {
-            let Ok(k @ ConfigKey::Net(_)) = key.parse::<ConfigKey>() else {
-                continue;
-            };
-            if has_static_address(value) {
-                static_nets.push(key.clone());
-            }
-            if let Some(v) = without_hwaddr(value) {
-                change = change
-                    .set(k, v)
-                    .map_err(|e| CliError::Failed(e.to_string()))?;
-                reset.push(key.clone());
-            }
+    let mut final_hostname = config.get("hostname").map(str::to_string);
+    // No source guest to derive the hostname from before the restore: derive it from the
+    // archive's now, and set only the hostname (no `netN` is written).
+    if copy && hostname.is_none() {
+        let derived = derived_hostname(final_hostname.as_deref(), vmid);
+        let mut change = ConfigChange::new();
+        if !config.digest.is_empty() {
+            change = change
+                .digest(&config.digest)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
         }
-    }
-    let hostname_changed = hostname_origin != "kept" && source_hostname != Some(hostname.as_str());
-    if hostname_changed {
         change = change
-            .set(ConfigKey::Hostname, hostname.clone())
+            .set(ConfigKey::Hostname, derived.clone())
             .map_err(|e| CliError::Failed(e.to_string()))?;
-    }
-    let case = if same_guest { "same-vmid" } else { "copy" };
-    if same_guest {
-        let _ = writeln!(
-            human,
-            "restored over its own guest (CT {vmid}, the archive's vmid: disaster recovery): MAC addresses and hostname kept"
-        );
-    } else {
-        let from = owner.map_or_else(
-            || "an unknown guest (the archive's name and listing do not say)".to_string(),
-            |o| format!("CT {o}"),
-        );
-        let _ = writeln!(
-            human,
-            "restored as a copy of {from} into CT {vmid}: resetting the network identity"
-        );
-    }
-    if !change.is_empty() {
         pve.set_config(vmid, &change).await.map_err(|e| {
             CliError::Failed(format!(
-                "CT {vmid} was restored, but changing its {} failed: {e}; it still has the archive's MAC addresses and hostname{}",
-                if same_guest { "hostname" } else { "network identity" },
-                if same_guest { "" } else { " — fix them before starting it next to the original" }
+                "CT {vmid} was restored with new MAC addresses (unique=1), but setting its hostname to {derived} failed: {e}; it still has the archive's hostname — change it before starting it next to the original"
             ))
         })?;
-    } else if !same_guest {
+        final_hostname = Some(derived);
+    }
+    let after = macs(&config);
+    let mut interfaces = Vec::new();
+    let mut changed = Vec::new();
+    for (iface, new) in &after {
+        let old = before.get(iface).cloned().flatten();
+        let is_changed = match (&old, new) {
+            (Some(o), Some(n)) => Some(o != n),
+            _ => None,
+        };
+        if is_changed == Some(true) {
+            changed.push(iface.clone());
+        }
+        interfaces.push(json!({ "interface": iface, "mac_before": old, "mac_after": new, "changed": is_changed }));
+        let show = |m: &Option<String>| m.clone().unwrap_or_else(|| "unknown".into());
+        let what = match is_changed {
+            Some(true) => "new",
+            Some(false) => "kept",
+            None => "before unknown",
+        };
         let _ = writeln!(
             human,
-            "network identity: nothing to reset (no MAC address in the restored config, hostname already {hostname})"
+            "{iface}: MAC {} -> {} ({what})",
+            show(&old),
+            show(new)
         );
     }
-    if !reset.is_empty() {
-        let _ = writeln!(
-            human,
-            "network identity reset: removed the MAC address of {} (Proxmox assigns new ones)",
-            reset.join(", ")
-        );
+    match case {
+        "kept" => {
+            let _ = writeln!(
+                human,
+                "network identity kept (--keep-identity): hostname {}{}",
+                final_hostname.as_deref().unwrap_or("(none)"),
+                if req.unique {
+                    "; MAC addresses regenerated by Proxmox (--unique)"
+                } else {
+                    ""
+                }
+            );
+        }
+        "same-vmid" => {
+            let _ = writeln!(
+                human,
+                "restored over its own guest (CT {vmid}, the archive's vmid: disaster recovery): {}",
+                if req.unique {
+                    "MAC addresses regenerated by Proxmox (--unique)"
+                } else {
+                    "MAC addresses kept"
+                }
+            );
+        }
+        _ => {
+            let from = owner.map_or_else(
+                || "an unknown guest (the archive's name and listing do not say)".to_string(),
+                |o| format!("CT {o}"),
+            );
+            let _ = writeln!(
+                human,
+                "restored as a copy of {from} into CT {vmid}: new MAC addresses assigned by Proxmox at restore (unique=1{})",
+                if asked_unique { ", --unique" } else { "" }
+            );
+        }
     }
-    if hostname_changed {
+    let hostname_changed = hostname_origin != "kept" && final_hostname != source_hostname;
+    if hostname_origin != "kept" {
         let how = if hostname_origin == "given" {
             "(--hostname)"
         } else {
             "(derived from the source's; use --hostname to choose one)"
         };
-        let _ = writeln!(human, "hostname set to {hostname} {how}");
+        let _ = writeln!(
+            human,
+            "hostname {} {how}",
+            final_hostname.as_deref().unwrap_or("(none)")
+        );
+    }
+    let mut static_nets = Vec::new();
+    if copy {
+        for (key, value) in &config.entries {
+            if matches!(key.parse::<ConfigKey>(), Ok(ConfigKey::Net(_)))
+                && has_static_address(value)
+            {
+                static_nets.push(key.clone());
+            }
+        }
     }
     if !static_nets.is_empty() {
         let nets = static_nets.join(", ");
         tracing::warn!(%vmid, interfaces = %nets, "restored copy keeps static addresses");
         let _ = writeln!(
             human,
-            "warning: {nets} of CT {vmid} have a static ip=/ip6=/gw= setting: the copy will clash with the original's address when both run (removing the MAC does not change it); change them with felhom-agent set-config before starting it"
+            "warning: {nets} of CT {vmid} have a static ip=/ip6=/gw= setting: the copy will clash with the original's address when both run (a new MAC does not change it); change them with felhom-agent set-config before starting it"
         );
     }
     let identity_doc = json!({
         "case": case,
-        "reset": !change.is_empty(),
-        "interfaces": reset,
-        "hostname": hostname,
+        "unique": req.unique,
+        "reset": req.unique || hostname_changed,
+        "interfaces": interfaces,
+        "mac_changed": changed,
+        "hostname": final_hostname,
         "hostname_origin": hostname_origin,
         "source_hostname": source_hostname,
         "static_address_interfaces": static_nets,
@@ -346,13 +454,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hwaddr_is_removed_from_net_entries() {
+    fn hwaddr_is_read_from_net_entries() {
         assert_eq!(
-            without_hwaddr("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth")
-                .as_deref(),
-            Some("name=eth0,bridge=vmbr0,ip=dhcp,type=veth")
+            hwaddr("name=eth0,bridge=vmbr0,hwaddr=bc:24:11:00:00:01,ip=dhcp,type=veth").as_deref(),
+            Some("BC:24:11:00:00:01")
         );
-        assert_eq!(without_hwaddr("name=eth0,bridge=vmbr0"), None);
+        assert_eq!(hwaddr("name=eth0,bridge=vmbr0"), None);
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
                 unique: *unique,
                 force: *force,
                 start: false,
+                hostname: None,
             };
             let identity = if *keep_identity {
                 None
@@ -495,11 +496,13 @@ async fn power(
     };
     let done = progress::wait(pve, &upid, WaitOptions::with_timeout(SHORT_TASK), pm).await?;
     let verb = if start { "start" } else { "stop" };
-    let (ha_line, ha) = super::ha::follow(pve, vmid, &upid, start, super::ha::HA_WAIT).await;
+    let (ha_line, ha, failed) =
+        super::ha::follow(pve, vmid, &upid, start, super::ha::HA_WAIT).await;
     Ok(Outcome::new(
-        &json!({ "ok": true, "action": verb, "vmid": vmid, "task": task_json(&done), "ha": ha }),
+        &json!({ "ok": !failed, "action": verb, "vmid": vmid, "task": task_json(&done), "ha": ha }),
         task_line(&format!("{verb} CT {vmid}"), &done) + &ha_line,
-    ))
+    )
+    .failed(failed))
 }
 
 /// Parses `KEY=VALUE` arguments through the typed allowlist; any problem is a usage error.

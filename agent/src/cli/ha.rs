@@ -16,21 +16,25 @@ pub(super) const HA_WAIT: Duration = Duration::from_secs(120);
 /// Poll interval while waiting for the HA manager.
 const HA_POLL: Duration = Duration::from_millis(500);
 
-/// What happened after the task: a line for humans (empty when the guest is not HA-managed)
-/// and a JSON value (`null` when not HA-managed).
+/// What happened after the task: a line for humans (empty when the guest is not HA-managed),
+/// a JSON value (`null` when not HA-managed) and whether the command failed: the guest did
+/// not reach the requested state within `bound`, or the HA stack put it in its `error`
+/// state (pve-ha-manager `HA/Manager.pm`: a service in `error` is not acted on until an
+/// admin clears it), in which case waiting ends at once.
 pub(super) async fn follow(
     pve: &PveClient,
     vmid: Vmid,
     upid: &Upid,
     want_running: bool,
     bound: Duration,
-) -> (String, Value) {
+) -> (String, Value, bool) {
     if !is_ha_request(upid) {
-        return (String::new(), Value::Null);
+        return (String::new(), Value::Null, false);
     }
     let target = if want_running { "running" } else { "stopped" };
     let started = Instant::now();
     let mut last = None;
+    let mut ha_state: Option<String> = None;
     loop {
         match pve.container_status(vmid).await {
             Ok(s) => {
@@ -45,9 +49,14 @@ pub(super) async fn follow(
                             "CT {vmid} is HA-managed: the HA manager brought it to {target} ({secs:.1}s after the request was queued)\n"
                         ),
                         json!({ "managed": true, "target": target, "reached": true }),
+                        false,
                     );
                 }
+                ha_state = s.ha.and_then(|h| h.state);
                 last = Some(s.status);
+                if ha_state.as_deref() == Some("error") {
+                    break;
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading the status of an HA-managed guest failed")
@@ -63,11 +72,20 @@ pub(super) async fn follow(
         Some(GuestState::Stopped) => "stopped",
         _ => "in an unknown state",
     };
-    (
+    let ha = crate::pve::error::clean_text(ha_state.as_deref().unwrap_or("unknown"), 64);
+    let line = if ha == "error" {
         format!(
-            "CT {vmid} is HA-managed: the request is queued and the HA manager will carry it out; after {}s it is still {now} (check with felhom-agent guest {vmid} or ha-manager status)\n",
+            "error: CT {vmid} is HA-managed and the HA manager put it in its error state: it will not bring it to {target} (it is {now}; check ha-manager status, then `ha-manager set ct:{vmid} --state disabled` to clear it)\n"
+        )
+    } else {
+        format!(
+            "error: CT {vmid} is HA-managed and did not reach {target} within {}s: it is still {now} (HA state {ha}); the request stays queued with the HA manager (check with felhom-agent guest {vmid} or ha-manager status)\n",
             bound.as_secs()
-        ),
-        json!({ "managed": true, "target": target, "reached": false, "state": now }),
+        )
+    };
+    (
+        line,
+        json!({ "managed": true, "target": target, "reached": false, "state": now, "ha_state": ha }),
+        true,
     )
 }

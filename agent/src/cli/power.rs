@@ -20,14 +20,28 @@ pub(super) async fn shutdown(
     force_stop: bool,
     pm: ProgressMode,
 ) -> Result<Outcome, CliError> {
+    if force_stop {
+        // An HA-managed guest's shutdown goes to the HA manager (pve-container
+        // `API2/LXC/Status.pm` `vm_shutdown`: `ha-manager crm-command stop ct:N <timeout>`,
+        // forceStop is not passed on), whose LRM shuts down without force (pve-ha-manager
+        // `HA/Resources/PVECT.pm` `shutdown` calls `vm_shutdown` with only the timeout).
+        // `--force-stop` would be ignored: refuse it and say what does work.
+        let status = pve.container_status(vmid).await?;
+        if status.ha.as_ref().is_some_and(|h| h.managed) {
+            return Err(CliError::Failed(format!(
+                "CT {vmid} is HA-managed: Proxmox hands a shutdown to the HA manager, which does not force-stop after the timeout, so --force-stop would be ignored; nothing was sent. Run `felhom-agent shutdown {vmid}` without --force-stop (it fails if the guest does not stop in time), or `felhom-agent stop {vmid}` for the HA manager's hard stop (`ha-manager crm-command stop ct:{vmid} 0`)"
+            )));
+        }
+    }
     let upid = pve.shutdown_with(vmid, timeout, force_stop).await?;
     let wait = Duration::from_secs(u64::from(timeout)) + Duration::from_secs(300);
     let done = progress::wait(pve, &upid, WaitOptions::with_timeout(wait), pm).await?;
     // HA carries the shutdown out with the guest's own timeout: wait that long too.
     let bound = super::ha::HA_WAIT + Duration::from_secs(u64::from(timeout));
-    let (ha_line, ha) = super::ha::follow(pve, vmid, &upid, false, bound).await;
+    let (ha_line, ha, failed) = super::ha::follow(pve, vmid, &upid, false, bound).await;
     Ok(Outcome::new(
-        &json!({ "ok": true, "action": "shutdown", "vmid": vmid, "timeout": timeout, "force_stop": force_stop, "task": task_json(&done), "ha": ha }),
+        &json!({ "ok": !failed, "action": "shutdown", "vmid": vmid, "timeout": timeout, "force_stop": force_stop, "task": task_json(&done), "ha": ha }),
         task_line(&format!("shutdown CT {vmid}"), &done) + &ha_line,
-    ))
+    )
+    .failed(failed))
 }

@@ -85,7 +85,10 @@ async fn list(pve: &PveClient, filter: &TaskFilter) -> Result<Outcome, CliError>
         "UPID",
     ]);
     let mut docs = Vec::new();
-    for e in &list {
+    // Proxmox's `errors=1` only drops status `OK` (pve-manager `API2/Tasks.pm`
+    // `node_tasks`: `$statusfilter->{ok} = 0`); a running task has no status and is kept
+    // as `unknown`. `--errors` means tasks that ended in failure: drop running ones here.
+    for e in list.iter().filter(|e| !(filter.errors && e.is_running())) {
         let user = match &e.tokenid {
             Some(tok) => format!("{}!{tok}", e.user),
             None => e.user.clone(),

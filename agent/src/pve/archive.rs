@@ -5,13 +5,20 @@
 //! - file storages (dir, NFS, CIFS, …): `INFO: creating vzdump archive '<dumpdir>/<file>'`,
 //!   listed by the storage as `<storage>:backup/<file>`;
 //! - Proxmox Backup Server: `INFO: creating Proxmox Backup Server archive 'ct/<vmid>/<time>'`,
-//!   listed as `<storage>:backup/ct/<vmid>/<time>`.
+//!   listed as `<storage>:backup/ct/<vmid>/<time>`;
+//! - a PVE 9 backup provider: `INFO: creating <provider_name> archive '<target>'`, listed as
+//!   `<storage>:backup/<target>` (`VZDump.pm` `exec_backup_task`: `$archive_txt` is the
+//!   provider's `provider_name()`, and the volid is `"${storeid}:backup/${volname}"` with
+//!   `$volname = $task->{target}` for PBS and providers, its basename otherwise).
 //!
-//! The volume id built from that line is then checked against the storage listing
-//! (`content=backup&vmid=N`): it must be there, belong to the guest, be an `lxc` backup and
-//! have a `ctime` not before the task's start. When the log has no such line, the newest
-//! listed backup that passes the same checks is taken. An older archive is never reported
-//! as the one just written.
+//! The archive the log names is the archive: when the storage listing
+//! (`content=backup&vmid=N`) has it as a backup of the guest, it is taken whatever its
+//! `ctime` (directory storages derive `ctime` from the local-time file name —
+//! pve-storage `Storage.pm` `archive_info`, `timelocal` — so a backup in the DST fall-back
+//! hour is listed up to an hour before the task started). Only when the log names none,
+//! the newest listed `lxc` backup of the guest created since the task started is taken:
+//! compared in UTC, with one hour of tolerance for names carrying local time. An older
+//! archive is never reported as the one just written.
 
 use felhom_protocol::Vmid;
 
@@ -20,6 +27,13 @@ use super::types::StorageContentEntry;
 
 const FILE_MARKER: &str = "creating vzdump archive '";
 const PBS_MARKER: &str = "creating Proxmox Backup Server archive '";
+/// `creating <name> archive '<target>'` for any other name: a backup provider (PVE 9).
+const ANY_PREFIX: &str = "creating ";
+const ANY_SUFFIX: &str = " archive '";
+
+/// How much earlier than the task's start a `ctime` derived from a local-time file name may
+/// be (one DST shift), for the listing fallback.
+const LOCAL_TIME_TOLERANCE: i64 = 3600;
 
 /// Longest archive name taken from a log line; anything longer is not a vzdump target.
 const MAX_TARGET_LEN: usize = 512;
@@ -31,13 +45,22 @@ pub enum LoggedArchive {
     File(String),
     /// A Proxmox Backup Server snapshot, `ct/<vmid>/<time>`.
     Pbs(String),
+    /// A backup provider's archive (PVE 9): the provider's name and its target.
+    Provider {
+        /// `provider_name()` as logged.
+        provider: String,
+        /// The target, the volume name on the storage.
+        target: String,
+    },
 }
 
 impl LoggedArchive {
     /// The volume id this archive has on `storage`.
     pub fn volid(&self, storage: &StorageId) -> String {
         match self {
-            LoggedArchive::File(f) | LoggedArchive::Pbs(f) => format!("{storage}:backup/{f}"),
+            LoggedArchive::File(f)
+            | LoggedArchive::Pbs(f)
+            | LoggedArchive::Provider { target: f, .. } => format!("{storage}:backup/{f}"),
         }
     }
 
@@ -46,6 +69,8 @@ impl LoggedArchive {
         match self {
             LoggedArchive::File(f) => f.starts_with(&format!("vzdump-lxc-{vmid}-")),
             LoggedArchive::Pbs(p) => p.starts_with(&format!("ct/{vmid}/")),
+            // A provider's naming is its own: the storage listing's vmid decides.
+            LoggedArchive::Provider { .. } => true,
         }
     }
 }
@@ -67,12 +92,27 @@ pub fn archive_from_log(lines: &[String], vmid: Vmid) -> Option<LoggedArchive> {
         let found = if let Some(path) = quoted_after(line, FILE_MARKER) {
             let file = path.rsplit('/').next().filter(|f| !f.is_empty())?;
             LoggedArchive::File(file.to_string())
-        } else {
-            let snap = quoted_after(line, PBS_MARKER)?;
+        } else if let Some(snap) = quoted_after(line, PBS_MARKER) {
             if snap.split('/').count() != 3 || snap.split('/').any(str::is_empty) {
                 return None;
             }
             LoggedArchive::Pbs(snap.to_string())
+        } else {
+            let at = line.find(ANY_PREFIX)?;
+            let rest = &line[at + ANY_PREFIX.len()..];
+            let name_end = rest.find(ANY_SUFFIX)?;
+            let provider = &rest[..name_end];
+            if provider.is_empty()
+                || provider.len() > 128
+                || provider.chars().any(|c| c.is_control() || c == '\'')
+            {
+                return None;
+            }
+            let target = quoted_after(rest, ANY_SUFFIX)?;
+            LoggedArchive::Provider {
+                provider: provider.to_string(),
+                target: target.to_string(),
+            }
         };
         found.is_of(vmid).then_some(found)
     })
@@ -142,7 +182,34 @@ pub enum ArchiveProblem {
     },
 }
 
-/// Why `e` is not a fresh lxc backup of `vmid`, or `None` when it is one.
+/// Why the listed `e`, named by the task log, is not a backup of `vmid`, or `None` when it
+/// is one. Its `ctime` does not matter: the log named it.
+fn not_of_guest(e: &StorageContentEntry, vmid: Vmid) -> Option<String> {
+    match e.vmid {
+        Some(v) if v == vmid => {}
+        Some(v) => return Some(format!("as a backup of CT {v}")),
+        None => return Some("without a guest id".into()),
+    }
+    match e.subtype.as_deref() {
+        Some("lxc") | None => None,
+        Some(other) => Some(format!("with subtype {other}, not lxc")),
+    }
+}
+
+/// Whether a file name carries vzdump's local-time stamp (`…-YYYY_MM_DD-HH_MM_SS.…`), from
+/// which directory storages derive `ctime` with `timelocal`.
+fn local_time_name(volid: &str) -> bool {
+    let file = volid.rsplit('/').next().unwrap_or(volid);
+    file.starts_with("vzdump-")
+        && file.split('-').any(|part| {
+            let b = part.as_bytes();
+            b.len() >= 10 && b[4] == b'_' && b[7] == b'_' && b[..4].iter().all(u8::is_ascii_digit)
+        })
+}
+
+/// Why `e` is not a fresh lxc backup of `vmid` (the listing fallback), or `None` when it is
+/// one: it must be an `lxc` backup of the guest with a `ctime` not before the task's start
+/// (one hour earlier allowed for local-time-derived names, a DST fall-back).
 fn disqualified(e: &StorageContentEntry, vmid: Vmid, task_start: i64) -> Option<String> {
     if e.vmid.is_some_and(|v| v != vmid) {
         return Some(format!(
@@ -155,8 +222,13 @@ fn disqualified(e: &StorageContentEntry, vmid: Vmid, task_start: i64) -> Option<
         Some(other) => return Some(format!("with subtype {other}, not lxc")),
         None => return Some("without a subtype (not an lxc backup)".into()),
     }
+    let tolerance = if local_time_name(&e.volid) {
+        LOCAL_TIME_TOLERANCE
+    } else {
+        0
+    };
     match e.ctime {
-        Some(t) if t >= task_start => None,
+        Some(t) if t >= task_start - tolerance => None,
         Some(t) => Some(format!(
             "with ctime {t}, before the task started ({task_start})"
         )),
@@ -182,7 +254,7 @@ pub fn choose_archive(
                 storage: storage.to_string(),
             });
         };
-        if let Some(why) = disqualified(entry, vmid, task_start) {
+        if let Some(why) = not_of_guest(entry, vmid) {
             return Err(ArchiveProblem::LoggedMismatch { volid, why });
         }
         return Ok(FoundArchive {
@@ -305,9 +377,9 @@ mod tests {
             matches!(err, ArchiveProblem::LoggedMissing { .. }),
             "{err:?}"
         );
-        // Listed but older than the task: refused.
-        let same = entry("local:backup/vzdump-lxc-101-new.tar.zst", 101, 150, "lxc");
-        let err = choose_archive(Some(&logged), &[same], &st, vmid(101), 200).unwrap_err();
+        // Named by the log but listed as another guest's: refused.
+        let other = entry("local:backup/vzdump-lxc-101-new.tar.zst", 102, 250, "lxc");
+        let err = choose_archive(Some(&logged), &[other], &st, vmid(101), 200).unwrap_err();
         assert!(
             matches!(err, ArchiveProblem::LoggedMismatch { .. }),
             "{err:?}"
@@ -421,6 +493,69 @@ mod tests {
         assert_eq!(
             archive_from_log(&lines(&[&line]), vmid(101)),
             Some(LoggedArchive::File(at))
+        );
+    }
+
+    /// A backup written in the DST fall-back hour: the directory storage derives its
+    /// `ctime` from the local-time name (pve-storage `Storage.pm` `archive_info`,
+    /// `timelocal`), an hour before the task's start. Named by the log: taken, ctime as
+    /// listed. From the listing alone: within the one-hour tolerance for such names only.
+    #[test]
+    fn the_logged_archive_is_taken_whatever_its_ctime() {
+        let st: StorageId = "local".parse().unwrap();
+        let name = "vzdump-lxc-101-2026_10_25-02_30_00.tar.zst";
+        let start = 1_792_888_200; // 2026-10-25 00:30:00 UTC (02:30 CEST)
+        let listed = entry(
+            &format!("local:backup/{name}"),
+            101,
+            start - 3600 + 5,
+            "lxc",
+        );
+        let logged = LoggedArchive::File(name.into());
+        let found = choose_archive(
+            Some(&logged),
+            std::slice::from_ref(&listed),
+            &st,
+            vmid(101),
+            start,
+        )
+        .unwrap();
+        assert_eq!(found.source, ArchiveSource::TaskLog);
+        assert_eq!(found.ctime, start - 3600 + 5);
+        let found =
+            choose_archive(None, std::slice::from_ref(&listed), &st, vmid(101), start).unwrap();
+        assert_eq!(found.source, ArchiveSource::Listing);
+        // Beyond the tolerance, or a UTC-named (PBS) snapshot before the start: not new.
+        let older = entry(&format!("local:backup/{name}"), 101, start - 3601, "lxc");
+        assert!(choose_archive(None, &[older], &st, vmid(101), start).is_err());
+        let pbs = entry(
+            "pbs:backup/ct/101/2026-10-25T00:29:00Z",
+            101,
+            start - 60,
+            "lxc",
+        );
+        assert!(choose_archive(None, &[pbs], &st, vmid(101), start).is_err());
+    }
+
+    /// PVE 9's backup-provider line (pve-manager `VZDump.pm` `exec_backup_task`:
+    /// `creating $archive_txt archive '$task->{target}'` with the provider's name).
+    #[test]
+    fn the_backup_provider_line_is_recognised() {
+        let st: StorageId = "ext".parse().unwrap();
+        let log = lines(&[
+            "INFO: creating Example Backup Provider archive 'example-ct-101-2026-10-25T00:30:00Z'",
+        ]);
+        let a = archive_from_log(&log, vmid(101)).unwrap();
+        assert_eq!(
+            a,
+            LoggedArchive::Provider {
+                provider: "Example Backup Provider".into(),
+                target: "example-ct-101-2026-10-25T00:30:00Z".into()
+            }
+        );
+        assert_eq!(
+            a.volid(&st),
+            "ext:backup/example-ct-101-2026-10-25T00:30:00Z"
         );
     }
 }

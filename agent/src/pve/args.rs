@@ -189,6 +189,11 @@ pub struct RestoreRequest {
     pub force: bool,
     /// Start after restore.
     pub start: bool,
+    /// Hostname for the restored container, given at restore time: pve-container's
+    /// create-with-restore path (`API2/LXC.pm` `create_vm`) takes every config property and
+    /// `Create.pm` `sanitize_and_merge_config` keeps a given key over the archive's.
+    /// Checked by [`ConfigKey::Hostname`] before it is sent.
+    pub hostname: Option<String>,
 }
 
 /// Backup mode.

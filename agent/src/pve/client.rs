@@ -261,6 +261,12 @@ impl PveClient {
         if req.start {
             form.push(("start".into(), "1".into()));
         }
+        if let Some(h) = &req.hostname {
+            ConfigKey::Hostname
+                .check_value(h)
+                .map_err(|e| PveError::InvalidArgument(e.to_string()))?;
+            form.push(("hostname".into(), h.clone()));
+        }
         self.dispatch(Method::POST, &["nodes", self.node.as_str(), "lxc"], &form)
             .await
     }

@@ -14,12 +14,12 @@ pub struct HaStatus {
     /// Whether the HA manager handles the guest.
     #[serde(default, deserialize_with = "le::bool")]
     pub managed: bool,
-    /// The requested HA state (`started`, `stopped`, …), when managed.
+    /// The CRM's current service state, when managed: pve-ha-manager `HA/Config.pm`
+    /// `get_service_status` reads `service_status->{sid}->{state}` from the manager status
+    /// (`started`, `stopped`, `request_stop`, `freeze`, `migrate`, `fence`, `error`, …) —
+    /// where the HA stack is, not what was requested. Proxmox sends no other field.
     #[serde(default, deserialize_with = "le::opt_string")]
     pub state: Option<String>,
-    /// The HA group, when one is set.
-    #[serde(default, deserialize_with = "le::opt_string")]
-    pub group: Option<String>,
 }
 
 /// Whether a task only queued a request for the HA manager (`hastart`, `hastop`).

@@ -74,6 +74,7 @@ pub mod ha;
 mod http;
 pub mod lenient;
 pub mod pending;
+pub mod prune;
 pub mod tasklist;
 pub mod tasklog;
 pub mod tasks;

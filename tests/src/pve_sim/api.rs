@@ -739,6 +739,27 @@ fn put_config(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
             check(inner, &path, key_privilege(d, None)?)?;
         }
     }
+    // A `netN` whose MAC changes drops the old MAC's IPAM/DHCP reservation, whoever it
+    // belongs to (pve-container `LXC/Config.pm` `vmconfig_apply_pending`: old and new
+    // `hwaddr` differ → `PVE::Network::SDN::Vnets::del_ips_from_mac($old_net->{bridge},
+    // $old_net->{hwaddr}, …)`; `update_pct_config` gives a value without `hwaddr` a random one).
+    for (k, v) in &sets {
+        if !numbered(k, "net") {
+            continue;
+        }
+        let old = inner
+            .containers
+            .get(&vmid)
+            .and_then(|c| c.config.get(k))
+            .and_then(Value::as_str)
+            .and_then(super::ipam::hwaddr);
+        let new = v.as_str().and_then(super::ipam::hwaddr);
+        if let Some(old) = old {
+            if new.as_ref() != Some(&old) {
+                inner.ipam.remove(&old);
+            }
+        }
+    }
     if let Some(ct) = inner.containers.get_mut(&vmid) {
         let running = ct.running;
         for d in &deletes {
@@ -762,7 +783,16 @@ fn put_config(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
 
 fn power(inner: &mut Inner, vmid: u32, action: &str) -> ApiResult {
     check(inner, &format!("/vms/{vmid}"), "VM.PowerMgmt")?;
-    container(inner, vmid)?;
+    let running = container(inner, vmid)?.running;
+    // The running check comes before the HA branch (pve-container `API2/LXC/Status.pm`
+    // `vm_start`: "CT N already running"; `vm_stop`/`vm_shutdown`: "CT N not running").
+    match action {
+        "start" if running => return Err(ApiError::die(format!("CT {vmid} already running"))),
+        "stop" | "shutdown" if !running => {
+            return Err(ApiError::die(format!("CT {vmid} not running")));
+        }
+        _ => {}
+    }
     if let Some(r) = super::ha::power(inner, vmid, action) {
         return r;
     }

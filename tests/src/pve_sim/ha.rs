@@ -11,10 +11,15 @@ use super::state::{Effect, Inner};
 /// How many task durations the LRM's task takes after the HA request.
 const LRM_FACTOR: u32 = 4;
 
-/// The `ha` object of `status/current`.
+/// The `ha` object of `status/current`: pve-ha-manager `HA/Config.pm`
+/// `get_service_status` gives only `managed` and, when managed, `state` — the CRM's
+/// current service state from the manager status (`started`, `request_stop`, `stopped`,
+/// …), not the requested state; there is no `group` field.
 pub(crate) fn ha_object(inner: &Inner, vmid: u32) -> Value {
-    match inner.ha.get(&vmid) {
-        Some(state) => json!({"managed": 1, "state": state, "group": "felhom"}),
+    let running = inner.containers.get(&vmid).is_some_and(|c| c.running);
+    match inner.ha.get(&vmid).map(String::as_str) {
+        Some("stopped") if running => json!({"managed": 1, "state": "request_stop"}),
+        Some(state) => json!({"managed": 1, "state": state}),
         None => json!({"managed": 0}),
     }
 }
@@ -42,7 +47,12 @@ pub(crate) fn power(inner: &mut Inner, vmid: u32, action: &str) -> Option<ApiRes
         ),
         _ => return None,
     };
-    inner.ha.insert(vmid, state.to_string());
+    // A service in the CRM's `error` state is not acted on until an admin clears it
+    // (pve-ha-manager `HA/Manager.pm` `next_state_error`): the request is queued, nothing runs.
+    let in_error = inner.ha.get(&vmid).is_some_and(|s| s == "error");
+    if !in_error {
+        inner.ha.insert(vmid, state.to_string());
+    }
     let id = vmid.to_string();
     let upid = inner.start_task(
         ha_kind,
@@ -54,7 +64,7 @@ pub(crate) fn power(inner: &mut Inner, vmid: u32, action: &str) -> Option<ApiRes
         None,
     );
     let running = inner.containers.get(&vmid).is_some_and(|c| c.running);
-    if running != (action == "start") {
+    if running != (action == "start") && !in_error {
         inner.start_task(
             lrm_kind,
             &id,

@@ -52,6 +52,7 @@
 mod api;
 mod backup;
 mod ha;
+mod ipam;
 mod pending;
 mod server;
 mod state;

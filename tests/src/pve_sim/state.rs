@@ -140,6 +140,9 @@ pub(crate) enum Effect {
         vmid: u32,
         config: Map<String, Value>,
         start: bool,
+        /// `unique=1` restore: register the new MACs in IPAM (pve-container `API2/LXC.pm`
+        /// `create_vm` calls `create_ifaces_ipams_ips` when `$unique`).
+        ipam: bool,
     },
     Destroy(u32),
     DeleteVolume {
@@ -219,6 +222,8 @@ pub(crate) struct Inner {
     pub(crate) ha: BTreeMap<u32, String>,
     /// A deviation for the next vzdump (taken by it).
     pub(crate) backup_quirk: Option<super::backup::BackupQuirk>,
+    /// SDN IPAM/DHCP reservations: MAC address (upper case) → the guest it belongs to.
+    pub(crate) ipam: BTreeMap<String, u32>,
 }
 
 /// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
@@ -353,6 +358,7 @@ impl Inner {
             next_pid: 0x0001_D3A0,
             backup_quirk: None,
             ha: BTreeMap::new(),
+            ipam: BTreeMap::new(),
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);
@@ -703,7 +709,13 @@ impl Inner {
                 vmid,
                 config,
                 start,
+                ipam,
             } => {
+                if ipam {
+                    for mac in super::ipam::net_macs(&config) {
+                        self.ipam.insert(mac, vmid);
+                    }
+                }
                 let pid = self.alloc_pid();
                 self.containers.insert(
                     vmid,
@@ -805,6 +817,25 @@ impl SimState {
         self.settled().containers.get(&vmid).map(|c| c.running)
     }
 
+    /// Registers every MAC address of CT `vmid` in the simulated SDN IPAM (as a guest on
+    /// an SDN VNet with IPAM/DHCP gets on creation).
+    pub fn ipam_reserve(&self, vmid: u32) {
+        let mut g = self.settled();
+        let macs = g
+            .containers
+            .get(&vmid)
+            .map(|c| super::ipam::net_macs(&c.config))
+            .unwrap_or_default();
+        for mac in macs {
+            g.ipam.insert(mac, vmid);
+        }
+    }
+
+    /// The IPAM reservations: MAC address → guest.
+    pub fn ipam_reservations(&self) -> BTreeMap<String, u32> {
+        self.settled().ipam.clone()
+    }
+
     /// The container's current config (without `digest`).
     pub fn container_config(&self, vmid: u32) -> Option<Map<String, Value>> {
         self.settled()
@@ -856,6 +887,12 @@ impl SimState {
             }
             None => false,
         }
+    }
+
+    /// Puts an HA-managed guest into the CRM's `error` state: HA requests are queued but
+    /// never carried out.
+    pub fn set_ha_error(&self, vmid: u32) {
+        self.settled().ha.insert(vmid, "error".to_string());
     }
 
     /// Puts a container under (or removes it from) the HA manager: `status/current` then

@@ -318,6 +318,7 @@ pub(super) fn create(inner: &mut Inner, params: &Params) -> ApiResult {
             vmid,
             config,
             start,
+            ipam: restore && unique,
         }),
         Some((vmid, "create")),
         forced,

@@ -290,7 +290,10 @@ pub(super) fn vzdump(inner: &mut Inner, params: &Params) -> ApiResult {
         }
         lines.push(format!("INFO: CT Name: {guest}"));
         lines.push("INFO: including mount point rootfs ('/') in backup".to_string());
-        lines.push(format!("INFO: backup mode: {mode}"));
+        // A stopped guest is always backed up in stop mode (pve-manager `VZDump.pm`
+        // `exec_backup_task`: `my $mode = $running ? $task->{mode} : 'stop'`).
+        let effective = if ct.running { mode.as_str() } else { "stop" };
+        lines.push(format!("INFO: backup mode: {effective}"));
         lines.push("INFO: ionice priority: 7".to_string());
         let mut volume = inner.new_backup_volume(&storage, *vmid, now + i as u64, ext);
         if let Some(template) = params.get("notes-template") {
