@@ -276,6 +276,9 @@ async fn every_operation_passes_the_schema() {
             unique,
             force: false,
             start: false,
+            // A copy is restored with its new hostname in the same call (pve-container
+            // `API2/LXC.pm` create_vm takes every config key with `restore`).
+            hostname: unique.then(|| "copy-106".to_string()),
         };
         let up = c.restore(&req).await.unwrap();
         assert_eq!(up.task_type(), "vzrestore");
