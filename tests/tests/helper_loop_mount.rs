@@ -87,9 +87,8 @@ fn fresh_uuid() -> String {
     )
 }
 
-/// An ext4 image with `uuid` in `dir`, attached to a loop device; `None` (with the reason
-/// printed) when losetup cannot attach it here.
-fn loop_with_uuid(dir: &Path, file: &str, uuid: &str) -> Option<LoopDevice> {
+/// A 32 MiB ext4 image with `uuid` at `dir/file`.
+fn ext4_image(dir: &Path, file: &str, uuid: &str) -> PathBuf {
     let image = dir.join(file);
     std::fs::File::create(&image)
         .unwrap()
@@ -101,6 +100,13 @@ fn loop_with_uuid(dir: &Path, file: &str, uuid: &str) -> Option<LoopDevice> {
         .output()
         .unwrap();
     assert!(out.status.success(), "mkfs.ext4: {out:?}");
+    image
+}
+
+/// An ext4 image with `uuid` in `dir`, attached to a loop device; `None` (with the reason
+/// printed) when losetup cannot attach it here.
+fn loop_with_uuid(dir: &Path, file: &str, uuid: &str) -> Option<LoopDevice> {
+    let image = ext4_image(dir, file, uuid);
     let out = Command::new(LOSETUP)
         .args(["--find", "--show"])
         .arg(&image)
@@ -534,17 +540,7 @@ async fn a_device_swapped_between_the_proof_and_the_mount_is_unmounted_and_refus
     };
     // The impostor carries the same UUID (a copy made to pass for the backup disk), so only
     // the disk sequence number tells the two apart.
-    let impostor = work.path().join("impostor.img");
-    std::fs::File::create(&impostor)
-        .unwrap()
-        .set_len(32 * 1024 * 1024)
-        .unwrap();
-    let out = Command::new(MKFS)
-        .args(["-q", "-F", "-U", &uuid])
-        .arg(&impostor)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mkfs.ext4: {out:?}");
+    let impostor = ext4_image(work.path(), "impostor.img", &uuid);
     let seq_before = std::fs::read_to_string(format!(
         "/sys/block/{}/diskseq",
         lo.dev.trim_start_matches("/dev/")
