@@ -690,3 +690,56 @@ async fn restore_resets_each_mac_and_derives_a_hostname() {
     );
     assert!(state.container_exists(204));
 }
+
+/// `guest VMID` on a terminal: the config's values come from the container's owner, so a
+/// description with an escape sequence and line breaks is shown cleaned, on one row, and the
+/// raw `lxc.*` lines that `pct config` shows are there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_view_cleans_every_value_and_shows_raw_lxc_keys() {
+    let env = env().await;
+    let state = env.sim.state();
+    assert!(state.set_config_value(
+        101,
+        "description",
+        Some(serde_json::json!(
+            "\u{1b}[2J\u{1b}]0;owned\u{7}first line\nsecond line"
+        )),
+    ));
+    assert!(state.set_config_value(
+        101,
+        "lxc",
+        Some(serde_json::json!([
+            ["lxc.cgroup2.devices.allow", "c 10:200 rwm"],
+            ["lxc.mount.entry", "/dev/net dev/net none bind,create=dir"]
+        ])),
+    ));
+    let r = agent(&env, &["guest", "101"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !r.stdout.contains('\u{1b}') && !r.stdout.contains('\u{7}'),
+        "control characters reached the terminal: {:?}",
+        r.stdout
+    );
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("description"))
+        .unwrap_or_else(|| panic!("no description row in {}", r.stdout));
+    assert!(row.contains("first line second line"), "{row:?}");
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("lxc.cgroup2.devices.allow") && l.contains("c 10:200 rwm")),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("lxc.mount.entry"), "{}", r.stdout);
+    // --json keeps the values as Proxmox sent them (JSON escapes them itself).
+    let r = agent(&env, &["--json", "guest", "101"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(
+        v["config"]["entries"]["description"],
+        "\u{1b}[2J\u{1b}]0;owned\u{7}first line\nsecond line"
+    );
+}

@@ -422,17 +422,28 @@ async fn guests(pve: &PveClient) -> Result<Outcome, CliError> {
     Ok(Outcome::new(&list, t.render("no containers")))
 }
 
+/// The longest config value `guest` shows on a terminal (`--json` has it whole).
+const GUEST_VALUE_MAX: usize = 1024;
+
+/// `felhom-agent guest VMID`: status and config, raw `lxc.*` lines included.
 async fn guest(pve: &PveClient, vmid: Vmid) -> Result<Outcome, CliError> {
     let (status, config) = tokio::join!(pve.container_status(vmid), pve.container_config(vmid));
     let (status, config) = (status?, config?);
+    // Every key and value comes from the container's config, which its owner writes (a
+    // description can hold escape sequences and line breaks): cleaned before the terminal.
+    let clean = |s: &str| crate::pve::error::clean_text(s, GUEST_VALUE_MAX);
     let mut human = format!(
         "CT {vmid}: {} ({})\n",
         format!("{:?}", status.status).to_lowercase(),
-        opt(status.name.as_deref())
+        clean(&opt(status.name.as_deref()))
     );
     let mut t = Table::new(&["KEY", "VALUE"]);
-    for (k, v) in &config.entries {
-        t.row(vec![k.clone(), v.clone()]);
+    for (k, v) in config
+        .entries
+        .iter()
+        .chain(config.lxc.iter().map(|(k, v)| (k, v)))
+    {
+        t.row(vec![clean(k), clean(v)]);
     }
     human.push_str(&t.render("(empty config)"));
     Ok(Outcome::new(
