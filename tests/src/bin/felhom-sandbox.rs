@@ -321,7 +321,7 @@ async fn tour(sb: &Sandbox) -> Vec<StepResult> {
                     "--hostname",
                     "db-restored",
                 ],
-                expect("network identity reset"),
+                expect("new MAC addresses assigned by Proxmox at restore"),
             )
             .await;
             let problem = if state.container_exists(201) {
