@@ -162,7 +162,12 @@ pub struct HelperHarness {
 
 /// The block device nodes of this machine, for fake filesystems to stand on: the helper
 /// `stat`s a device (it must be a block device; its number leads into sysfs), so the fakes
-/// use real nodes, never opened, presented through the fake `/sys/dev/block`.
+/// use real nodes, presented through the fake `/sys/dev/block`.
+///
+/// The helper also looks at the whole host before a mount (it opens the node exclusively and
+/// searches every process's descriptors and mount namespace), so a node must be idle, and two
+/// tests running side by side must not share one: idle loop devices (not attached) are preferred, and nodes are handed out
+/// round-robin across every harness of the process ([`NEXT_NODE`]).
 fn block_nodes() -> Vec<PathBuf> {
     use std::os::unix::fs::FileTypeExt;
     let mut nodes: Vec<PathBuf> = std::fs::read_dir("/dev")
@@ -175,8 +180,26 @@ fn block_nodes() -> Vec<PathBuf> {
         })
         .unwrap_or_default();
     nodes.sort();
-    nodes
+    let idle_loops: Vec<PathBuf> = nodes
+        .iter()
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("loop")
+                    && n[4..].bytes().all(|b| b.is_ascii_digit())
+                    && !Path::new("/sys/block").join(n).join("loop").exists()
+            })
+        })
+        .cloned()
+        .collect();
+    if idle_loops.is_empty() {
+        nodes
+    } else {
+        idle_loops
+    }
 }
+
+/// The next node to hand out, shared by every harness of the test process.
+static NEXT_NODE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// `major:minor` of a block device node.
 pub fn devno_of(node: &Path) -> anyhow::Result<String> {
@@ -531,8 +554,8 @@ impl HelperHarness {
             !nodes.is_empty(),
             "this machine has no block device node in /dev for the fake filesystems"
         );
-        let i = self.next_node.get();
-        self.next_node.set(i + 1);
+        self.next_node.set(self.next_node.get() + 1);
+        let i = NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         nodes[i % nodes.len()].clone()
     }
 

@@ -318,13 +318,31 @@ pub fn open_exclusive(node: &Path) -> std::io::Result<std::fs::File> {
         .open(node)
 }
 
+/// How many times an exclusive open is tried again after `EBUSY`.
+const EXCL_RETRIES: usize = 3;
+
+/// The pause between those tries.
+const EXCL_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Step 4 of the module documentation for every target with a node. A helper that is not
 /// root (development mode) cannot open block devices at all; it skips this step (and says
 /// so in the log), as root a failure to open is an error.
 pub fn refuse_if_claimed(device: &str, targets: &[Target]) -> Result<(), HelperError> {
     for t in targets {
         let Some(node) = &t.node else { continue };
-        match open_exclusive(node) {
+        // A mount holds its claim; a prober's exclusive open lasts moments: EBUSY counts
+        // only when it persists over a few tries.
+        let mut opened = open_exclusive(node);
+        for _ in 0..EXCL_RETRIES {
+            match &opened {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(EXCL_RETRY_PAUSE);
+                    opened = open_exclusive(node);
+                }
+                _ => break,
+            }
+        }
+        match opened {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 return Err(refuse(format!(
