@@ -499,4 +499,60 @@ mod tests {
             refuse_if_used_by_any_process(proc_root, "/dev/x", &[target(null, "null")]).is_ok()
         );
     }
+
+    /// An idle loop device node (not attached), for the exclusive-open tests; `None` unless
+    /// root with loop devices.
+    fn idle_loop_node() -> Option<PathBuf> {
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        (0..8)
+            .map(|n| PathBuf::from(format!("/dev/loop{n}")))
+            .find(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                p.exists() && !Path::new("/sys/block").join(name).join("loop").exists()
+            })
+    }
+
+    /// Holds `node` exclusively for `hold` in a thread; returns once the claim is taken.
+    fn claim_for(node: &Path, hold: std::time::Duration) -> std::thread::JoinHandle<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let node = node.to_path_buf();
+        let t = std::thread::spawn(move || {
+            let f = open_exclusive(&node).unwrap();
+            tx.send(()).unwrap();
+            std::thread::sleep(hold);
+            drop(f);
+        });
+        rx.recv().unwrap();
+        t
+    }
+
+    #[test]
+    fn a_passing_exclusive_claim_is_waited_out_and_a_lasting_one_refuses() {
+        let Some(node) = idle_loop_node() else {
+            eprintln!("skipping the exclusive-open test: not root, or no idle loop device");
+            return;
+        };
+        let rdev = std::fs::metadata(&node).unwrap().rdev();
+        let t = Target {
+            rdev,
+            kname: node.file_name().unwrap().to_string_lossy().into_owned(),
+            node: Some(node.clone()),
+        };
+        // A prober's claim for 150 ms: the retries outlast it.
+        let holder = claim_for(&node, std::time::Duration::from_millis(150));
+        refuse_if_claimed("/dev/x", std::slice::from_ref(&t)).unwrap();
+        holder.join().unwrap();
+        // A claim that stays (a mount's): refused, naming the node.
+        let holder = claim_for(&node, std::time::Duration::from_secs(2));
+        let e = refuse_if_claimed("/dev/x", std::slice::from_ref(&t))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is claimed exclusively") && e.contains(&node.display().to_string()),
+            "{e}"
+        );
+        holder.join().unwrap();
+    }
 }
