@@ -152,6 +152,25 @@ pub fn refuse_if_mounted_here(
     }
 }
 
+/// [`refuse_if_used_by_any_process`], refusing only when the use lasts: a prober (`blkid`,
+/// udev) opens every block device for moments, a VM or a container holds it. A finding is
+/// looked at again [`EXCL_RETRIES`] times, [`EXCL_RETRY_PAUSE`] apart.
+pub fn refuse_if_used_by_any_process_for_long(
+    proc_root: &Path,
+    device: &str,
+    targets: &[Target],
+) -> Result<ScanStats, HelperError> {
+    let mut found = refuse_if_used_by_any_process(proc_root, device, targets);
+    for _ in 0..EXCL_RETRIES {
+        if found.is_ok() {
+            break;
+        }
+        std::thread::sleep(EXCL_RETRY_PAUSE);
+        found = refuse_if_used_by_any_process(proc_root, device, targets);
+    }
+    found
+}
+
 /// Steps 1 and 2 of the module documentation over `<proc_root>`: refuses, naming the
 /// process, when any mount namespace other than the helper's own has one of `targets`
 /// mounted, or any process (other than the helper) holds one open.
@@ -554,5 +573,39 @@ mod tests {
             "{e}"
         );
         holder.join().unwrap();
+    }
+
+    #[test]
+    fn a_passing_open_is_waited_out_and_a_lasting_one_refuses() {
+        let Some(block) = std::fs::read_dir("/dev")
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_type().is_ok_and(|t| t.is_block_device()))
+        else {
+            eprintln!("skipping the passing-open test: no block device node in /dev");
+            return;
+        };
+        let rdev = std::fs::metadata(block.path()).unwrap().rdev();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("777");
+        std::fs::create_dir_all(p.join("fd")).unwrap();
+        std::fs::write(p.join("comm"), "blkid\n").unwrap();
+        let fd = p.join("fd/3");
+        std::os::unix::fs::symlink(block.path(), &fd).unwrap();
+        let t = [target(rdev, "sdz1")];
+        // A prober's open, gone after 150 ms: waited out.
+        let gone = fd.clone();
+        let prober = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            std::fs::remove_file(gone).unwrap();
+        });
+        refuse_if_used_by_any_process_for_long(dir.path(), "/dev/sdz1", &t).unwrap();
+        prober.join().unwrap();
+        // One that stays: refused.
+        std::os::unix::fs::symlink(block.path(), &fd).unwrap();
+        let e = refuse_if_used_by_any_process_for_long(dir.path(), "/dev/sdz1", &t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is open by pid 777 (blkid)"), "{e}");
     }
 }

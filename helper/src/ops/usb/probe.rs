@@ -540,7 +540,7 @@ fn prove_device(cfg: &LoadedConfig, device: &str, fstype: FsType) -> Result<Prov
         }
     }
     hostuse::refuse_if_mounted_here(device, &mounts(cfg)?, &targets)?;
-    let scan = hostuse::refuse_if_used_by_any_process(&c.proc_root, device, &targets)?;
+    let scan = hostuse::refuse_if_used_by_any_process_for_long(&c.proc_root, device, &targets)?;
     hostuse::refuse_if_locked(&c.proc_root, device, &targets)?;
     hostuse::refuse_if_claimed(device, &targets)?;
     tracing::info!(
