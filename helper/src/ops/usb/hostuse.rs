@@ -154,7 +154,7 @@ pub fn refuse_if_mounted_here(
 
 /// [`refuse_if_used_by_any_process`], refusing only when the use lasts: a prober (`blkid`,
 /// udev) opens every block device for moments, a VM or a container holds it. A finding is
-/// looked at again [`EXCL_RETRIES`] times, [`EXCL_RETRY_PAUSE`] apart.
+/// looked at again `EXCL_RETRIES` (3) times, `EXCL_RETRY_PAUSE` (100 ms) apart.
 pub fn refuse_if_used_by_any_process_for_long(
     proc_root: &Path,
     device: &str,
