@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing of the change under test: `cargo mutants --in-diff` on the lines the last
-# commit touches in the security-relevant code (the files listed below, as in the README's
+# commit touches in the security-relevant code (the files listed below, as in docs/records.md's
 # "Mutation testing" section), with the focused test targets that exercise each area.
 #
 # Bounded in time, three ways:

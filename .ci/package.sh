@@ -115,6 +115,10 @@ expect_file /usr/lib/tmpfiles.d/felhom-agent.conf 644
 expect_file /etc/felhom/helper.json 644
 expect_file /etc/felhom/agent.json.example 644
 expect_file /usr/share/doc/felhom-agent/README.md 644
+expect_file /usr/share/doc/felhom-agent/docs/install.md 644
+expect_file /usr/share/doc/felhom-agent/docs/guide.md 644
+expect_file /usr/share/doc/felhom-agent/docs/helper.md 644
+expect_file /usr/share/doc/felhom-agent/docs/security.md 644
 expect_file /usr/share/man/man1/felhom-agent.1.gz 644
 expect_file /usr/share/man/man1/felhom-agent-smart.1.gz 644
 expect_file /usr/share/man/man8/felhom-helper.8.gz 644

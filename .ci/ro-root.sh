@@ -3,7 +3,7 @@
 # build and its tests write: the repository, cargo's target directory, the temporary
 # directory, and cargo's and rustup's homes. For mutation runs: a mutant that breaks a path
 # check (e.g. the "mount_root is not /" guard) then gets EROFS instead of changing the host
-# (see the README's "Mutation testing"). /proc, /sys and /dev keep their own mounts; mounts a
+# (see docs/testing.md, "Mutation testing"). /proc, /sys and /dev keep their own mounts; mounts a
 # test makes stay inside the namespace.
 # Not root, or no unshare(1): runs the command as it is (a user cannot chmod / anyway).
 set -euo pipefail

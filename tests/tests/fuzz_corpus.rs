@@ -3,7 +3,7 @@
 //! target (`fuzz/regressions/TARGET/`): a crash found by `cargo fuzz` becomes a failing test
 //! by dropping the artifact into `fuzz/regressions/TARGET/`.
 //!
-//! `write_seeds` (ignored; run by hand, see fuzz/README.md) writes the initial seeds: real
+//! `write_seeds` (ignored; run by hand, see docs/testing.md) writes the initial seeds: real
 //! encoded request frames and representative values of every input kind.
 
 // Test code: a panic is a failed test (helpers outside #[test] fns included).

@@ -1,7 +1,7 @@
 //! The text the agent builds from Proxmox's answers, exactly: control characters are
 //! replaced, the byte bound is exact, a failed task's reasons and the count of omitted lines
 //! are printed as documented, and the retry/`no such task` predicates answer for each kind of
-//! error. (Written for mutants the cargo-mutants run found missed; see the README.)
+//! error. (Written for mutants the cargo-mutants run found missed; see docs/records.md.)
 
 // Test code: a panic is a failed test (helpers outside #[test] fns included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -6,7 +6,7 @@
 //!
 //! Where fakepve 0.5.0 is thinner than PVE, the tests shim it (named `SHIM`) and where it
 //! disagrees with our reading of the Proxmox sources, they say so (named `DISAGREEMENT`)
-//! instead of bending the agent; README.md lists both.
+//! instead of bending the agent; docs/testing.md lists both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,7 +1,7 @@
 //! A transport error names its cause (the whole error chain, once each); a pinned
 //! fingerprint is the SHA-256 of the certificate, parses from exactly 32 two-digit hex bytes
 //! and matches only an equal one. (Written for mutants the
-//! cargo-mutants run found missed; see the README.)
+//! cargo-mutants run found missed; see docs/records.md.)
 
 // Test code: a panic is a failed test (helpers outside #[test] fns included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
