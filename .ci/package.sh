@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian package build and checks (called by .ci/run). Never touches the host's system:
-#   1. builds both release binaries, the man pages and completions (felhom-gen-docs) and the
+#   1. builds both release binaries, the man pages and completions (cargo xtask gen-docs) and the
 #      .deb with cargo-deb (installed from crates.io with
 #      `cargo install cargo-deb --locked --version 3.8.0` when missing);
 #   2. prints its control data and contents (dpkg-deb -I / -c);
@@ -63,10 +63,10 @@ out_dir="$target_dir/debian"
 mkdir -p "$out_dir"
 # Man pages and completions, rendered from the clap definitions (never drift from --help);
 # the package's assets take them from target/release/felhom-docs.
-echo "--- man pages and completions (felhom-gen-docs)"
+echo "--- man pages and completions (cargo xtask gen-docs)"
 docs="$target_dir/release/felhom-docs"
 rm -rf "$docs"
-cargo run --quiet -p felhom-tests --bin felhom-gen-docs -- "$docs"
+cargo xtask gen-docs --out "$docs"
 gzip -9n "$docs"/man/*
 note "$(find "$docs" -type f | wc -l) files in $docs"
 deb=$(cargo deb -p felhom-agent --no-build --quiet --output "$out_dir" | tail -n 1)
@@ -125,7 +125,7 @@ expect_file /usr/share/man/man8/felhom-helper.8.gz 644
 expect_file /usr/share/bash-completion/completions/felhom-agent 644
 expect_file /usr/share/zsh/vendor-completions/_felhom-agent 644
 expect_file /usr/share/fish/vendor_completions.d/felhom-agent.fish 644
-# Every page felhom-gen-docs rendered is in the package (one per subcommand).
+# Every page cargo xtask gen-docs rendered is in the package (one per subcommand).
 [ "$(find "$root/usr/share/man/man1" -name 'felhom-agent*.1.gz' | wc -l)" = "$(find "$docs/man" -name '*.1.gz' | wc -l)" ] ||
   fail "the package lacks some of the man pages in $docs/man"
 gzip -dc "$root/usr/share/man/man8/felhom-helper.8.gz" | grep -q '^\.TH FELHOM-HELPER 8' || fail "felhom-helper.8 is not a section 8 page"

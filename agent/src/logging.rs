@@ -5,12 +5,16 @@
 //! to journald through `tracing-journald`: the level as `PRIORITY`, the message as `MESSAGE`,
 //! every other field as `FELHOM_<NAME>`, `SYSLOG_IDENTIFIER=felhom-agent`. Elsewhere they are
 //! lines on stderr, with colour escapes only when stderr is a terminal. In those lines every
-//! control character inside the message and the field values is written escaped
-//! (`\u{1b}`, `\n`), so text that came from outside (a Proxmox error body, a disk's model)
-//! can neither start a new line nor send a terminal escape.
+//! control character and invisible format character inside the message and the field values
+//! is written escaped (`\u{1b}`, `\n`, `\u{202e}`: the log-line policy,
+//! [`felhom_protocol::text::log_value`]), so text that came from outside (a Proxmox error
+//! body, a disk's model) can neither start a new line nor send a terminal escape. The journal
+//! check is [`felhom_protocol::journal::stderr_is_journal`], shared with the helper.
 
 use std::io::IsTerminal;
-use std::os::unix::fs::MetadataExt;
+
+use felhom_protocol::journal::stderr_is_journal;
+use felhom_protocol::text;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt;
@@ -18,26 +22,6 @@ use tracing_subscriber::prelude::*;
 
 /// Prefix of the journal fields made from an event's fields (tracing-journald adds the `_`).
 pub const FIELD_PREFIX: &str = "FELHOM";
-
-/// Whether a `JOURNAL_STREAM` value (`"<device>:<inode>"`) names the file with this device
-/// and inode.
-pub fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
-    let Some((d, i)) = value.split_once(':') else {
-        return false;
-    };
-    matches!((d.parse::<u64>(), i.parse::<u64>()), (Ok(d), Ok(i)) if d == dev && i == ino)
-}
-
-/// Whether stderr is the journal stream systemd connected (not merely an inherited
-/// `JOURNAL_STREAM` with stderr redirected elsewhere).
-pub fn stderr_is_journal() -> bool {
-    let Some(value) = std::env::var("JOURNAL_STREAM").ok() else {
-        return false;
-    };
-    std::fs::metadata("/proc/self/fd/2")
-        .map(|m| journal_stream_matches(&value, m.dev(), m.ino()))
-        .unwrap_or(false)
-}
 
 /// Sets up logging with this filter (see the module documentation).
 pub fn init(filter: EnvFilter) {
@@ -63,7 +47,9 @@ pub fn init(filter: EnvFilter) {
                     .with_ansi(std::io::stderr().is_terminal())
                     .fmt_fields(
                         tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-                            let text = escape_controls(&format!("{value:?}"));
+                            // Not cut: Proxmox text is bounded where it enters the agent
+                            // (`text::terminal`), the rest is the agent's own.
+                            let text = text::log_value(&format!("{value:?}"), usize::MAX);
                             if field.name() == "message" {
                                 write!(w, "{text}")
                             } else {
@@ -74,38 +60,5 @@ pub fn init(filter: EnvFilter) {
                     ),
             )
             .init(),
-    }
-}
-
-/// `text` with every control character written escaped (`\u{1b}`, `\n`, `\t`).
-pub fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escape_controls("a\u{1b}[31mb\nc"), "a\\u{1b}[31mb\\nc");
-        assert_eq!(escape_controls("plain €"), "plain €");
-    }
-
-    #[test]
-    fn journal_stream_must_name_stderr() {
-        assert!(journal_stream_matches("254:77", 254, 77));
-        assert!(!journal_stream_matches("254:77", 254, 78));
-        assert!(!journal_stream_matches("253:77", 254, 77));
-        assert!(!journal_stream_matches("254", 254, 77));
-        assert!(!journal_stream_matches("a:b", 254, 77));
     }
 }

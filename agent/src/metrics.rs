@@ -73,7 +73,11 @@ impl Family {
             if i > 0 {
                 l.push(',');
             }
-            let _ = write!(l, "{k}=\"{}\"", escape_label(v));
+            let _ = write!(
+                l,
+                "{k}=\"{}\"",
+                felhom_protocol::text::prometheus_label(v, MAX_LABEL_CHARS)
+            );
         }
         if self.seen.insert(l.clone()) {
             self.samples.push((l, value));
@@ -92,24 +96,8 @@ impl Family {
     }
 }
 
-/// A label value in the text format: `\`, `"` and newline escaped, other control
-/// characters dropped, at most 128 characters.
-pub fn escape_label(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v
-        .chars()
-        .filter(|c| *c == '\n' || !c.is_control())
-        .take(128)
-    {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// The longest label value (characters) a series carries.
+const MAX_LABEL_CHARS: usize = 128;
 
 fn number(v: f64) -> String {
     if v.is_nan() {
@@ -426,13 +414,6 @@ mod tests {
         has(r#"felhom_last_success_timestamp_seconds{node="pve"} 5"#);
         // No verdict: no passed series for vda (not a made-up 0).
         assert!(!text.contains(r#"felhom_disk_smart_passed{node="pve",disk="vda"}"#));
-    }
-
-    #[test]
-    fn label_values_are_escaped_and_bounded() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(escape_label("x\u{1b}[31my"), "x[31my");
-        assert_eq!(escape_label(&"z".repeat(500)).len(), 128);
     }
 
     #[test]

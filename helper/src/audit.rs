@@ -1,7 +1,8 @@
 //! The audit trail: one record per privileged operation, never forged and never drowned.
 //!
 //! - **One record is one line.** Every value that reaches a record — the validated request,
-//!   an error text that may carry a tool's stderr — goes through [`escape`]: control
+//!   an error text that may carry a tool's stderr — goes through the audit policy
+//!   ([`felhom_protocol::text::audit_value`], see [`escape`]): control
 //!   characters (newline, carriage return, escape sequences, …) become visible `\n`, `\r`,
 //!   `\x1b` escapes and the value is bounded, so a tool's output cannot start a second,
 //!   legitimate-looking record or recolour a terminal.
@@ -25,7 +26,6 @@
 //! or `over_cap`), so a structured sink (the journal) gets each as a field.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,49 +47,11 @@ pub fn next_seq() -> u64 {
     SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
-/// `s` as one printable line of at most about `max` bytes: `\n`, `\r`, `\t` and `\\` are
-/// written as such, every other control character (C0, DEL, C1) as `\xNN` or `\u{NN}`, the
-/// invisible format characters of [`is_invisible`] as `\u{NNNN}`, and a cut value ends with
-/// `…[cut]`.
-pub fn escape(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max) + 8);
-    for (i, c) in s.char_indices() {
-        if i >= max {
-            out.push_str("…[cut]");
-            break;
-        }
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() || is_invisible(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Whether `c` is one of the format characters that change how a line *looks* without
-/// being control characters: the line and paragraph separators (U+2028, U+2029, which some
-/// viewers break lines at), the bidirectional embeddings, overrides and isolates (U+202A–U+202E,
-/// U+2066–U+2069, which reorder what follows them), and the zero-width characters (U+200B–U+200F,
-/// U+2060, U+FEFF, which hide inside a value). [`escape`] and [`crate::logging::clean`] write
-/// them as `\u{…}` escapes.
-pub fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200b}'..='\u{200f}'
-            | '\u{2028}'..='\u{202e}'
-            | '\u{2060}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{feff}'
-    )
+/// `s` as one printable audit value of at most about [`MAX_VALUE`] bytes: the audit policy,
+/// [`felhom_protocol::text::audit_value`] (`\n`, `\r`, `\t`, `\\`, `\xNN` and `\u{…}` escapes,
+/// a cut value ends with `…[cut]`).
+pub fn escape(s: &str) -> String {
+    felhom_protocol::text::audit_value(s, MAX_VALUE)
 }
 
 /// The operations that change the host. Each call of one is recorded on its own, whatever
@@ -149,7 +111,7 @@ impl Notes {
     /// Attaches `fact` with `value` (escaped, bounded to [`MAX_VALUE`]); a second note of
     /// the same fact replaces the first.
     pub fn note(&self, fact: Fact, value: impl std::fmt::Display) {
-        let value = Some(escape(&value.to_string(), MAX_VALUE));
+        let value = Some(escape(&value.to_string()));
         let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match fact {
             Fact::Device => f.device = value,
@@ -212,7 +174,7 @@ impl Audit {
     pub fn begin(op: &'static str, request: &impl std::fmt::Debug, peer: Peer) -> Self {
         Self {
             op,
-            request: escape(&format!("{request:?}"), MAX_VALUE),
+            request: escape(&format!("{request:?}")),
             peer,
             started: tokio::time::Instant::now(),
             done: false,
@@ -265,7 +227,7 @@ impl Audit {
         }
         let seq = next_seq();
         let ms = self.started.elapsed().as_millis() as u64;
-        let outcome = escape(outcome, MAX_VALUE);
+        let outcome = escape(outcome);
         let f = self.notes.0.lock().unwrap_or_else(|p| p.into_inner());
         macro_rules! record {
             ($level:ident) => {
@@ -502,42 +464,14 @@ mod tests {
 
     #[test]
     fn escaping_keeps_one_record_on_one_line() {
-        let forged = "mount failed\nINFO audit: seq=9 op=\"usb_mount\" outcome=ok\r\x1b[31mred\x1b[0m\ttab\\";
-        let e = escape(forged, MAX_VALUE);
-        assert!(!e.contains('\n') && !e.contains('\r') && !e.contains('\x1b'));
-        assert!(!e.chars().any(char::is_control), "{e:?}");
+        // The policy itself is tested in felhom_protocol::text; this is the record's bound.
+        let forged = "mount failed\nINFO audit: seq=9\r\x1b[31m";
         assert_eq!(
-            e,
-            "mount failed\\nINFO audit: seq=9 op=\"usb_mount\" outcome=ok\\r\\x1b[31mred\\x1b[0m\\ttab\\\\"
+            escape(forged),
+            "mount failed\\nINFO audit: seq=9\\r\\x1b[31m"
         );
-        assert_eq!(escape("\u{0}\u{7f}\u{85}é", 100), "\\x00\\x7f\\u{85}é");
-    }
-
-    #[test]
-    fn escaping_bounds_the_value() {
-        let long = "a".repeat(10_000);
-        let e = escape(&long, 100);
-        assert_eq!(e, format!("{}…[cut]", "a".repeat(100)));
-        // A cut never splits a character.
-        let e = escape(&"é".repeat(100), 11);
-        assert!(e.ends_with("…[cut]"));
-    }
-
-    #[test]
-    fn escaping_shows_invisible_format_characters() {
-        let e = escape(
-            "a\u{2028}b\u{2029}c\u{202a}\u{202e}d\u{2066}\u{2069}e\u{200b}\u{200f}f\u{2060}\u{feff}",
-            MAX_VALUE,
-        );
-        assert_eq!(
-            e,
-            "a\\u{2028}b\\u{2029}c\\u{202a}\\u{202e}d\\u{2066}\\u{2069}e\\u{200b}\\u{200f}f\\u{2060}\\u{feff}"
-        );
-        // The neighbours of those ranges are ordinary text.
-        assert_eq!(
-            escape("\u{200a}\u{2030}\u{2065}\u{206a}é", MAX_VALUE),
-            "\u{200a}\u{2030}\u{2065}\u{206a}é"
-        );
+        let e = escape(&"a".repeat(10_000));
+        assert_eq!(e, format!("{}…[cut]", "a".repeat(MAX_VALUE)));
     }
 
     fn peer(uid: u32) -> Peer {

@@ -91,11 +91,7 @@ fn parse_stat_comm(text: &str) -> Option<(ProcStat, String)> {
     let ppid = rest.next()?.parse().ok()?;
     // Field 22 (starttime); fields 5 to 21 lie between it and ppid.
     let start = rest.nth(17)?.parse().ok()?;
-    let comm = text[open + 1..close]
-        .chars()
-        .take(MAX_COMM)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
+    let comm = felhom_protocol::text::process_name(&text[open + 1..close], MAX_COMM);
     Some((
         ProcStat {
             pid,

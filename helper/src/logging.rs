@@ -1,7 +1,7 @@
 //! Logging: journal entries with fields under systemd, one plain line per event elsewhere.
 //!
 //! - **Under systemd** (`JOURNAL_STREAM` names the device and inode of stderr, see
-//!   [`stderr_is_journal`]) every event is sent straight to journald over its native protocol
+//!   [`felhom_protocol::journal::stderr_is_journal`], shared with the agent) every event is sent straight to journald over its native protocol
 //!   (one datagram to [`JOURNAL_SOCKET`]): the level as `PRIORITY`, the message as `MESSAGE`,
 //!   every other field as `FELHOM_<NAME>` (upper case), the target as `FELHOM_TARGET`. Events
 //!   with target `audit` (the records of privileged operations and of refused connections)
@@ -19,10 +19,11 @@
 //! - **Elsewhere** each event is one line on stderr, without colour escapes:
 //!   `2026-12-02T01:02:03.456789Z  INFO target: message name="text" number=7`.
 //!
-//! Either way the text is made safe first: control characters in values (escape sequences,
-//! newlines) and the invisible format characters of [`crate::audit::is_invisible`] (line
-//! separators, bidi controls, zero-width characters) are written escaped (`\u{1b}`, `\n`,
-//! `\u{202e}`), so a value cannot forge a second line, reorder or hide text, or send a
+//! Either way the text is made safe first, by the log-line policy shared with the agent
+//! ([`felhom_protocol::text::log_value`], through [`clean`]): control characters in values
+//! (escape sequences, newlines) and the invisible format characters of
+//! [`felhom_protocol::text::is_invisible`] (line separators, bidi controls, zero-width
+//! characters) are written escaped (`\u{1b}`, `\n`, `\u{202e}`), so a value cannot forge a second line, reorder or hide text, or send a
 //! terminal escape, and journalctl never has to show a field as a blob. Every value is
 //! bounded to [`MAX_VALUE_BYTES`] and an entry to [`MAX_FIELDS`] fields, so one entry always
 //! fits one datagram.
@@ -42,7 +43,6 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +52,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use felhom_protocol::civil::DateTime;
+use felhom_protocol::journal::stderr_is_journal;
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
@@ -83,30 +85,6 @@ pub const DEFAULT_FILTER: &str = "info,tarpc=off";
 
 /// The most entries waiting for the journal writer; past it entries are dropped and counted.
 pub const JOURNAL_QUEUE: usize = 1024;
-
-/// Whether `JOURNAL_STREAM` (`"<device>:<inode>"`, set by systemd for a service whose stderr
-/// is connected to the journal) names the file behind stderr. A process that inherited the
-/// variable but whose stderr was redirected elsewhere gets `false`.
-pub fn stderr_is_journal() -> bool {
-    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Some(value) = value.to_str() else {
-        return false;
-    };
-    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
-        return false;
-    };
-    journal_stream_matches(value, meta.dev(), meta.ino())
-}
-
-/// Whether a `JOURNAL_STREAM` value names the file with this device and inode.
-pub fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
-    let Some((d, i)) = value.split_once(':') else {
-        return false;
-    };
-    matches!((d.parse::<u64>(), i.parse::<u64>()), (Ok(d), Ok(i)) if d == dev && i == ino)
-}
 
 /// Sets up the process's logging (see the module documentation). `RUST_LOG` overrides
 /// [`DEFAULT_FILTER`]; a value that does not parse is reported and the default is used.
@@ -413,24 +391,10 @@ fn field_name(name: &str) -> String {
     }
 }
 
-/// A value with its control characters and invisible format characters
-/// ([`crate::audit::is_invisible`]) escaped, cut to [`MAX_VALUE_BYTES`].
+/// A value with its control characters and invisible format characters escaped, cut to
+/// [`MAX_VALUE_BYTES`]: the log-line policy, [`felhom_protocol::text::log_value`].
 pub fn clean(value: &str) -> String {
-    let mut out = String::with_capacity(value.len().min(MAX_VALUE_BYTES));
-    for c in value.chars() {
-        let before = out.len();
-        if c.is_control() || crate::audit::is_invisible(c) {
-            let _ = write!(out, "{}", c.escape_default());
-        } else {
-            out.push(c);
-        }
-        if out.len() > MAX_VALUE_BYTES {
-            out.truncate(before);
-            out.push('…');
-            break;
-        }
-    }
-    out
+    felhom_protocol::text::log_value(value, MAX_VALUE_BYTES)
 }
 
 fn priority(level: &Level) -> u8 {
@@ -465,28 +429,12 @@ fn encode(level: &Level, target: &str, f: &Fields) -> Vec<u8> {
     buf
 }
 
-/// `at` as an RFC 3339 UTC timestamp with microseconds.
+/// `at` as an RFC 3339 UTC timestamp with microseconds (the shared calendar,
+/// [`felhom_protocol::civil`]).
 fn timestamp(at: SystemTime) -> String {
     let d = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_micros()
-    )
+    let t = DateTime::from_unix_u64(d.as_secs());
+    format!("{}T{}.{:06}Z", t.date(), t.time(), d.subsec_micros())
 }
 
 /// The event as one plain line: `TIME LEVEL target: message name="text" name=value …`

@@ -1,4 +1,4 @@
-//! The man pages and shell completions that `felhom-gen-docs` renders from the clap
+//! The man pages and shell completions that `cargo xtask gen-docs` renders from the clap
 //! definitions: one page per command and subcommand with every option, valid roff (when
 //! groff is installed), completions that know every subcommand and parse in their shells
 //! (when installed).
@@ -12,11 +12,7 @@ use clap::CommandFactory;
 
 fn generate() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_felhom-gen-docs"))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    felhom_xtask::gen_docs(dir.path()).unwrap();
     dir
 }
 
@@ -107,6 +103,57 @@ fn every_command_and_option_has_its_man_page() {
         }
     } else {
         eprintln!("skipping the roff check: groff is not installed");
+    }
+}
+
+/// Every page's SEE ALSO points at the user documentation the package ships in
+/// /usr/share/doc/felhom-agent/docs (not at the README, which only introduces them); the
+/// agent's page names all of it.
+#[test]
+fn see_also_points_at_the_shipped_docs() {
+    let out = generate();
+    let man = out.path().join("man");
+    let mut pages = 0;
+    for entry in std::fs::read_dir(&man).unwrap() {
+        let path = entry.unwrap().path();
+        let page = std::fs::read_to_string(&path).unwrap();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        // roff writes '-' as \-.
+        let see_also = page
+            .split(".SH \"SEE ALSO\"")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{file} has no SEE ALSO"))
+            .replace("\\-", "-");
+        assert!(!see_also.contains("README"), "{file}: {see_also}");
+        let named: Vec<&str> = felhom_xtask::SHIPPED_DOCS
+            .iter()
+            .copied()
+            .filter(|d| see_also.contains(&format!("{}/{d}", felhom_xtask::DOC_DIR)))
+            .collect();
+        assert!(!named.is_empty(), "{file} names no shipped doc: {see_also}");
+        if file == "felhom-agent.1" {
+            assert_eq!(named, felhom_xtask::SHIPPED_DOCS, "{see_also}");
+        }
+        pages += 1;
+    }
+    assert!(pages > 2, "{pages} pages");
+}
+
+/// The documents the man pages name are the ones the package ships, at the path they name:
+/// each of `SHIPPED_DOCS` is an asset of the .deb (`agent/Cargo.toml`) installed in `DOC_DIR`.
+#[test]
+fn the_documents_the_pages_name_are_shipped_there() {
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/Cargo.toml"),
+    )
+    .unwrap();
+    let dir = felhom_xtask::DOC_DIR.trim_start_matches('/');
+    for doc in felhom_xtask::SHIPPED_DOCS {
+        let asset = format!("[\"../docs/{doc}\", \"{dir}/{doc}\", \"644\"]");
+        assert!(
+            manifest.contains(&asset),
+            "agent/Cargo.toml does not ship {asset}"
+        );
     }
 }
 

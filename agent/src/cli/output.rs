@@ -119,26 +119,10 @@ pub fn uptime(secs: u64) -> String {
     }
 }
 
-/// Epoch seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+/// Epoch seconds as `YYYY-MM-DD HH:MM:SS` (UTC; the shared calendar,
+/// [`felhom_protocol::civil`]).
 pub fn utc(epoch: i64) -> String {
-    let days = epoch.div_euclid(86_400);
-    let secs = epoch.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian; eras of 400 years).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    felhom_protocol::civil::DateTime::from_unix(epoch).to_string()
 }
 
 /// An optional value, or `-`.
@@ -164,9 +148,7 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(uptime(90_061), "1d 1h");
         assert_eq!(uptime(61), "1m 1s");
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        // The calendar is tested in felhom_protocol::civil; this is the format.
         assert_eq!(utc(1_706_702_400), "2024-01-31 12:00:00");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(utc(4_102_444_799), "2099-12-31 23:59:59");
     }
 }

@@ -158,30 +158,10 @@ pub const MAX_ERRORS: usize = 32;
 /// The longest value of one `errors` entry kept.
 pub const MAX_ERROR_VALUE_BYTES: usize = 256;
 
-/// Makes text from outside safe for a terminal, a log line or a JSON report: tabs and line
-/// breaks become spaces, every other control character (C0, DEL, C1 — so every terminal
-/// escape sequence) becomes U+FFFD, and text beyond `max` bytes is cut at a character
-/// boundary with a note of how many bytes were cut.
-pub fn clean_text(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max) + 32);
-    let mut cut_at = None;
-    for (i, c) in s.char_indices() {
-        let c = match c {
-            '\t' | '\n' | '\r' => ' ',
-            c if c.is_control() => '\u{FFFD}',
-            c => c,
-        };
-        if out.len() + c.len_utf8() > max {
-            cut_at = Some(i);
-            break;
-        }
-        out.push(c);
-    }
-    if let Some(i) = cut_at {
-        out.push_str(&format!("… [{} more bytes cut]", s.len() - i));
-    }
-    out
-}
+/// Makes text from outside safe for a terminal, a log line or a JSON report: the terminal
+/// policy of the shared text module ([`felhom_protocol::text::terminal`]; tabs and line breaks
+/// become spaces, every other control character U+FFFD, cut at `max` bytes with a note).
+pub use felhom_protocol::text::terminal as clean_text;
 
 fn fmt_errors(errors: &BTreeMap<String, String>) -> String {
     errors

@@ -48,20 +48,10 @@ pub const MAX_LINE_BYTES: usize = 1024;
 pub const FALLBACK_LINES: usize = 5;
 
 /// The line with every control character (newline, escape, …) replaced by a space and its
-/// length bounded to [`MAX_LINE_BYTES`]; trailing whitespace removed.
+/// length bounded to [`MAX_LINE_BYTES`]; trailing whitespace removed (the one-line policy,
+/// [`felhom_protocol::text::one_line`]).
 pub fn clean_line(line: &str) -> String {
-    let mut out = String::with_capacity(line.len().min(MAX_LINE_BYTES + 3));
-    for c in line.chars() {
-        let c = if c.is_control() { ' ' } else { c };
-        if out.len() + c.len_utf8() > MAX_LINE_BYTES {
-            out.push('…');
-            return out;
-        }
-        out.push(c);
-    }
-    let kept = out.trim_end().len();
-    out.truncate(kept);
-    out
+    felhom_protocol::text::one_line(line, MAX_LINE_BYTES)
 }
 
 /// Whether a log line reports an error: `ERROR: …` (vzdump, many workers), the final
@@ -364,9 +354,9 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_cleaned() {
+    fn lines_are_cleaned_to_the_line_bound() {
+        // The policy itself is tested in felhom_protocol::text; this is the bound.
         assert_eq!(clean_line("a\x1b[31mred\x07\r\n"), "a [31mred");
-        assert_eq!(clean_line("tab\there"), "tab here");
         let long = "é".repeat(2000);
         let c = clean_line(&long);
         assert!(c.len() <= MAX_LINE_BYTES + '…'.len_utf8(), "{}", c.len());

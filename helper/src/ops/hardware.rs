@@ -34,16 +34,6 @@ fn read_small(path: &Path) -> Option<String> {
     Some(s.trim().to_string())
 }
 
-/// Printable ASCII only, at most [`MAX_LABEL`] characters.
-fn clean_label(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_LABEL)
-        .collect::<String>()
-        .trim()
-        .to_string()
-}
-
 fn is_virtual(name: &str) -> bool {
     VIRTUAL_PREFIXES.iter().any(|p| name.starts_with(p))
 }
@@ -69,7 +59,7 @@ pub fn scan(cfg: &LoadedConfig) -> Result<Vec<DiskInfo>, HelperError> {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let model = read_small(&base.join("device/model"))
-            .map(|m| clean_label(&m))
+            .map(|m| felhom_protocol::text::label(&m, MAX_LABEL))
             .filter(|m| !m.is_empty());
         let removable = read_small(&base.join("removable")).as_deref() == Some("1");
         let rotational = match read_small(&base.join("queue/rotational")).as_deref() {
@@ -220,7 +210,7 @@ pub fn sensors(root: &Path) -> Result<Vec<SensorReading>, HelperError> {
     let mut readings = Vec::new();
     for (device, path) in devices {
         let chip = read_small(&path.join("name"))
-            .map(|n| clean_label(&n))
+            .map(|n| felhom_protocol::text::label(&n, MAX_LABEL))
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| device.clone());
         let Ok(files) = std::fs::read_dir(&path) else {
@@ -250,7 +240,7 @@ pub fn sensors(root: &Path) -> Result<Vec<SensorReading>, HelperError> {
             };
             let stem = format!("{}{index}", kind_prefix(kind));
             let label = read_small(&path.join(format!("{stem}_label")))
-                .map(|l| clean_label(&l))
+                .map(|l| felhom_protocol::text::label(&l, MAX_LABEL))
                 .filter(|l| !l.is_empty())
                 .unwrap_or(stem);
             readings.push(SensorReading {

@@ -54,29 +54,11 @@ pub(crate) fn sha1_hex(data: &[u8]) -> String {
     h.iter().map(|v| format!("{v:08x}")).collect()
 }
 
-/// Civil date-time (UTC) of a Unix timestamp: (year, month, day, hour, minute, second).
+/// Civil date-time (UTC) of a Unix timestamp: (year, month, day, hour, minute, second), from
+/// the shared calendar ([`felhom_protocol::civil`]).
 pub(crate) fn civil(epoch: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    // Howard Hinnant's days_from_civil inverse.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        y,
-        m,
-        d,
-        (secs / 3600) as u32,
-        ((secs % 3600) / 60) as u32,
-        (secs % 60) as u32,
-    )
+    let t = felhom_protocol::civil::DateTime::from_unix_u64(epoch);
+    (t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 
 /// `YYYY_MM_DD-HH_MM_SS` as used in vzdump archive names.
@@ -183,9 +165,10 @@ mod tests {
 
     #[test]
     fn civil_dates() {
-        assert_eq!(vzdump_stamp(0), "1970_01_01-00_00_00");
+        // The calendar is tested in felhom_protocol::civil; these are the formats.
         assert_eq!(vzdump_stamp(1_706_702_400), "2024_01_31-12_00_00");
         assert_eq!(log_stamp(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(civil_iso(0), "1970-01-01T00:00:00Z");
     }
 
     #[test]

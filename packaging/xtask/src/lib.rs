@@ -1,7 +1,7 @@
-//! felhom-gen-docs: writes the man pages and shell completions of felhom from the clap
-//! definitions themselves, so they cannot drift from `--help`.
+//! felhom's build-time tasks, run as `cargo xtask …` (an alias in `.cargo/config.toml`).
 //!
-//! `felhom-gen-docs OUT_DIR` writes
+//! `cargo xtask gen-docs --out OUT_DIR` writes the man pages and shell completions of felhom
+//! from the clap definitions themselves, so they cannot drift from `--help`:
 //!
 //! ```text
 //! OUT_DIR/man/felhom-agent.1              the agent, with every subcommand listed
@@ -14,30 +14,30 @@
 //!
 //! `.ci/package.sh` runs it before building the .deb, compresses the pages and ships them in
 //! `/usr/share/man/man{1,8}` and the completions in bash-completion's, zsh's and fish's
-//! vendor directories. Exit status 0, or 1 with the reason on stderr.
+//! vendor directories. The pages' SEE ALSO names the user documentation the package ships
+//! ([`SHIPPED_DOCS`]). The test crate's `man_pages` tests call [`gen_docs`].
 
 use std::io::Write;
 use std::path::Path;
-use std::process::ExitCode;
 
 use clap::CommandFactory;
 use clap_mangen::roff::{Roff, bold, italic, roman};
 
-fn main() -> ExitCode {
-    let Some(out) = std::env::args_os().nth(1) else {
-        eprintln!("usage: felhom-gen-docs OUT_DIR");
-        return ExitCode::from(2);
-    };
-    match generate(Path::new(&out)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("felhom-gen-docs: {e}");
-            ExitCode::from(1)
-        }
-    }
+/// Where the package installs its user documentation (`docs/*.md` of the repository, beside
+/// the README as in the repository, so the README's links resolve).
+pub const DOC_DIR: &str = "/usr/share/doc/felhom-agent/docs";
+
+/// The documents the package ships in [`DOC_DIR`], which the man pages point at.
+pub const SHIPPED_DOCS: [&str; 4] = ["install.md", "guide.md", "helper.md", "security.md"];
+
+/// `DOC_DIR/name` for a SEE ALSO line.
+fn doc(name: &str) -> String {
+    format!("{DOC_DIR}/{name}")
 }
 
-fn generate(out: &Path) -> std::io::Result<()> {
+/// Writes the man pages to `out/man` and the completions to `out/completions` (see the crate
+/// documentation), creating the directories.
+pub fn gen_docs(out: &Path) -> std::io::Result<()> {
     let man = out.join("man");
     let comp = out.join("completions");
     std::fs::create_dir_all(&man)?;
@@ -80,7 +80,7 @@ fn subcommand_pages(
         let cmd = sub.clone().name(name.clone()).bin_name(call.clone());
         let see_also = Roff::new()
             .control("SH", ["SEE ALSO"])
-            .text([bold("felhom-agent"), roman("(1)")])
+            .text([bold("felhom-agent"), roman("(1), "), roman(doc("guide.md"))])
             .to_roff();
         write_page(dir, cmd.clone(), "1", &see_also)?;
         subcommand_pages(dir, sub, &name, &call)?;
@@ -162,7 +162,14 @@ fn agent_sections() -> String {
             bold("journalctl"),
             roman("(1), "),
             bold("smartctl"),
-            roman("(8), /usr/share/doc/felhom-agent/README.md"),
+            roman("(8), "),
+            roman(doc("install.md")),
+            roman(", "),
+            roman(doc("guide.md")),
+            roman(", "),
+            roman(doc("helper.md")),
+            roman(", "),
+            roman(doc("security.md")),
         ])
         .to_roff()
 }
@@ -205,7 +212,10 @@ fn helper_sections() -> String {
             bold("systemd.socket"),
             roman("(5), "),
             bold("journalctl"),
-            roman("(1)"),
+            roman("(1), "),
+            roman(doc("helper.md")),
+            roman(", "),
+            roman(doc("security.md")),
         ])
         .to_roff()
 }
