@@ -2,7 +2,7 @@
 //! [`Outcome`].
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use felhom_protocol::{GoldenImageRequest, UsbMountRequest, Vmid};
 use serde::Serialize;
@@ -10,21 +10,17 @@ use serde_json::json;
 
 use super::output::{Outcome, Table, bytes, opt, uptime};
 use super::progress::{self, ProgressMode};
+use super::task_output::{SHORT_TASK, task_json, task_line};
 use super::{
     Cli, CliError, Command, GoldenImageAction, GoldenImageArgs, SnapshotAction, UsbAction,
 };
 use crate::config::AgentConfig;
 use crate::helper_client::HelperClient;
 use crate::pve::{
-    ConfigKey, GuestState, PveClient, RestoreRequest, SnapshotName, TaskSuccess, Upid, WaitOptions,
+    ConfigKey, GuestState, PveClient, RestoreRequest, SnapshotName, Upid, WaitOptions,
 };
 use crate::report::{self, HealthReport};
 use crate::smart::{Health, SmartSummary, summarize};
-
-/// How long short tasks (snapshot, start, stop) may take.
-pub(super) const SHORT_TASK: Duration = Duration::from_secs(15 * 60);
-/// How long backup and restore may take.
-pub(super) const LONG_TASK: Duration = Duration::from_secs(6 * 3600);
 
 /// The config keys `set-config` accepts, for the usage message.
 pub const ALLOWED_CONFIG_KEYS: &str = "cores, cpulimit, cpuunits, memory, swap, hostname, description, onboot, startup, nameserver, searchdomain, tags, protection, net0..net31, mp0..mp255";
@@ -450,25 +446,6 @@ async fn guest(pve: &PveClient, vmid: Vmid) -> Result<Outcome, CliError> {
         &json!({ "status": status, "config": config }),
         human,
     ))
-}
-
-pub(super) fn task_line(what: &str, s: &TaskSuccess) -> String {
-    let mut line = format!("{what}: {} (task {})\n", s.exitstatus, s.upid);
-    for w in &s.warnings {
-        let _ = writeln!(line, "  warning: {w}");
-    }
-    if s.warnings_omitted > 0 {
-        let _ = writeln!(
-            line,
-            "  … {} more warnings in the task log",
-            s.warnings_omitted
-        );
-    }
-    line
-}
-
-pub(super) fn task_json(s: &TaskSuccess) -> serde_json::Value {
-    json!({ "upid": s.upid.to_string(), "exitstatus": s.exitstatus, "warnings": s.warnings, "warnings_omitted": s.warnings_omitted })
 }
 
 async fn snapshot(

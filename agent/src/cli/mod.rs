@@ -12,6 +12,7 @@ mod power;
 pub mod progress;
 mod setconfig;
 mod storage;
+mod task_output;
 mod tasks;
 
 use std::io::Write;
@@ -425,7 +426,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
                 let mut doc =
                     serde_json::json!({ "ok": false, "exit_code": code, "error": e.to_string() });
                 if let CliError::Pve(PveError::Task(f)) = &e {
-                    doc["task"] = tasks::failure_json(f);
+                    doc["task"] = task_output::failure_json(f);
                 }
                 let _ = writeln!(out, "{doc}");
                 let _ = out.flush();

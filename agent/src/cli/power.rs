@@ -6,9 +6,9 @@ use felhom_protocol::Vmid;
 use serde_json::json;
 
 use super::CliError;
-use super::commands::{task_json, task_line};
 use super::output::Outcome;
 use super::progress::{self, ProgressMode};
+use super::task_output::{task_json, task_line};
 use crate::pve::{PveClient, WaitOptions};
 
 /// Sends the shutdown and waits for its task: the container's own timeout plus five
