@@ -10,6 +10,7 @@ mod ha;
 mod output;
 mod power;
 pub mod progress;
+mod selftest;
 mod setconfig;
 mod storage;
 mod task_output;
