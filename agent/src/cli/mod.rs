@@ -6,6 +6,7 @@
 
 mod backup;
 mod commands;
+mod guests;
 mod ha;
 mod output;
 mod power;
