@@ -3,17 +3,16 @@
 
 use std::fmt::Write as _;
 
-use felhom_protocol::{GoldenImageRequest, UsbMountRequest, Vmid};
+use felhom_protocol::{GoldenImageRequest, UsbMountRequest};
 use serde::Serialize;
 use serde_json::json;
 
 use super::output::{Outcome, Table, bytes, opt};
-use super::progress::{self, ProgressMode};
-use super::task_output::{SHORT_TASK, task_json, task_line};
+use super::progress::ProgressMode;
 use super::{Cli, CliError, Command, GoldenImageAction, GoldenImageArgs, UsbAction};
 use crate::config::AgentConfig;
 use crate::helper_client::HelperClient;
-use crate::pve::{ConfigKey, PveClient, RestoreRequest, WaitOptions};
+use crate::pve::{ConfigKey, PveClient, RestoreRequest};
 use crate::smart::{Health, SmartSummary, summarize};
 
 /// The config keys `set-config` accepts, for the usage message.
@@ -87,8 +86,12 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             };
             super::backup::restore(&pve_client(&config)?, req, identity, pm).await
         }
-        Command::Start { vmid } => power(&pve_client(&config)?, *vmid, true, pm).await,
-        Command::Stop { vmid } => power(&pve_client(&config)?, *vmid, false, pm).await,
+        Command::Start { vmid } => {
+            super::power::power(&pve_client(&config)?, *vmid, true, pm).await
+        }
+        Command::Stop { vmid } => {
+            super::power::power(&pve_client(&config)?, *vmid, false, pm).await
+        }
         Command::Shutdown {
             vmid,
             timeout,
@@ -127,28 +130,6 @@ fn unreachable_helper_only() -> Result<Outcome, CliError> {
 }
 
 // ---- Proxmox commands -------------------------------------------------------------------
-
-async fn power(
-    pve: &PveClient,
-    vmid: Vmid,
-    start: bool,
-    pm: ProgressMode,
-) -> Result<Outcome, CliError> {
-    let upid = if start {
-        pve.start(vmid).await?
-    } else {
-        pve.stop(vmid).await?
-    };
-    let done = progress::wait(pve, &upid, WaitOptions::with_timeout(SHORT_TASK), pm).await?;
-    let verb = if start { "start" } else { "stop" };
-    let (ha_line, ha, failed) =
-        super::ha::follow(pve, vmid, &upid, start, super::ha::HA_WAIT).await;
-    Ok(Outcome::new(
-        &json!({ "ok": !failed, "action": verb, "vmid": vmid, "task": task_json(&done), "ha": ha }),
-        task_line(&format!("{verb} CT {vmid}"), &done) + &ha_line,
-    )
-    .failed(failed))
-}
 
 /// Parses `KEY=VALUE` arguments through the typed allowlist; any problem is a usage error.
 pub fn parse_changes(changes: &[String]) -> Result<Vec<(ConfigKey, String)>, CliError> {
