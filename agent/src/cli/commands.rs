@@ -7,7 +7,7 @@ use felhom_protocol::{GoldenImageRequest, UsbMountRequest};
 use serde::Serialize;
 use serde_json::json;
 
-use super::output::{Outcome, Table, bytes, opt};
+use super::output::{Outcome, Table, opt};
 use super::progress::ProgressMode;
 use super::{Cli, CliError, Command, GoldenImageAction, GoldenImageArgs, UsbAction};
 use crate::config::AgentConfig;
@@ -101,7 +101,7 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             let change = parse_changes(changes)?;
             super::setconfig::set_config(&pve_client(&config)?, *vmid, change).await
         }
-        Command::Storage { action: None } => storage(&pve_client(&config)?).await,
+        Command::Storage { action: None } => super::storage::list(&pve_client(&config)?).await,
         Command::Storage {
             action: Some(action),
         } => super::storage::run(&pve_client(&config)?, action).await,
@@ -153,22 +153,6 @@ pub fn parse_changes(changes: &[String]) -> Result<Vec<(ConfigKey, String)>, Cli
         out.push((key, v.to_string()));
     }
     Ok(out)
-}
-
-async fn storage(pve: &PveClient) -> Result<Outcome, CliError> {
-    let list = pve.storages().await?;
-    let mut t = Table::new(&["STORAGE", "TYPE", "ACTIVE", "USED", "TOTAL", "CONTENT"]);
-    for s in &list {
-        t.row(vec![
-            s.storage.clone(),
-            s.storage_type.clone(),
-            if s.active { "yes" } else { "no" }.into(),
-            opt(s.used.map(bytes)),
-            opt(s.total.map(bytes)),
-            s.content.clone(),
-        ]);
-    }
-    Ok(Outcome::new(&list, t.render("no storages")))
 }
 
 // ---- helper commands --------------------------------------------------------------------
