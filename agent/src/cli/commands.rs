@@ -12,11 +12,8 @@ use super::progress::ProgressMode;
 use super::{Cli, CliError, Command, GoldenImageAction, GoldenImageArgs, UsbAction};
 use crate::config::AgentConfig;
 use crate::helper_client::HelperClient;
-use crate::pve::{ConfigKey, PveClient, RestoreRequest};
+use crate::pve::{PveClient, RestoreRequest};
 use crate::smart::{Health, SmartSummary, summarize};
-
-/// The config keys `set-config` accepts, for the usage message.
-pub const ALLOWED_CONFIG_KEYS: &str = "cores, cpulimit, cpuunits, memory, swap, hostname, description, onboot, startup, nameserver, searchdomain, tags, protection, net0..net31, mp0..mp255";
 
 fn load_config(cli: &Cli) -> Result<AgentConfig, CliError> {
     Ok(AgentConfig::load(cli.config.as_deref())?)
@@ -98,7 +95,7 @@ pub(super) async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             force_stop,
         } => super::power::shutdown(&pve_client(&config)?, *vmid, *timeout, *force_stop, pm).await,
         Command::SetConfig { vmid, changes } => {
-            let change = parse_changes(changes)?;
+            let change = super::setconfig::parse_changes(changes)?;
             super::setconfig::set_config(&pve_client(&config)?, *vmid, change).await
         }
         Command::Storage { action: None } => super::storage::list(&pve_client(&config)?).await,
@@ -127,32 +124,6 @@ fn unreachable_helper_only() -> Result<Outcome, CliError> {
     Err(CliError::Failed(
         "internal error: a helper-only command reached the API dispatch".into(),
     ))
-}
-
-// ---- Proxmox commands -------------------------------------------------------------------
-
-/// Parses `KEY=VALUE` arguments through the typed allowlist; any problem is a usage error.
-pub fn parse_changes(changes: &[String]) -> Result<Vec<(ConfigKey, String)>, CliError> {
-    let mut out = Vec::new();
-    for c in changes {
-        let Some((k, v)) = c.split_once('=') else {
-            return Err(CliError::Usage(format!(
-                "{c:?} is not KEY=VALUE (allowed keys: {ALLOWED_CONFIG_KEYS})"
-            )));
-        };
-        let key: ConfigKey = k.parse().map_err(|_| {
-            CliError::Usage(format!(
-                "config key {k:?} is not allowed (allowed keys: {ALLOWED_CONFIG_KEYS})"
-            ))
-        })?;
-        key.check_value(v)
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        if out.iter().any(|(seen, _)| *seen == key) {
-            return Err(CliError::Usage(format!("config key {k} given twice")));
-        }
-        out.push((key, v.to_string()));
-    }
-    Ok(out)
 }
 
 // ---- helper commands --------------------------------------------------------------------
@@ -382,29 +353,4 @@ async fn sensors(helper: &HelperClient) -> Result<Outcome, CliError> {
         ]);
     }
     Ok(Outcome::new(&list, t.render("no sensors")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn set_config_arguments_go_through_the_allowlist() {
-        let ok =
-            parse_changes(&["memory=2048".into(), "net0=name=eth0,bridge=vmbr0".into()]).unwrap();
-        assert_eq!(ok[0], (ConfigKey::Memory, "2048".into()));
-        assert_eq!(ok[1].0, ConfigKey::Net(0));
-        for bad in [
-            "features=keyctl=1",
-            "memory",
-            "memory=lots",
-            "lxc.cap.drop=x",
-        ] {
-            let e = parse_changes(&[bad.into()]).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{bad}");
-        }
-        let e = parse_changes(&["hookscript=local:snippets/x".into()]).unwrap_err();
-        assert!(e.to_string().contains("allowed keys"), "{e}");
-        assert!(parse_changes(&["cores=1".into(), "cores=2".into()]).is_err());
-    }
 }

@@ -1,5 +1,6 @@
-//! `set-config`: the PUT, then what Proxmox really did — which changes are applied and
-//! which wait in `…/pending` until the container's next start.
+//! `set-config`: the arguments through the typed allowlist, the PUT, then what Proxmox really
+//! did — which changes are applied and which wait in `…/pending` until the container's next
+//! start.
 
 use felhom_protocol::Vmid;
 use serde_json::json;
@@ -89,5 +90,56 @@ pub(super) async fn set_config(
                 ),
             ))
         }
+    }
+}
+/// The config keys `set-config` accepts, for the usage message.
+pub const ALLOWED_CONFIG_KEYS: &str = "cores, cpulimit, cpuunits, memory, swap, hostname, description, onboot, startup, nameserver, searchdomain, tags, protection, net0..net31, mp0..mp255";
+
+/// Parses `KEY=VALUE` arguments through the typed allowlist; any problem is a usage error.
+pub fn parse_changes(changes: &[String]) -> Result<Vec<(ConfigKey, String)>, CliError> {
+    let mut out = Vec::new();
+    for c in changes {
+        let Some((k, v)) = c.split_once('=') else {
+            return Err(CliError::Usage(format!(
+                "{c:?} is not KEY=VALUE (allowed keys: {ALLOWED_CONFIG_KEYS})"
+            )));
+        };
+        let key: ConfigKey = k.parse().map_err(|_| {
+            CliError::Usage(format!(
+                "config key {k:?} is not allowed (allowed keys: {ALLOWED_CONFIG_KEYS})"
+            ))
+        })?;
+        key.check_value(v)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        if out.iter().any(|(seen, _)| *seen == key) {
+            return Err(CliError::Usage(format!("config key {k} given twice")));
+        }
+        out.push((key, v.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_config_arguments_go_through_the_allowlist() {
+        let ok =
+            parse_changes(&["memory=2048".into(), "net0=name=eth0,bridge=vmbr0".into()]).unwrap();
+        assert_eq!(ok[0], (ConfigKey::Memory, "2048".into()));
+        assert_eq!(ok[1].0, ConfigKey::Net(0));
+        for bad in [
+            "features=keyctl=1",
+            "memory",
+            "memory=lots",
+            "lxc.cap.drop=x",
+        ] {
+            let e = parse_changes(&[bad.into()]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+        let e = parse_changes(&["hookscript=local:snippets/x".into()]).unwrap_err();
+        assert!(e.to_string().contains("allowed keys"), "{e}");
+        assert!(parse_changes(&["cores=1".into(), "cores=2".into()]).is_err());
     }
 }
