@@ -8,6 +8,7 @@ mod backup;
 mod commands;
 mod guests;
 mod ha;
+mod helper_cmds;
 mod output;
 mod power;
 pub mod progress;
