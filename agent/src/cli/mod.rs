@@ -147,12 +147,12 @@ pub enum Command {
         #[arg(long)]
         force_stop: bool,
     },
-    /// Change allowed config keys: memory, cores, netN, hostname, … (KEY=VALUE …).
+    /// Change allowed config keys (KEY=VALUE …; `set-config --help` lists the keys).
     SetConfig {
         /// The container.
         vmid: Vmid,
-        /// KEY=VALUE pairs.
-        #[arg(required = true, value_name = "KEY=VALUE")]
+        /// KEY=VALUE pairs (the help text, with the allowed keys, is `setconfig::changes_help`).
+        #[arg(required = true, value_name = "KEY=VALUE", help = setconfig::changes_help())]
         changes: Vec<String>,
     },
     /// List the storages on this node, or what one holds.
