@@ -46,6 +46,7 @@ pub(super) async fn shutdown(
     )
     .failed(failed))
 }
+
 /// `felhom-agent start VMID` (`start`) or `stop VMID`: starts the task, waits for it, then for
 /// an HA-managed guest waits until it really is running or stopped.
 pub(super) async fn power(

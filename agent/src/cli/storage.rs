@@ -71,6 +71,7 @@ pub(super) async fn run(pve: &PveClient, action: &StorageAction) -> Result<Outco
         }
     }
 }
+
 /// `felhom-agent storage`: the storages on this node.
 pub(super) async fn list(pve: &PveClient) -> Result<Outcome, CliError> {
     let list = pve.storages().await?;
