@@ -350,8 +350,9 @@ impl ConfigKey {
                 ConfigKeyName::Plain(..) => {}
             }
         }
-        // Unreachable while every variant has its entry (a test checks each one).
-        format!("{self:?}").to_lowercase()
+        // Unreachable while every variant has its entry (a test checks each one); the Debug
+        // form (`Cores`) is no API name, so Proxmox would refuse it rather than take it.
+        format!("{self:?}")
     }
 
     /// The number of a numbered key (`netN`, `mpN`).
