@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use felhom_protocol::Vmid;
 use serde_json::json;
 
-use super::commands::{LONG_TASK, task_json, task_line};
 use super::output::Outcome;
 use super::progress::{self, ProgressMode};
+use super::task_output::{LONG_TASK, task_json, task_line};
 use super::{CliError, Mode};
 use crate::pve::archive::{self, ArchiveSource};
 use crate::pve::prune::prune_from_log;

@@ -5,13 +5,16 @@
 //! JSON document on stdout; otherwise a human table. Logs always go to stderr.
 
 mod backup;
-mod commands;
+mod guests;
 mod ha;
+mod helper_cmds;
 mod output;
 mod power;
 pub mod progress;
+mod selftest;
 mod setconfig;
 mod storage;
+mod task_output;
 mod tasks;
 
 use std::io::Write;
@@ -22,9 +25,12 @@ use felhom_protocol::{
     Bridge, Cores, DiskName, FsUuid, Hostname, MemoryMib, MountName, RootfsGib, TemplateVolid, Vmid,
 };
 
-use crate::config::ConfigError;
-use crate::helper_client::HelperClientError;
-use crate::pve::{PveError, SnapshotName, StorageId, TaskType, Upid, VolumeId};
+use crate::config::{AgentConfig, ConfigError};
+use crate::helper_client::{HelperClient, HelperClientError};
+use crate::pve::{
+    PveClient, PveError, RestoreRequest, SnapshotName, StorageId, TaskType, Upid, VolumeId,
+};
+use progress::ProgressMode;
 
 pub use output::Outcome;
 
@@ -141,12 +147,12 @@ pub enum Command {
         #[arg(long)]
         force_stop: bool,
     },
-    /// Change allowed config keys: memory, cores, netN, hostname, … (KEY=VALUE …).
+    /// Change allowed config keys (KEY=VALUE …; `set-config --help` lists the keys).
     SetConfig {
         /// The container.
         vmid: Vmid,
-        /// KEY=VALUE pairs.
-        #[arg(required = true, value_name = "KEY=VALUE")]
+        /// KEY=VALUE pairs (the help text, with the allowed keys, is `setconfig::changes_help`).
+        #[arg(required = true, value_name = "KEY=VALUE", help = setconfig::changes_help())]
         changes: Vec<String>,
     },
     /// List the storages on this node, or what one holds.
@@ -398,11 +404,121 @@ where
     }
 }
 
+/// Loads the configuration (`--config`, else the default path, and the FELHOM_* overrides).
+fn load_config(cli: &Cli) -> Result<AgentConfig, CliError> {
+    Ok(AgentConfig::load(cli.config.as_deref())?)
+}
+
+/// A Proxmox API client from the configuration's API settings.
+fn pve_client(config: &AgentConfig) -> Result<PveClient, CliError> {
+    let settings = config.api_settings()?;
+    Ok(PveClient::new(&settings)?)
+}
+
+/// Runs one command: the helper-only commands (golden image, usb, smart, sensors) with
+/// just the helper's socket from the config, every other one with the full configuration.
+async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
+    // Commands that only talk to the helper need no API settings, so they work on a host
+    // whose agent.json is not written yet.
+    let helper_only = || -> Result<HelperClient, CliError> {
+        let socket = AgentConfig::load_helper_socket(cli.config.as_deref())?;
+        Ok(HelperClient::new(&socket))
+    };
+    match &cli.command {
+        Command::GoldenImage {
+            action: GoldenImageAction::Create(args),
+        } => return helper_cmds::golden_image(&helper_only()?, args).await,
+        Command::Usb { action } => return helper_cmds::usb(&helper_only()?, action).await,
+        Command::Smart { disk } => {
+            return helper_cmds::smart(&helper_only()?, disk.clone()).await;
+        }
+        Command::Sensors => return helper_cmds::sensors(&helper_only()?).await,
+        _ => {}
+    }
+    let config = load_config(&cli)?;
+    let helper = || HelperClient::new(&config.helper_socket);
+    let pm = ProgressMode::detect(cli.quiet, cli.json);
+    match &cli.command {
+        Command::Selftest { task } => selftest::selftest(&config, &helper(), *task, pm).await,
+        Command::Guests => guests::guests(&pve_client(&config)?).await,
+        Command::Guest { vmid } => guests::guest(&pve_client(&config)?, *vmid).await,
+        Command::Snapshot { action } => guests::snapshot(&pve_client(&config)?, action, pm).await,
+        Command::Backup {
+            vmid,
+            storage,
+            mode,
+            prune,
+        } => backup::backup(&pve_client(&config)?, *vmid, storage, *mode, *prune, pm).await,
+        Command::Restore {
+            archive,
+            vmid,
+            storage,
+            unique,
+            force,
+            hostname,
+            keep_identity,
+        } => {
+            let req = RestoreRequest {
+                vmid: *vmid,
+                archive: archive.clone(),
+                storage: storage.clone(),
+                unique: *unique,
+                force: *force,
+                start: false,
+                hostname: None,
+            };
+            let identity = if *keep_identity {
+                None
+            } else {
+                Some(hostname.as_ref().map(|h| h.to_string()))
+            };
+            backup::restore(&pve_client(&config)?, req, identity, pm).await
+        }
+        Command::Start { vmid } => power::power(&pve_client(&config)?, *vmid, true, pm).await,
+        Command::Stop { vmid } => power::power(&pve_client(&config)?, *vmid, false, pm).await,
+        Command::Shutdown {
+            vmid,
+            timeout,
+            force_stop,
+        } => power::shutdown(&pve_client(&config)?, *vmid, *timeout, *force_stop, pm).await,
+        Command::SetConfig { vmid, changes } => {
+            let change = setconfig::parse_changes(changes)?;
+            setconfig::set_config(&pve_client(&config)?, *vmid, change).await
+        }
+        Command::Storage { action: None } => storage::list(&pve_client(&config)?).await,
+        Command::Storage {
+            action: Some(action),
+        } => storage::run(&pve_client(&config)?, action).await,
+        Command::Tasks { action } => tasks::run(&pve_client(&config)?, action, cli.json, pm).await,
+        Command::GoldenImage { .. }
+        | Command::Usb { .. }
+        | Command::Smart { .. }
+        | Command::Sensors => unreachable_helper_only(),
+        Command::Run => {
+            let pve = pve_client(&config)?;
+            crate::service::run(&config, pve, helper())
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            Ok(Outcome::new(
+                &serde_json::json!({ "ok": true }),
+                String::new(),
+            ))
+        }
+    }
+}
+
+/// The helper-only commands return before the full configuration is loaded.
+fn unreachable_helper_only() -> Result<Outcome, CliError> {
+    Err(CliError::Failed(
+        "internal error: a helper-only command reached the API dispatch".into(),
+    ))
+}
+
 /// Runs a parsed command line, writing the result to `out`; returns the exit code. Errors are
 /// logged to stderr and, with `--json`, also printed as `{"ok":false,"error":…}` on `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
     let json = cli.json;
-    let result = commands::dispatch(cli).await;
+    let result = dispatch(cli).await;
     match result {
         Ok(outcome) => {
             let written = if json {
@@ -425,7 +541,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> u8 {
                 let mut doc =
                     serde_json::json!({ "ok": false, "exit_code": code, "error": e.to_string() });
                 if let CliError::Pve(PveError::Task(f)) = &e {
-                    doc["task"] = tasks::failure_json(f);
+                    doc["task"] = task_output::failure_json(f);
                 }
                 let _ = writeln!(out, "{doc}");
                 let _ = out.flush();

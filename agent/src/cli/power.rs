@@ -1,4 +1,5 @@
-//! `shutdown VMID [--timeout S] [--force-stop]`: a clean shutdown through the API.
+//! `start VMID`, `stop VMID` and `shutdown VMID [--timeout S] [--force-stop]`: a container's
+//! power through the API, following the HA manager for an HA-managed guest.
 
 use std::time::Duration;
 
@@ -6,9 +7,9 @@ use felhom_protocol::Vmid;
 use serde_json::json;
 
 use super::CliError;
-use super::commands::{task_json, task_line};
 use super::output::Outcome;
 use super::progress::{self, ProgressMode};
+use super::task_output::{SHORT_TASK, task_json, task_line};
 use crate::pve::{PveClient, WaitOptions};
 
 /// Sends the shutdown and waits for its task: the container's own timeout plus five
@@ -42,6 +43,30 @@ pub(super) async fn shutdown(
     Ok(Outcome::new(
         &json!({ "ok": !failed, "action": "shutdown", "vmid": vmid, "timeout": timeout, "force_stop": force_stop, "task": task_json(&done), "ha": ha }),
         task_line(&format!("shutdown CT {vmid}"), &done) + &ha_line,
+    )
+    .failed(failed))
+}
+
+/// `felhom-agent start VMID` (`start`) or `stop VMID`: starts the task, waits for it, then for
+/// an HA-managed guest waits until it really is running or stopped.
+pub(super) async fn power(
+    pve: &PveClient,
+    vmid: Vmid,
+    start: bool,
+    pm: ProgressMode,
+) -> Result<Outcome, CliError> {
+    let upid = if start {
+        pve.start(vmid).await?
+    } else {
+        pve.stop(vmid).await?
+    };
+    let done = progress::wait(pve, &upid, WaitOptions::with_timeout(SHORT_TASK), pm).await?;
+    let verb = if start { "start" } else { "stop" };
+    let (ha_line, ha, failed) =
+        super::ha::follow(pve, vmid, &upid, start, super::ha::HA_WAIT).await;
+    Ok(Outcome::new(
+        &json!({ "ok": !failed, "action": verb, "vmid": vmid, "task": task_json(&done), "ha": ha }),
+        task_line(&format!("{verb} CT {vmid}"), &done) + &ha_line,
     )
     .failed(failed))
 }

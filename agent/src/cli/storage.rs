@@ -1,4 +1,4 @@
-//! `storage content STORAGE [--content KIND]`.
+//! `storage` (the storages on this node) and `storage content STORAGE [--content KIND]`.
 
 use serde_json::json;
 
@@ -70,4 +70,21 @@ pub(super) async fn run(pve: &PveClient, action: &StorageAction) -> Result<Outco
             ))
         }
     }
+}
+
+/// `felhom-agent storage`: the storages on this node.
+pub(super) async fn list(pve: &PveClient) -> Result<Outcome, CliError> {
+    let list = pve.storages().await?;
+    let mut t = Table::new(&["STORAGE", "TYPE", "ACTIVE", "USED", "TOTAL", "CONTENT"]);
+    for s in &list {
+        t.row(vec![
+            s.storage.clone(),
+            s.storage_type.clone(),
+            if s.active { "yes" } else { "no" }.into(),
+            opt(s.used.map(bytes)),
+            opt(s.total.map(bytes)),
+            s.content.clone(),
+        ]);
+    }
+    Ok(Outcome::new(&list, t.render("no storages")))
 }

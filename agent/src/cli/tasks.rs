@@ -1,15 +1,15 @@
-//! `tasks wait`, `tasks list`, `tasks log [--follow]`, and the JSON form of a failed task.
+//! `tasks wait`, `tasks list`, `tasks log [--follow]`.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::commands::{LONG_TASK, task_json, task_line};
 use super::output::{Outcome, Table, opt, uptime, utc};
 use super::progress::{self, ProgressMode};
+use super::task_output::{LONG_TASK, task_json, task_line};
 use super::{CliError, TasksAction};
-use crate::pve::{PveClient, TaskFailure, TaskFilter, TaskObserver, TaskStatus, Upid, WaitOptions};
+use crate::pve::{PveClient, TaskFilter, TaskObserver, TaskStatus, Upid, WaitOptions};
 
 /// Runs a `tasks` subcommand.
 pub(super) async fn run(
@@ -42,20 +42,6 @@ pub(super) async fn run(
             }
         }
     }
-}
-
-/// The `--json` form of a failed task (the `task` member of the error document).
-pub(super) fn failure_json(f: &TaskFailure) -> Value {
-    json!({
-        "upid": f.upid.to_string(),
-        "type": f.task_type,
-        "id": f.id,
-        "exitstatus": f.exitstatus,
-        "reasons": f.reasons,
-        "reasons_omitted": f.reasons_omitted,
-        "log_tail": f.log_tail,
-        "privilege": f.privilege,
-    })
 }
 
 async fn wait(pve: &PveClient, upid: &Upid, pm: ProgressMode) -> Result<Outcome, CliError> {

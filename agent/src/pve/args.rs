@@ -238,6 +238,66 @@ pub enum BackupStarted {
     NothingToDo,
 }
 
+/// One entry of [`CONFIG_KEY_NAMES`]: a key with one name, or a numbered family of keys.
+#[derive(Debug, Clone, Copy)]
+pub enum ConfigKeyName {
+    /// A key with one name (`memory`).
+    Plain(&'static str, ConfigKey),
+    /// A numbered family: its prefix, its highest number, and the key of a number
+    /// (`net0` … `net31`).
+    Numbered(&'static str, u8, fn(u8) -> ConfigKey),
+}
+
+/// The `set_config` allowlist by name, in the order the CLI help and the docs list it: the one
+/// table that [`ConfigKey::name`], parsing a [`ConfigKey`], the CLI's help and usage messages
+/// ([`allowed_config_keys`]) and the docs' key list are built from (tests check the CLI help
+/// and the docs against it).
+pub const CONFIG_KEY_NAMES: &[ConfigKeyName] = &[
+    ConfigKeyName::Plain("cores", ConfigKey::Cores),
+    ConfigKeyName::Plain("cpulimit", ConfigKey::Cpulimit),
+    ConfigKeyName::Plain("cpuunits", ConfigKey::Cpuunits),
+    ConfigKeyName::Plain("memory", ConfigKey::Memory),
+    ConfigKeyName::Plain("swap", ConfigKey::Swap),
+    ConfigKeyName::Plain("hostname", ConfigKey::Hostname),
+    ConfigKeyName::Plain("description", ConfigKey::Description),
+    ConfigKeyName::Plain("onboot", ConfigKey::Onboot),
+    ConfigKeyName::Plain("startup", ConfigKey::Startup),
+    ConfigKeyName::Plain("nameserver", ConfigKey::Nameserver),
+    ConfigKeyName::Plain("searchdomain", ConfigKey::Searchdomain),
+    ConfigKeyName::Plain("tags", ConfigKey::Tags),
+    ConfigKeyName::Plain("protection", ConfigKey::Protection),
+    ConfigKeyName::Numbered("net", 31, ConfigKey::Net),
+    ConfigKeyName::Numbered("mp", 255, ConfigKey::Mp),
+];
+
+impl ConfigKeyName {
+    /// How the CLI help and usage messages name it: `memory`, `net0..net31`.
+    pub fn help_form(self) -> String {
+        match self {
+            ConfigKeyName::Plain(name, _) => name.to_string(),
+            ConfigKeyName::Numbered(prefix, max, _) => format!("{prefix}0..{prefix}{max}"),
+        }
+    }
+
+    /// How the docs name it: `memory`, `netN`.
+    pub fn docs_form(self) -> String {
+        match self {
+            ConfigKeyName::Plain(name, _) => name.to_string(),
+            ConfigKeyName::Numbered(prefix, _, _) => format!("{prefix}N"),
+        }
+    }
+}
+
+/// The allowed `set_config` keys as the CLI's help and usage messages list them:
+/// `cores, cpulimit, …, net0..net31, mp0..mp255`.
+pub fn allowed_config_keys() -> String {
+    CONFIG_KEY_NAMES
+        .iter()
+        .map(|k| k.help_form())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Config keys `set_config` may change (a deliberate allowlist; root-only keys such as
 /// `features`, `devN`, `hookscript` and `lxc.*` are absent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -275,24 +335,31 @@ pub enum ConfigKey {
 }
 
 impl ConfigKey {
-    /// The API name (`net0`, `memory`, …).
+    /// The API name (`net0`, `memory`, …), from [`CONFIG_KEY_NAMES`].
     pub fn name(self) -> String {
+        for entry in CONFIG_KEY_NAMES {
+            match *entry {
+                ConfigKeyName::Plain(name, key) if key == self => return name.to_string(),
+                ConfigKeyName::Numbered(prefix, _, key_of) => {
+                    if let Some(n) = self.number()
+                        && key_of(n) == self
+                    {
+                        return format!("{prefix}{n}");
+                    }
+                }
+                ConfigKeyName::Plain(..) => {}
+            }
+        }
+        // Unreachable while every variant has its entry (a test checks each one); the Debug
+        // form (`Cores`) is no API name, so Proxmox would refuse it rather than take it.
+        format!("{self:?}")
+    }
+
+    /// The number of a numbered key (`netN`, `mpN`).
+    fn number(self) -> Option<u8> {
         match self {
-            ConfigKey::Cores => "cores".into(),
-            ConfigKey::Cpulimit => "cpulimit".into(),
-            ConfigKey::Cpuunits => "cpuunits".into(),
-            ConfigKey::Memory => "memory".into(),
-            ConfigKey::Swap => "swap".into(),
-            ConfigKey::Hostname => "hostname".into(),
-            ConfigKey::Description => "description".into(),
-            ConfigKey::Onboot => "onboot".into(),
-            ConfigKey::Startup => "startup".into(),
-            ConfigKey::Nameserver => "nameserver".into(),
-            ConfigKey::Searchdomain => "searchdomain".into(),
-            ConfigKey::Net(n) => format!("net{n}"),
-            ConfigKey::Mp(n) => format!("mp{n}"),
-            ConfigKey::Tags => "tags".into(),
-            ConfigKey::Protection => "protection".into(),
+            ConfigKey::Net(n) | ConfigKey::Mp(n) => Some(n),
+            _ => None,
         }
     }
 
@@ -404,33 +471,21 @@ impl FromStr for ConfigKey {
             }
             n.parse::<u8>().ok().filter(|n| *n <= max)
         };
-        Ok(match s {
-            "cores" => ConfigKey::Cores,
-            "cpulimit" => ConfigKey::Cpulimit,
-            "cpuunits" => ConfigKey::Cpuunits,
-            "memory" => ConfigKey::Memory,
-            "swap" => ConfigKey::Swap,
-            "hostname" => ConfigKey::Hostname,
-            "description" => ConfigKey::Description,
-            "onboot" => ConfigKey::Onboot,
-            "startup" => ConfigKey::Startup,
-            "nameserver" => ConfigKey::Nameserver,
-            "searchdomain" => ConfigKey::Searchdomain,
-            "tags" => ConfigKey::Tags,
-            "protection" => ConfigKey::Protection,
-            _ => {
-                if let Some(n) = indexed("net", 31) {
-                    ConfigKey::Net(n)
-                } else if let Some(n) = indexed("mp", 255) {
-                    ConfigKey::Mp(n)
-                } else {
-                    return Err(arg_err(
-                        "config key",
-                        format!("{s:?} is not in the allowlist"),
-                    ));
+        for entry in CONFIG_KEY_NAMES {
+            match *entry {
+                ConfigKeyName::Plain(name, key) if name == s => return Ok(key),
+                ConfigKeyName::Numbered(prefix, max, key_of) => {
+                    if let Some(n) = indexed(prefix, max) {
+                        return Ok(key_of(n));
+                    }
                 }
+                ConfigKeyName::Plain(..) => {}
             }
-        })
+        }
+        Err(arg_err(
+            "config key",
+            format!("{s:?} is not in the allowlist"),
+        ))
     }
 }
 
@@ -703,6 +758,70 @@ mod tests {
                 .check_value("local-lvm:8,mp=/data,/elsewhere")
                 .is_ok()
         );
+    }
+
+    /// Which variant a key is. No wildcard: a new variant does not compile until it is given
+    /// its number here, and then `every_variant_has_its_entry_in_the_name_table` fails until it
+    /// has its entry in [`CONFIG_KEY_NAMES`].
+    fn variant(k: ConfigKey) -> usize {
+        match k {
+            ConfigKey::Cores => 0,
+            ConfigKey::Cpulimit => 1,
+            ConfigKey::Cpuunits => 2,
+            ConfigKey::Memory => 3,
+            ConfigKey::Swap => 4,
+            ConfigKey::Hostname => 5,
+            ConfigKey::Description => 6,
+            ConfigKey::Onboot => 7,
+            ConfigKey::Startup => 8,
+            ConfigKey::Nameserver => 9,
+            ConfigKey::Searchdomain => 10,
+            ConfigKey::Net(_) => 11,
+            ConfigKey::Mp(_) => 12,
+            ConfigKey::Tags => 13,
+            ConfigKey::Protection => 14,
+        }
+    }
+    const VARIANTS: usize = 15;
+
+    #[test]
+    fn every_variant_has_its_entry_in_the_name_table() {
+        let mut seen = BTreeMap::new();
+        for entry in CONFIG_KEY_NAMES {
+            let keys: Vec<(String, ConfigKey)> = match *entry {
+                ConfigKeyName::Plain(name, key) => vec![(name.to_string(), key)],
+                ConfigKeyName::Numbered(prefix, max, key_of) => (0..=max)
+                    .map(|n| (format!("{prefix}{n}"), key_of(n)))
+                    .collect(),
+            };
+            for (name, key) in keys {
+                // Each name parses to its key and back, and names one key only.
+                assert_eq!(name.parse::<ConfigKey>().unwrap(), key, "{name}");
+                assert_eq!(key.name(), name);
+                assert!(seen.insert(name.clone(), key).is_none(), "{name} twice");
+            }
+        }
+        let variants: std::collections::BTreeSet<usize> =
+            seen.values().map(|k| variant(*k)).collect();
+        assert_eq!(
+            variants,
+            (0..VARIANTS).collect(),
+            "a variant lacks its entry"
+        );
+        assert_eq!(seen.len(), 13 + 32 + 256);
+        assert!("net32".parse::<ConfigKey>().is_err());
+        assert!("mp256".parse::<ConfigKey>().is_err());
+    }
+
+    #[test]
+    fn the_allowed_keys_text_lists_the_table_in_order() {
+        assert_eq!(
+            allowed_config_keys(),
+            "cores, cpulimit, cpuunits, memory, swap, hostname, description, onboot, startup, nameserver, searchdomain, tags, protection, net0..net31, mp0..mp255"
+        );
+        let docs: Vec<String> = CONFIG_KEY_NAMES.iter().map(|k| k.docs_form()).collect();
+        assert_eq!(docs.first().map(String::as_str), Some("cores"));
+        assert_eq!(docs.last().map(String::as_str), Some("mpN"));
     }
 
     #[test]
