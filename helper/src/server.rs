@@ -801,6 +801,37 @@ mod tests {
         );
     }
 
+    /// A stuck operation (its future never ends, whatever its deadline says) is dropped with
+    /// `TimedOut`, but only once the time it may still need is over: its tool's TERM grace,
+    /// the tree kill's wait after SIGKILL and a mount rollback's own cleanup deadline, then
+    /// 3 s. Earlier would cut a rollback short and leave a half-made mount; much later, a
+    /// wedged operation holds the one-operation lock for nothing. (Paused clock: exact.)
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_operation_is_dropped_only_once_its_cleanup_time_is_over() {
+        let lock = Arc::new(Mutex::new(()));
+        let cap = Duration::from_secs(10);
+        let deadline = Instant::now() + cap;
+        let r = Running {
+            _permit: Arc::clone(&lock).lock_owned().await,
+            deadline,
+            cap,
+            op: "usb_mount",
+        };
+        let room = TERM_GRACE + contain::KILL_WAIT + usb::CLEANUP_TIME + Duration::from_secs(3);
+        let op = Connection::bounded(&r, std::future::pending::<Result<(), HelperError>>());
+        tokio::pin!(op);
+        let slack = Duration::from_millis(10);
+        let early = tokio::time::timeout_at(deadline + room - slack, &mut op).await;
+        assert!(early.is_err(), "dropped before its cleanup time: {early:?}");
+        match tokio::time::timeout_at(deadline + room + slack, &mut op).await {
+            Ok(Err(HelperError::TimedOut {
+                operation,
+                after_secs,
+            })) => assert_eq!((operation.as_str(), after_secs), ("usb_mount", 10)),
+            other => panic!("a stuck operation still held after its backstop: {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn the_longest_accepted_client_deadline_does_not_panic_the_timers() {
         let far = Instant::now()
