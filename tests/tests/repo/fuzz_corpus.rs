@@ -9,7 +9,7 @@
 // Test code: a panic is a failed test (helpers outside #[test] fns included).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 mod targets;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,13 @@
+//! The `helper` test binary: the real `felhom-helper` under `systemd-socket-activate` with fake
+//! tools and fake sysfs trees, with real loop devices (root), and with the real smartctl. One
+//! module per former test binary; run one with `cargo test -p felhom-tests --test helper
+//! MODULE::`.
+
+mod helper_activation;
+mod helper_audit;
+mod helper_hostile_inputs;
+mod helper_loop_mount;
+mod helper_ops;
+mod helper_safety;
+mod helper_security;
+mod real_smartctl;
