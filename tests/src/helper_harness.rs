@@ -52,6 +52,13 @@ pub fn golden_request(vmid: u32) -> felhom_protocol::GoldenImageRequest {
     }
 }
 
+/// A tarpc context whose deadline is `secs` seconds from now.
+pub fn ctx(secs: u64) -> tarpc::context::Context {
+    let mut c = tarpc::context::current();
+    c.deadline = Instant::now() + Duration::from_secs(secs);
+    c
+}
+
 /// Which mount backend the helper under test uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MountBackendChoice {

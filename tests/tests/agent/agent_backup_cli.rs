@@ -4,22 +4,9 @@
 //! never prunes unless `--prune` is given, and `restore` resets the network identity only
 //! for a copy.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::time::Duration;
-
-use felhom_tests::agent_env::AgentEnv as Env;
-use felhom_tests::bins::AgentRun;
+use felhom_tests::agent_env::{AgentEnv as Env, agent, env};
 use felhom_tests::pve_sim::BackupQuirk;
 use serde_json::Value;
-
-async fn env() -> Env {
-    Env::start(Duration::from_millis(50)).await.unwrap()
-}
-
-async fn agent(env: &Env, args: &[&str]) -> AgentRun {
-    env.agent(args).await
-}
 
 /// The form body of the last vzdump request.
 fn last_vzdump_body(env: &Env) -> String {

@@ -2,48 +2,14 @@
 //! helper: the CLI sends exactly the expected typed requests, every helper error reaches the
 //! user as a clear message with exit 1, and usage/config errors exit 2.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::path::PathBuf;
-
 use felhom_protocol::*;
-use felhom_tests::bins::{self, AgentRun};
+use felhom_tests::agent_env::{agent, env};
+use felhom_tests::bins;
 use felhom_tests::fake_helper::{
-    Call, FakeDisk, FakeHelper, Method, Scripted, healthy_ata_json, write_agent_config,
+    Call, FakeDisk, Method, Scripted, healthy_ata_json, write_agent_config,
 };
-use felhom_tests::pve_sim::{Fault, FaultKind, PveSim, SimOptions};
+use felhom_tests::pve_sim::{Fault, FaultKind};
 use serde_json::Value;
-
-struct Env {
-    sim: PveSim,
-    helper: FakeHelper,
-    _dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-async fn env() -> Env {
-    // Build (once) before the servers start; blocking is fine on a multi-thread runtime.
-    tokio::task::block_in_place(bins::agent);
-    let sim = PveSim::start(SimOptions {
-        task_duration: std::time::Duration::from_millis(50),
-        ..SimOptions::default()
-    })
-    .await
-    .unwrap();
-    let helper = FakeHelper::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 1).unwrap();
-    Env {
-        sim,
-        helper,
-        _dir: dir,
-        config,
-    }
-}
-
-async fn agent(env: &Env, args: &[&str]) -> AgentRun {
-    bins::run_agent(&env.config, args).await
-}
 
 fn hello() -> Call {
     Call::Hello(PROTOCOL_VERSION)
@@ -383,7 +349,7 @@ async fn usage_and_config_errors_exit_2() {
 async fn a_token_file_open_to_others_is_refused_with_exit_2() {
     use std::os::unix::fs::PermissionsExt;
     let env = env().await;
-    let token = env._dir.path().join("pve-token");
+    let token = env.dir.path().join("pve-token");
     let chmod = |mode: u32| {
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
     };
@@ -416,7 +382,7 @@ async fn a_token_file_open_to_others_is_refused_with_exit_2() {
         .arg("--config")
         .arg(&env.config)
         .arg("guests")
-        .env("CREDENTIALS_DIRECTORY", env._dir.path())
+        .env("CREDENTIALS_DIRECTORY", env.dir.path())
         .env_remove("RUST_LOG")
         .output()
         .await

@@ -3,24 +3,18 @@
 //! the middle of a call, its socket is absent, and it refuses requests; the agent reports each
 //! clearly and recovers when the helper is activated again.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use felhom_tests::bins::{self, AgentRun};
+use felhom_tests::bins::{self, run_agent as agent};
 use felhom_tests::fake_helper::{healthy_ata_json, write_agent_config};
 use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions};
 use felhom_tests::pve_sim::{PveSim, SimOptions};
 
 /// Upper bound for waiting on a condition; reached only when a test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn agent(config: &Path, args: &[&str]) -> AgentRun {
-    bins::run_agent(config, args).await
-}
 
 /// Starts the simulator and the socket-activated helper; `None` (test skipped, reason
 /// printed) when `systemd-socket-activate` is not installed.

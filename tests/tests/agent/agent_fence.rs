@@ -2,8 +2,6 @@
 //! spawning processes (CI runs clippy with `-D warnings`), and no agent source names a
 //! process-spawning API.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 
 fn agent_dir() -> PathBuf {

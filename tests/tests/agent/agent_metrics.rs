@@ -3,8 +3,6 @@
 //! is world-readable and replaced atomically, and `promtool check metrics` accepts it (when
 //! promtool is installed: Debian's `prometheus` package, which CI installs).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;

@@ -1,8 +1,6 @@
 //! `felhom-agent run`, the service: cycles, the atomically written `health.json`, systemd
 //! notifications (READY, STATUS, WATCHDOG) and a clean exit on SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};

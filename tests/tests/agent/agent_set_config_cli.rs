@@ -3,22 +3,11 @@
 //! JSON output), read from the simulator's `GET …/pending`; and start/stop/shutdown of an
 //! HA-managed guest wait for the state the HA manager brings it to.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
-use felhom_tests::agent_env::AgentEnv as Env;
-use felhom_tests::bins::AgentRun;
+use felhom_tests::agent_env::{agent, env};
 use felhom_tests::pve_sim::{Fault, FaultKind};
 use serde_json::json;
-
-async fn env() -> Env {
-    Env::start(Duration::from_millis(50)).await.unwrap()
-}
-
-async fn agent(env: &Env, args: &[&str]) -> AgentRun {
-    env.agent(args).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_config_says_what_is_applied_and_what_is_pending() {

@@ -1,8 +1,6 @@
 //! The agent's SMART parser over every real smartctl capture in the shared fixtures
 //! (`../shared/fixtures/rootops/smartctl_*.json`; skipped with a reason when absent).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use felhom_agent::smart::{

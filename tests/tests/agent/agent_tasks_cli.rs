@@ -2,20 +2,14 @@
 //! so progress is the plain log lines), `--quiet`, `--json`, failure reasons, and the
 //! `storage content`, `tasks list`, `tasks log [--follow]` and `shutdown` commands.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
-use felhom_tests::agent_env::AgentEnv as Env;
-use felhom_tests::bins::{self, AgentRun};
+use felhom_tests::agent_env::{AgentEnv as Env, agent, env_with};
+use felhom_tests::bins;
 use felhom_tests::pve_sim::TaskOutcome;
 
 async fn env() -> Env {
-    Env::start(Duration::from_millis(400)).await.unwrap()
-}
-
-async fn agent(env: &Env, args: &[&str]) -> AgentRun {
-    env.agent(args).await
+    env_with(Duration::from_millis(400)).await
 }
 
 /// stderr lines that are progress lines of the task `label` (`[1.2s] vzdump 100: …`).

@@ -4,8 +4,6 @@
 //! expire. A warning goes to stderr and into `--json` (`tls_expiry`); the selftest still
 //! succeeds.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -3,8 +3,6 @@
 //! path itself is checked on a real systemd by `.ci/package.sh`; the helper's journal
 //! encoding by the unit tests of `felhom_helper::logging`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use felhom_tests::bins;
 use felhom_tests::fake_helper::{FakeHelper, write_agent_config};
 use felhom_tests::pve_sim::{PveSim, SimOptions};

@@ -1,7 +1,7 @@
 //! The `agent` test binary: the real `felhom-agent` against the Proxmox simulator and the fake
 //! or real helper (its commands, output, service mode, metrics, logs), and the fence around
-//! the agent's sources. One module per former test binary; run one with
-//! `cargo test -p felhom-tests --test agent MODULE::`.
+//! the agent's sources. One module per former test binary, under its old name:
+//! `cargo test -p felhom-tests --test agent agent_cli::` runs one.
 
 mod agent_backup_cli;
 mod agent_cli;

@@ -3,9 +3,6 @@
 //! anything else is refused at start-up (exit 2) with a message that says what was wrong,
 //! before any request could be read from it.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};

@@ -4,21 +4,12 @@
 //! aggregated record, after which the helper serves normally. Runs the real helper under
 //! `systemd-socket-activate` with fake tools and a fake sysfs.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::Read;
 use std::time::{Duration, Instant};
 
 use felhom_protocol::*;
-use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions};
+use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions, ctx};
 use tarpc::context::{self, Context};
-
-fn ctx(secs: u64) -> Context {
-    let mut c = context::current();
-    c.deadline = Instant::now() + Duration::from_secs(secs);
-    c
-}
 
 fn ctx_ms(ms: u64) -> Context {
     let mut c = context::current();

@@ -8,9 +8,6 @@
 //! newtypes refuse to construct can still be put on the wire. Control cases encoded the same
 //! way must be accepted (and run their tool), which proves the shadow layout matches.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{Read, Write};
 use std::pin::Pin;
 use std::time::{Duration, Instant};

@@ -5,9 +5,6 @@
 //! devices with one UUID, and a device already mounted elsewhere, are refused. Needs root,
 //! losetup and mkfs.ext4 (CI is root); elsewhere each test says why it skipped.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -1,21 +1,13 @@
 //! End to end: the real `felhom-helper` under `systemd-socket-activate`, a real tarpc client,
 //! fake tools that record their argv, and fake sysfs trees. One test per operation family.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use felhom_protocol::*;
-use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions, MountBackendChoice};
-use tarpc::context::{self, Context};
-
-fn ctx(secs: u64) -> Context {
-    let mut c = context::current();
-    c.deadline = Instant::now() + Duration::from_secs(secs);
-    c
-}
+use felhom_tests::helper_harness::{
+    HelperHarness, HelperHarnessOptions, MountBackendChoice, ctx, golden_request as golden,
+};
 
 const UUID: &str = "ada110f6-bd6d-49db-955d-342c27627b61";
 const UUID2: &str = "0f3b9c1e-7d22-4c55-8a9e-1b2c3d4e5f60";
@@ -52,10 +44,6 @@ fn uuid(s: &str) -> FsUuid {
 
 fn name(s: &str) -> MountName {
     MountName::new(s).unwrap()
-}
-
-fn golden(vmid: u32) -> GoldenImageRequest {
-    felhom_tests::helper_harness::golden_request(vmid)
 }
 
 fn start(backend: MountBackendChoice) -> HelperHarness {

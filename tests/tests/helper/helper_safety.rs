@@ -5,36 +5,23 @@
 //! `systemd-socket-activate` with fake tools and a fake sysfs; the loop-device variants are in
 //! `helper_loop_mount.rs`.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use felhom_protocol::*;
 use felhom_tests::helper_harness::{
-    FakeDisk, HelperHarness, HelperHarnessOptions, MountBackendChoice, TimeCaps,
+    FakeDisk, HelperHarness, HelperHarnessOptions, MountBackendChoice, TimeCaps, ctx,
+    golden_request as golden,
 };
-use tarpc::context::{self, Context};
 
 const UUID: &str = "ada110f6-bd6d-49db-955d-342c27627b61";
 const UUID2: &str = "0f4c2d9e-7a1b-4c3d-8e5f-6a7b8c9d0e1f";
-
-fn ctx(secs: u64) -> Context {
-    let mut c = context::current();
-    c.deadline = Instant::now() + Duration::from_secs(secs);
-    c
-}
 
 fn mount_req(name: &str) -> UsbMountRequest {
     UsbMountRequest {
         uuid: FsUuid::new(UUID).unwrap(),
         name: MountName::new(name).unwrap(),
     }
-}
-
-fn golden(vmid: u32) -> GoldenImageRequest {
-    felhom_tests::helper_harness::golden_request(vmid)
 }
 
 fn start(backend: MountBackendChoice) -> HelperHarness {

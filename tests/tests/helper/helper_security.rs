@@ -2,21 +2,12 @@
 //! survive: foreign uids, garbage and oversized frames, hostile deadlines, hanging tools,
 //! insecure or invalid configs; it exits when idle; and it links no HTTP/TLS stack.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use felhom_protocol::*;
-use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions, TimeCaps};
-use tarpc::context::{self, Context};
-
-fn ctx(secs: u64) -> Context {
-    let mut c = context::current();
-    c.deadline = Instant::now() + Duration::from_secs(secs);
-    c
-}
+use felhom_tests::helper_harness::{HelperHarness, HelperHarnessOptions, TimeCaps, ctx};
+use tarpc::context;
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -1,7 +1,7 @@
 //! The `helper` test binary: the real `felhom-helper` under `systemd-socket-activate` with fake
 //! tools and fake sysfs trees, with real loop devices (root), and with the real smartctl. One
-//! module per former test binary; run one with `cargo test -p felhom-tests --test helper
-//! MODULE::`.
+//! module per former test binary, under its old name: `cargo test -p felhom-tests --test
+//! helper helper_ops::` runs one.
 
 mod helper_activation;
 mod helper_audit;

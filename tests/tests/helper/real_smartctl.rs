@@ -9,8 +9,6 @@
 //! `/usr/sbin/smartctl` (Debian's smartmontools, which CI installs); skips with a printed
 //! reason otherwise.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use felhom_tests::bins;

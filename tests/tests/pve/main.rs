@@ -1,6 +1,7 @@
 //! The `pve` test binary: the agent's Proxmox VE client against the simulator, the Python
 //! fake PVE, hostile and keep-alive servers, and the simulator's own smoke tests. One module
-//! per former test binary; run one with `cargo test -p felhom-tests --test pve MODULE::`.
+//! per former test binary, under its old name: `cargo test -p felhom-tests --test pve
+//! pve_client::` runs one.
 
 mod pve_client;
 mod pve_client_fixtures;

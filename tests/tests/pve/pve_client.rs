@@ -1,9 +1,6 @@
 //! The typed Proxmox VE client against the simulator: every call, success and failure paths,
 //! TLS modes, error classification, retries and task waiting.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use felhom_agent::pve::{

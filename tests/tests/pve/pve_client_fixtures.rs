@@ -2,9 +2,6 @@
 //! real UPIDs listed in `../shared/reference/proxmox-api.md` §3.1. Skips (printing why)
 //! when `../shared` is absent.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use felhom_agent::pve::error::classify;

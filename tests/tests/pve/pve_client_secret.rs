@@ -2,9 +2,6 @@
 //! output (and `log` records, bridged) of a full client run at TRACE level is captured and
 //! searched for the secret.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

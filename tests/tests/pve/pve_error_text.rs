@@ -3,9 +3,6 @@
 //! are printed as documented, and the retry/`no such task` predicates answer for each kind of
 //! error. (Written for mutants the cargo-mutants run found missed; see the README.)
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 
 use felhom_agent::pve::error::clean_text;

@@ -8,8 +8,6 @@
 //! disagrees with our reading of the Proxmox sources, they say so (named `DISAGREEMENT`)
 //! instead of bending the agent; README.md lists both.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use felhom_agent::pve::{

@@ -4,9 +4,6 @@
 //! characters. The peak-RSS figure for the gigabyte case is printed by
 //! `cargo bench -p felhom-tests --bench hostile_body_rss`.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::{Duration, Instant};
 
 use felhom_agent::pve::{ApiSettings, NodeName, PveClient, PveError, TlsMode, TokenId};

@@ -4,9 +4,6 @@
 //! sent on such a connection is lost and would be reported "outcome unknown"; the agent
 //! retires idle connections before that, so its POST goes out on a fresh connection.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use felhom_agent::pve::{ApiSettings, NodeName, PveClient, TlsMode, TokenId};

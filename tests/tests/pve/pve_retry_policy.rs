@@ -2,8 +2,6 @@
 //! not wait through it); a 502/503/504 on a POST (a reverse proxy in front of pveproxy) is
 //! outcome-unknown and never retried, like 595/596; a 503 on a GET is retried.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use felhom_agent::pve::{

@@ -2,8 +2,6 @@
 //! status line (reason phrase) and body are seen exactly as sent.
 
 // Helpers outside `#[test]` functions panic on purpose: a panic is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,6 @@
 //! Following task logs, failure reasons, the task list and clean shutdown, through the typed
 //! client against the simulator.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use felhom_agent::pve::{

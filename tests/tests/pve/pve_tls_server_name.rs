@@ -3,8 +3,6 @@
 //! fix, and succeeds with `tls_server_name`; a pin accepts the leaf regardless. Both through
 //! the library and through the real `felhom-agent` binary with its config file.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use felhom_agent::pve::{ApiSettings, NodeName, PveClient, TlsMode, TokenId};

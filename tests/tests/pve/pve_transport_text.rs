@@ -3,9 +3,6 @@
 //! and matches only an equal one. (Written for mutants the
 //! cargo-mutants run found missed; see the README.)
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use felhom_agent::pve::{

@@ -6,16 +6,16 @@
 //! `write_seeds` (ignored; run by hand, see fuzz/README.md) writes the initial seeds: real
 //! encoded request frames and representative values of every input kind.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
+// The included fuzz targets are used here only in part.
+#![allow(missing_docs, dead_code)]
 
 #[path = "../../../fuzz/src/lib.rs"]
 mod targets;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use felhom_protocol::*;
+use felhom_tests::helper_harness::ctx;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -74,12 +74,6 @@ fn the_targets_properties_can_fail() {
     assert!(targets::is_clean_text(
         "Permission check failed (/vms/100, VM.Audit)"
     ));
-}
-
-fn ctx(secs: u64) -> tarpc::context::Context {
-    let mut c = tarpc::context::current();
-    c.deadline = Instant::now() + Duration::from_secs(secs);
-    c
 }
 
 /// Encodes a real request frame (length prefix included) with the agent's transport.

@@ -1,8 +1,9 @@
 //! The `repo` test binary: checks on the repository as a whole: the locked dependency tree,
-//! the fuzz targets over their committed corpus, and the generated man pages and completions.
-//! One module per former test binary; run one with `cargo test -p felhom-tests --test repo
-//! MODULE::`.
+//! the fuzz targets over their committed corpus, the generated man pages and completions, and
+//! the test crate's own layout. One module per former test binary, under its old name:
+//! `cargo test -p felhom-tests --test repo supply_chain::` runs one.
 
 mod fuzz_corpus;
+mod layout;
 mod man_pages;
 mod supply_chain;

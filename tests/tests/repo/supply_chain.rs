@@ -3,9 +3,6 @@
 //! a permissive allowlist, and packages present in two versions are exactly the reviewed list
 //! below. Advisories are checked by `cargo audit` in `.ci/supply-chain.sh`.
 
-// Test code: a panic is a failed test (helpers outside #[test] fns included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
