@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use felhom_protocol::*;
 use felhom_tests::helper_harness::{
-    FakeDisk, HelperHarness, HelperHarnessOptions, MountBackendChoice,
+    FakeDisk, HelperHarness, HelperHarnessOptions, MountBackendChoice, RealLoopLease,
+    real_loop_devices,
 };
 use tarpc::context;
 
@@ -23,6 +24,8 @@ const MKFS: &str = "/usr/sbin/mkfs.ext4";
 struct LoopDevice {
     dev: String,
     mount_point: Option<PathBuf>,
+    /// Dropped after the device is detached (fields drop after `drop`).
+    _lease: RealLoopLease,
 }
 
 impl Drop for LoopDevice {
@@ -104,6 +107,7 @@ fn ext4_image(dir: &Path, file: &str, uuid: &str) -> PathBuf {
 /// printed) when losetup cannot attach it here.
 fn loop_with_uuid(dir: &Path, file: &str, uuid: &str) -> Option<LoopDevice> {
     let image = ext4_image(dir, file, uuid);
+    let lease = real_loop_devices();
     let out = Command::new(LOSETUP)
         .args(["--find", "--show"])
         .arg(&image)
@@ -119,6 +123,7 @@ fn loop_with_uuid(dir: &Path, file: &str, uuid: &str) -> Option<LoopDevice> {
     let lo = LoopDevice {
         dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
         mount_point: None,
+        _lease: lease,
     };
     // Without udev, blkid finds the new device by scanning /proc/partitions; give the
     // kernel a moment to list it so the helper's own lookup is not racing losetup.
