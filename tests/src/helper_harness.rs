@@ -210,6 +210,22 @@ fn block_nodes() -> Vec<PathBuf> {
 /// The next node to hand out, shared by every harness of the test process.
 static NEXT_NODE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Whether a Unix socket bound at `path` listens (`__SO_ACCEPTCON` in the flags column of
+/// `/proc/net/unix`). Without that table (not Linux), whether the file exists.
+fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let path = path.to_string_lossy();
+    // Num RefCount Protocol Flags Type St Inode Path
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 8
+            && f[7] == path
+            && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 0x1_0000 != 0)
+    })
+}
+
 /// Who uses the idle loop devices of this process: harnesses that hand them to fake
 /// filesystems, and tests that attach images to them (`losetup --find` takes the first idle
 /// one, which a fake filesystem may stand on). The two never overlap; since the test files
@@ -519,7 +535,9 @@ impl HelperHarness {
         let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(30);
-        while !self.socket.exists() {
+        // The file appears at bind(), a moment before listen(); a connect in between is refused
+        // (seen under load), so wait for the listening socket itself.
+        while !self.socket.exists() || !listening(&self.socket) {
             if let Some(status) = self.try_wait() {
                 bail!(
                     "helper exited with {status} before listening:\n{}",
@@ -909,7 +927,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use super::{FakeNodeLease, real_loop_devices};
+    use super::{FakeNodeLease, listening, real_loop_devices};
 
     /// Long enough for a thread that is not blocked to report; the blocked case waits it out.
     const MOMENT: Duration = Duration::from_millis(300);
@@ -963,5 +981,31 @@ mod tests {
         rx.recv_timeout(PATIENCE)
             .expect("a second real loop lease waited for the first");
         drop(first);
+    }
+
+    #[test]
+    fn a_bound_socket_is_listening_only_after_listen() {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &UnixAddr::new(&path).unwrap(),
+        )
+        .unwrap();
+        assert!(path.exists());
+        assert!(!listening(&path), "bound, not yet listening");
+        listen(&fd, Backlog::new(1).unwrap()).unwrap();
+        assert!(listening(&path));
+        assert!(!listening(&dir.path().join("other.sock")));
     }
 }
