@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Real host tools the tests use where the machine can have them (called by .ci/run before the
 # tests, as root on Debian; a no-op elsewhere):
-#   smartmontools  the real smartctl for tests/tests/real_smartctl.rs (real helper, real disks)
+#   smartmontools  the real smartctl for tests/tests/helper/real_smartctl.rs (real helper, real disks)
 #   prometheus     promtool, for `promtool check metrics` on the agent's metrics file
-#                  (tests/tests/agent_metrics.rs)
-#   groff-base     groff, for the man page check of tests/tests/man_pages.rs
+#                  (tests/tests/agent/agent_metrics.rs)
+#   groff-base     groff, for the man page check of tests/tests/repo/man_pages.rs
 # The prometheus package would start a Prometheus server from its maintainer script: a
 # temporary policy-rc.d (exit 101, "action forbidden") keeps it stopped, and is removed
 # afterwards unless one was already there. Bounded: apt-get waits at most 300 s for the dpkg

@@ -2,7 +2,7 @@
 # Supply chain: RustSec advisories for the main and the fuzz lock files, offline, against the
 # dated snapshot in ../shared/advisory-db (cargo-audit, pinned, installed only when missing:
 # about 4 minutes of compiling on a fresh 2-core machine, seconds when present). Licenses,
-# sources and duplicate versions are checked by tests/tests/supply_chain.rs in `cargo test`
+# sources and duplicate versions are checked by tests/tests/repo/supply_chain.rs in `cargo test`
 # (cargo-deny's checks, without compiling cargo-deny). Known, reasoned ignores:
 # .cargo/audit.toml.
 set -euo pipefail

@@ -9,7 +9,7 @@
 # Each target starts from its committed seeds (fuzz/corpus/TARGET, read only) plus a working
 # corpus (fuzz/corpus-work/TARGET, git-ignored) where new inputs go. Crashing inputs land in
 # fuzz/artifacts/TARGET; copy them into fuzz/regressions/TARGET to make them regression
-# tests (tests/tests/fuzz_corpus.rs). Logs: fuzz/corpus-work/TARGET.log.
+# tests (tests/tests/repo/fuzz_corpus.rs). Logs: fuzz/corpus-work/TARGET.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,7 +1,7 @@
 //! The bodies of the fuzz targets. Each `fuzz_targets/NAME.rs` calls the function of the same
-//! name; `tests/tests/fuzz_corpus.rs` includes this file and replays every committed seed and
-//! every past crash (`fuzz/regressions/NAME/`) through the same functions in the normal test
-//! suite, so a crash found once stays a failing test until it is fixed.
+//! name; `tests/tests/repo/fuzz_corpus.rs` includes this file and replays every committed seed
+//! and every past crash (`fuzz/regressions/NAME/`) through the same functions in the normal
+//! test suite, so a crash found once stays a failing test until it is fixed.
 //!
 //! A target must never panic on any input: a panic is a finding. The `assert!`s below are the
 //! properties checked on top of "does not crash" (round trips, allowlist invariants, bounded

@@ -13,8 +13,6 @@
 //! printed too. Every cycle here starts with a fresh helper connection, as in production
 //! (the agent lets go of the helper between cycles).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -29,8 +29,6 @@
 //!
 //! The cold rows are skipped with a reason when `systemd-socket-activate` is not installed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;

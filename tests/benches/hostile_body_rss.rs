@@ -5,9 +5,6 @@
 //!
 //! `cargo bench -p felhom-tests --bench hostile_body_rss`
 
-// Bench code: a panic is a failed run.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;

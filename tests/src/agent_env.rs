@@ -15,8 +15,10 @@ pub struct AgentEnv {
     pub sim: PveSim,
     /// The agent configuration file.
     pub config: PathBuf,
-    _helper: FakeHelper,
-    _dir: tempfile::TempDir,
+    /// The fake helper (script its replies, read the calls it got).
+    pub helper: FakeHelper,
+    /// The temporary directory holding the config and the token file `pve-token`.
+    pub dir: tempfile::TempDir,
 }
 
 impl AgentEnv {
@@ -35,8 +37,8 @@ impl AgentEnv {
         Ok(AgentEnv {
             sim,
             config,
-            _helper: helper,
-            _dir: dir,
+            helper,
+            dir,
         })
     }
 
@@ -44,4 +46,26 @@ impl AgentEnv {
     pub async fn agent(&self, args: &[&str]) -> AgentRun {
         bins::run_agent(&self.config, args).await
     }
+}
+
+/// An [`AgentEnv`] whose simulated tasks take 50 ms, the setup of most agent CLI tests.
+pub async fn env() -> AgentEnv {
+    env_with(Duration::from_millis(50)).await
+}
+
+/// An [`AgentEnv`] whose simulated tasks take `task_duration`.
+///
+/// # Panics
+/// When the simulator or the fake helper cannot start: in a test, a failed setup is a
+/// failed test.
+#[allow(clippy::expect_used)] // test support: the documented panic is a failed test
+pub async fn env_with(task_duration: Duration) -> AgentEnv {
+    AgentEnv::start(task_duration)
+        .await
+        .expect("starting the simulator and the fake helper")
+}
+
+/// Runs the agent of `env` with `args` (the free-function form the tests call).
+pub async fn agent(env: &AgentEnv, args: &[&str]) -> AgentRun {
+    env.agent(args).await
 }

@@ -1,5 +1,5 @@
 //! fakepve, an independent fake of the Proxmox VE 9 API (PyPI `fakepve`, pinned in `.ci/run`),
-//! as a child process for the conformance suite (`tests/tests/pve_fakepve.rs`).
+//! as a child process for the conformance suite (`tests/tests/pve/pve_fakepve.rs`).
 //!
 //! `.ci/run` installs it into a virtualenv at `target/fakepve-venv` and exports
 //! `FELHOM_FAKEPVE` (that venv's `python`). [`FakePve::start`] runs `tests/fakepve/launch.py`

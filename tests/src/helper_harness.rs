@@ -52,6 +52,13 @@ pub fn golden_request(vmid: u32) -> felhom_protocol::GoldenImageRequest {
     }
 }
 
+/// A tarpc context whose deadline is `secs` seconds from now.
+pub fn ctx(secs: u64) -> tarpc::context::Context {
+    let mut c = tarpc::context::current();
+    c.deadline = Instant::now() + Duration::from_secs(secs);
+    c
+}
+
 /// Which mount backend the helper under test uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MountBackendChoice {
@@ -158,6 +165,8 @@ pub struct HelperHarness {
     log: PathBuf,
     child: Option<Child>,
     next_node: std::cell::Cell<usize>,
+    /// Taken when the first fake filesystem is given a real node; see [`real_loop_devices`].
+    fake_nodes: std::cell::OnceCell<FakeNodeLease>,
 }
 
 /// The block device nodes of this machine, for fake filesystems to stand on: the helper
@@ -200,6 +209,107 @@ fn block_nodes() -> Vec<PathBuf> {
 
 /// The next node to hand out, shared by every harness of the test process.
 static NEXT_NODE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether a Unix socket bound at `path` listens (`__SO_ACCEPTCON` in the flags column of
+/// `/proc/net/unix`). Without that table (not Linux), whether the file exists.
+fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let path = path.to_string_lossy();
+    // Num RefCount Protocol Flags Type St Inode Path
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 8
+            && f[7] == path
+            && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 0x1_0000 != 0)
+    })
+}
+
+/// Who uses the idle loop devices of this process: harnesses that hand them to fake
+/// filesystems, and tests that attach images to them (`losetup --find` takes the first idle
+/// one, which a fake filesystem may stand on). The two never overlap; since the test files
+/// share one process per test binary, this keeps them apart.
+#[derive(Debug, Default)]
+struct LoopUse {
+    /// Harnesses holding a [`FakeNodeLease`].
+    fakes: usize,
+    /// Holders of a [`RealLoopLease`].
+    reals: usize,
+    /// Callers of [`real_loop_devices`] waiting for the fakes to go (no new fake starts).
+    reals_waiting: usize,
+}
+
+static LOOP_USE: std::sync::Mutex<LoopUse> = std::sync::Mutex::new(LoopUse {
+    fakes: 0,
+    reals: 0,
+    reals_waiting: 0,
+});
+static LOOP_USE_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn loop_use() -> std::sync::MutexGuard<'static, LoopUse> {
+    LOOP_USE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn wait_loop_use(
+    g: std::sync::MutexGuard<'static, LoopUse>,
+) -> std::sync::MutexGuard<'static, LoopUse> {
+    LOOP_USE_CHANGED
+        .wait(g)
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A harness's share of the block nodes for fake filesystems (released when it is dropped).
+#[derive(Debug)]
+struct FakeNodeLease;
+
+impl FakeNodeLease {
+    fn take() -> FakeNodeLease {
+        let mut g = loop_use();
+        while g.reals > 0 || g.reals_waiting > 0 {
+            g = wait_loop_use(g);
+        }
+        g.fakes += 1;
+        FakeNodeLease
+    }
+}
+
+impl Drop for FakeNodeLease {
+    fn drop(&mut self) {
+        loop_use().fakes -= 1;
+        LOOP_USE_CHANGED.notify_all();
+    }
+}
+
+/// Held by a test while it attaches images to real loop devices; see [`real_loop_devices`].
+#[derive(Debug)]
+pub struct RealLoopLease(());
+
+impl Drop for RealLoopLease {
+    fn drop(&mut self) {
+        loop_use().reals -= 1;
+        LOOP_USE_CHANGED.notify_all();
+    }
+}
+
+/// Waits until no harness of this process has fake filesystems on block nodes, and keeps new
+/// ones from starting until the returned lease (and every other one) is dropped. A test takes
+/// it before `losetup --find` and drops it after detaching: the device it attaches is then
+/// none that a fake filesystem stands on (the helper opens those nodes exclusively and looks
+/// for their users). Tests holding it may run side by side. Never take it while a harness of
+/// the same test has fake filesystems: that waits forever.
+pub fn real_loop_devices() -> RealLoopLease {
+    let mut g = loop_use();
+    g.reals_waiting += 1;
+    while g.fakes > 0 {
+        g = wait_loop_use(g);
+    }
+    g.reals_waiting -= 1;
+    g.reals += 1;
+    RealLoopLease(())
+}
 
 /// `major:minor` of a block device node.
 pub fn devno_of(node: &Path) -> anyhow::Result<String> {
@@ -329,6 +439,7 @@ impl HelperHarness {
             dir,
             child: None,
             next_node: std::cell::Cell::new(0),
+            fake_nodes: std::cell::OnceCell::new(),
         })
     }
 
@@ -424,7 +535,9 @@ impl HelperHarness {
         let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(30);
-        while !self.socket.exists() {
+        // The file appears at bind(), a moment before listen(); a connect in between is refused
+        // (seen under load), so wait for the listening socket itself.
+        while !self.socket.exists() || !listening(&self.socket) {
             if let Some(status) = self.try_wait() {
                 bail!(
                     "helper exited with {status} before listening:\n{}",
@@ -554,6 +667,7 @@ impl HelperHarness {
             !nodes.is_empty(),
             "this machine has no block device node in /dev for the fake filesystems"
         );
+        self.fake_nodes.get_or_init(FakeNodeLease::take);
         self.next_node.set(self.next_node.get() + 1);
         let i = NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         nodes[i % nodes.len()].clone()
@@ -803,5 +917,95 @@ impl Drop for HelperHarness {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::{FakeNodeLease, listening, real_loop_devices};
+
+    /// Long enough for a thread that is not blocked to report; the blocked case waits it out.
+    const MOMENT: Duration = Duration::from_millis(300);
+    /// Reached only when the test fails.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn real_loop_devices_wait_for_fake_nodes_and_fake_nodes_for_them() {
+        // A harness with fake filesystems on nodes: attaching real loop devices waits.
+        let fake = FakeNodeLease::take();
+        let (tx, rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let real = real_loop_devices();
+            tx.send(()).unwrap();
+            real
+        });
+        assert!(
+            rx.recv_timeout(MOMENT).is_err(),
+            "a real loop device was attached while a fake filesystem stood on a node"
+        );
+        drop(fake);
+        rx.recv_timeout(PATIENCE)
+            .expect("the fake node lease was dropped");
+        let real = waiter.join().unwrap();
+        // Real loop devices in use: a new harness waits before it hands out a node.
+        let (tx, rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let fake = FakeNodeLease::take();
+            tx.send(()).unwrap();
+            fake
+        });
+        assert!(
+            rx.recv_timeout(MOMENT).is_err(),
+            "a fake filesystem was given a node while real loop devices were attached"
+        );
+        drop(real);
+        rx.recv_timeout(PATIENCE)
+            .expect("the real loop lease was dropped");
+        drop(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn real_loop_leases_do_not_exclude_each_other() {
+        let (tx, rx) = mpsc::channel();
+        let first = real_loop_devices();
+        std::thread::spawn(move || {
+            let second = real_loop_devices();
+            tx.send(()).unwrap();
+            drop(second);
+        });
+        rx.recv_timeout(PATIENCE)
+            .expect("a second real loop lease waited for the first");
+        drop(first);
+    }
+
+    #[test]
+    fn a_bound_socket_is_listening_only_after_listen() {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &UnixAddr::new(&path).unwrap(),
+        )
+        .unwrap();
+        assert!(path.exists());
+        assert!(!listening(&path), "bound, not yet listening");
+        listen(&fd, Backlog::new(1).unwrap()).unwrap();
+        assert!(listening(&path));
+        assert!(!listening(&dir.path().join("other.sock")));
     }
 }

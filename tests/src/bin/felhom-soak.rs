@@ -14,9 +14,6 @@
 //! `cargo run --release -p felhom-tests --bin felhom-soak -- --cycles 2000`
 //! Prints its figures on stdout and exits 1 when a check fails.
 
-// A test driver: a panic is a failed run.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

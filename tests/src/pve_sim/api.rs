@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+pub(crate) use super::shared::{ApiError, ApiOk, ApiResult};
 use super::state::{Container, Effect, Inner, config_digest, mac_for, rootfs_bytes};
 use super::util::{now_epoch, truthy};
 
@@ -16,78 +17,6 @@ use create_restore::*;
 use storage::*;
 use tasks::*;
 
-/// An API error as PVE reports it.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiError {
-    pub(crate) status: u16,
-    /// Full message including the trailing newline of Perl `die` strings.
-    pub(crate) message: String,
-    pub(crate) errors: Option<Map<String, Value>>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: u16, msg: impl Into<String>) -> Self {
-        let mut message = msg.into();
-        if !message.ends_with('\n') {
-            message.push('\n');
-        }
-        ApiError {
-            status,
-            message,
-            errors: None,
-        }
-    }
-
-    /// 500 with a handler `die` message.
-    fn die(msg: impl Into<String>) -> Self {
-        Self::new(500, msg)
-    }
-
-    /// 400 `Parameter verification failed.` with an `errors` map.
-    pub(crate) fn param(errors: &[(&str, String)]) -> Self {
-        let mut e = Self::new(400, "Parameter verification failed.");
-        e.errors = Some(
-            errors
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect(),
-        );
-        e
-    }
-
-    /// 403 `Permission check failed (<path>, <privs>)`.
-    fn perm(path: &str, privs: &str) -> Self {
-        Self::new(403, format!("Permission check failed ({path}, {privs})"))
-    }
-
-    /// 403 for root-only actions.
-    fn root_only(what: &str) -> Self {
-        Self::new(403, format!("Permission check failed ({what})"))
-    }
-
-    /// First line of the message (the HTTP reason phrase).
-    pub(crate) fn reason(&self) -> String {
-        self.message.lines().next().unwrap_or("").to_string()
-    }
-}
-
-/// A successful reply: `data` plus optional envelope siblings such as `total`.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiOk {
-    pub(crate) data: Value,
-    pub(crate) extra: Vec<(String, Value)>,
-}
-
-impl From<Value> for ApiOk {
-    fn from(data: Value) -> Self {
-        ApiOk {
-            data,
-            extra: Vec::new(),
-        }
-    }
-}
-
-pub(crate) type ApiResult = Result<ApiOk, ApiError>;
 type Params = BTreeMap<String, String>;
 
 const VM_CONFIG_PRIVS: &[&str] = &[

@@ -3,44 +3,11 @@
 //! backup limit" failure, and one-shot quirks that let tests exercise the agent's checks.
 
 use super::state::{Effect, Inner, Volume};
-use super::util::civil_iso;
-
-/// A one-shot deviation of the next vzdump, set through `SimState::set_backup_quirk`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackupQuirk {
-    /// The task log names its archive, but the storage never lists it (as when a shared
-    /// storage's listing lags or the archive went elsewhere).
-    ArchiveNotListed,
-    /// The task log has no `creating … archive` line (the archive is still listed).
-    NoArchiveLine,
-    /// Both: no line, and nothing new listed.
-    NoLineNotListed,
-}
-
-impl BackupQuirk {
-    pub(crate) fn lists_archive(self) -> bool {
-        self == BackupQuirk::NoArchiveLine
-    }
-
-    pub(crate) fn logs_archive(self) -> bool {
-        self == BackupQuirk::ArchiveNotListed
-    }
-}
-
-/// Whether `storage` is a Proxmox Backup Server storage.
-pub(crate) fn is_pbs(inner: &Inner, storage: &str) -> bool {
-    inner.storage(storage).is_some_and(|s| s.kind == "pbs")
-}
-
-/// The volid of a new archive: `<storage>:backup/ct/<vmid>/<ISO time>` on PBS.
-pub(crate) fn pbs_volid(storage: &str, vmid: u32, at: u64) -> String {
-    format!("{storage}:backup/ct/{vmid}/{}", civil_iso(at))
-}
 
 /// The task log line vzdump writes for the archive (pve-manager `PVE/VZDump.pm`).
 pub(crate) fn archive_line(inner: &Inner, volume: &Volume) -> String {
     let (store, rest) = volume.volid.split_once(':').unwrap_or(("", &volume.volid));
-    if is_pbs(inner, store) {
+    if inner.is_pbs(store) {
         let snap = rest.strip_prefix("backup/").unwrap_or(rest);
         format!("INFO: creating Proxmox Backup Server archive '{snap}'")
     } else {

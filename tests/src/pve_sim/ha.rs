@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::api::ApiResult;
+use super::shared::ApiResult;
 use super::state::{Effect, Inner};
 
 /// How many task durations the LRM's task takes after the HA request.

@@ -55,6 +55,7 @@ mod ha;
 mod ipam;
 mod pending;
 mod server;
+mod shared;
 mod state;
 pub(crate) mod tls;
 mod util;
@@ -67,7 +68,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use backup::BackupQuirk;
+pub use shared::BackupQuirk;
 pub use state::SimState;
 
 /// How the simulator behaves; [`Default`] gives a PVE 9 node called `pve`.

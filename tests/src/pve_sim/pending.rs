@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::api::{ApiError, ApiResult};
+use super::shared::{ApiError, ApiResult};
 use super::state::Inner;
 
 /// Keys a running container cannot take without a restart (in this simulator: the DNS
@@ -56,15 +56,4 @@ pub(crate) fn get_pending(inner: &Inner, vmid: u32) -> ApiResult {
         })
         .collect();
     Ok(Value::Array(list).into())
-}
-
-/// Applies the pending changes (at container start).
-pub(crate) fn apply(config: &mut Map<String, Value>, pending: &mut Map<String, Value>) {
-    for (k, v) in std::mem::take(pending) {
-        if v.is_null() {
-            config.remove(&k);
-        } else {
-            config.insert(k, v);
-        }
-    }
 }

@@ -221,7 +221,7 @@ pub(crate) struct Inner {
     /// HA-managed containers and their requested state (`started`, `stopped`).
     pub(crate) ha: BTreeMap<u32, String>,
     /// A deviation for the next vzdump (taken by it).
-    pub(crate) backup_quirk: Option<super::backup::BackupQuirk>,
+    pub(crate) backup_quirk: Option<super::shared::BackupQuirk>,
     /// SDN IPAM/DHCP reservations: MAC address (upper case) → the guest it belongs to.
     pub(crate) ipam: BTreeMap<String, u32>,
 }
@@ -402,6 +402,11 @@ impl Inner {
         self.storages.iter().find(|s| s.name == name)
     }
 
+    /// Whether `storage` is a Proxmox Backup Server storage.
+    pub(crate) fn is_pbs(&self, storage: &str) -> bool {
+        self.storage(storage).is_some_and(|s| s.kind == "pbs")
+    }
+
     /// Finds a volume by volid on any storage.
     pub(crate) fn volume(&self, volid: &str) -> Option<&Volume> {
         let (store, _) = volid.split_once(':')?;
@@ -418,10 +423,10 @@ impl Inner {
             .map(|s| s.volumes.iter().map(|v| v.volid.clone()).collect())
             .unwrap_or_default();
         let mut t = at;
-        let pbs = super::backup::is_pbs(self, storage);
+        let pbs = self.is_pbs(storage);
         let volid = loop {
             let v = if pbs {
-                super::backup::pbs_volid(storage, vmid, t)
+                super::shared::pbs_volid(storage, vmid, t)
             } else {
                 format!(
                     "{storage}:backup/vzdump-lxc-{vmid}-{}.tar{ext}",
@@ -637,7 +642,7 @@ impl Inner {
                     ct.running = true;
                     ct.started_at = now;
                     ct.pid = pid;
-                    super::pending::apply(&mut ct.config, &mut ct.pending);
+                    super::shared::apply_pending(&mut ct.config, &mut ct.pending);
                 }
             }
             Effect::Stop(vmid) => {
@@ -912,7 +917,7 @@ impl SimState {
     }
 
     /// Makes the next vzdump deviate as `quirk` says (one shot).
-    pub fn set_backup_quirk(&self, quirk: super::backup::BackupQuirk) {
+    pub fn set_backup_quirk(&self, quirk: super::shared::BackupQuirk) {
         self.settled().backup_quirk = Some(quirk);
     }
 
