@@ -801,6 +801,29 @@ mod tests {
         );
     }
 
+    /// `hello` offers the USB mount only when every tool of the chosen backend is there: the
+    /// direct backend needs `mount` and `umount` (a mount it could not undo is not offered),
+    /// the systemd backend `systemctl`, and both `blkid`.
+    #[test]
+    fn usb_mount_is_offered_only_with_every_tool_its_backend_needs() {
+        let offered = |backend, missing: &[Tool]| {
+            let mut cfg = test_config();
+            cfg.config.mount_backend = backend;
+            cfg.missing_tools = missing.to_vec();
+            capabilities(&cfg).contains(&Capability::UsbMount)
+        };
+        assert!(offered(BackendChoice::Direct, &[Tool::Systemctl]));
+        assert!(!offered(BackendChoice::Direct, &[Tool::Umount]));
+        assert!(!offered(BackendChoice::Direct, &[Tool::Mount]));
+        assert!(!offered(BackendChoice::Direct, &[Tool::Blkid]));
+        assert!(offered(
+            BackendChoice::Systemd,
+            &[Tool::Mount, Tool::Umount]
+        ));
+        assert!(!offered(BackendChoice::Systemd, &[Tool::Systemctl]));
+        assert!(!offered(BackendChoice::Systemd, &[Tool::Blkid]));
+    }
+
     /// A stuck operation (its future never ends, whatever its deadline says) is dropped with
     /// `TimedOut`, but only once the time it may still need is over: its tool's TERM grace,
     /// the tree kill's wait after SIGKILL and a mount rollback's own cleanup deadline, then
