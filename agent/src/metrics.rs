@@ -31,6 +31,9 @@ use std::fmt::Write as _;
 
 use felhom_protocol::SensorKind;
 
+mod backups;
+mod guests;
+
 use crate::pve::GuestState;
 use crate::report::{HealthReport, Status};
 use crate::smart::Health;
@@ -51,6 +54,7 @@ pub struct CycleInfo {
 struct Family {
     name: &'static str,
     help: &'static str,
+    kind: &'static str,
     samples: Vec<(String, f64)>,
     seen: BTreeSet<String>,
 }
@@ -60,8 +64,17 @@ impl Family {
         Family {
             name,
             help,
+            kind: "gauge",
             samples: Vec::new(),
             seen: BTreeSet::new(),
+        }
+    }
+
+    /// A counter family (its name ends in `_total`).
+    fn counter(name: &'static str, help: &'static str) -> Family {
+        Family {
+            kind: "counter",
+            ..Family::new(name, help)
         }
     }
 
@@ -85,7 +98,7 @@ impl Family {
             return;
         }
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} gauge", self.name);
+        let _ = writeln!(out, "# TYPE {} {}", self.name, self.kind);
         for (labels, value) in &self.samples {
             let _ = writeln!(out, "{}{{{labels}}} {}", self.name, number(*value));
         }
@@ -325,6 +338,9 @@ pub fn render(report: &HealthReport, node: &str, cycle: CycleInfo) -> String {
             fams[f].add(&l, r.value);
         }
     }
+
+    fams.extend(guests::families(report, node));
+    fams.extend(backups::families(report, node));
 
     let mut out = String::new();
     for f in &fams {
