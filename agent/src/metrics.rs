@@ -25,14 +25,24 @@
 //! | `felhom_disk_nvme_used_ratio` | `disk` | NVMe "Percentage Used" / 100 (may exceed 1) |
 //! | `felhom_disk_nvme_media_errors` | `disk` | NVMe media and data integrity errors |
 //! | `felhom_hwmon_temperature_celsius`, `_fan_rpm`, `_volts`, `_watts`, `_amperes` | `chip`, `device`, `sensor` | hwmon readings |
+//! | `felhom_guest_info` | `vmid`, `name`, `tags`, `template` | always 1 |
+//! | `felhom_guest_cpu_usage_ratio`, `_cpu_limit`, `_memory_usage_bytes`, `_memory_size_bytes`, `_swap_usage_bytes`, `_swap_size_bytes`, `_disk_usage_bytes`, `_disk_size_bytes`, `_uptime_seconds` | `vmid` | from the guest list |
+//! | `felhom_guest_network_receive_bytes_total`, `_network_transmit_bytes_total`, `_disk_read_bytes_total`, `_disk_written_bytes_total` | `vmid` | counters |
+//! | `felhom_guest_lock_state` | `vmid`, `state` | 1 for the current lock ([`guests::LOCK_STATES`]) |
+//! | `felhom_node_info`, `felhom_version_info` | `kernel`, `cpu_model`, `pveversion` / `version`, `release`, `repoid` | always 1 |
+//! | `felhom_node_cpu_usage_ratio`, `_cpus`, `_load1`, `_memory_usage_bytes`, `_memory_size_bytes`, `_rootfs_usage_bytes`, `_rootfs_size_bytes`, `_uptime_seconds` | | node status |
+//! | `felhom_backup_storage_up` | `storage` | 1: the backup listing was read |
+//! | `felhom_guest_backups`, `felhom_guest_last_backup_timestamp_seconds` | `vmid`, `storage` | count and newest (0: none there) |
+//! | `felhom_guest_last_backup_verified` | `vmid`, `storage` | PBS: 1 newest verified ok, 0 failed or not verified |
+//! | `felhom_guest_newest_backup_timestamp_seconds` | `vmid` | newest anywhere, 0: none (see [`backups`]) |
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use felhom_protocol::SensorKind;
 
-mod backups;
-mod guests;
+pub mod backups;
+pub mod guests;
 
 use crate::pve::GuestState;
 use crate::report::{HealthReport, Status};

@@ -486,3 +486,82 @@ async fn requests_per_cycle_do_not_grow_with_the_guests() {
         "{listed:?}"
     );
 }
+
+/// The ```yaml block of the docs that holds the backup-age alert (README.md, or a page under
+/// docs/ once the guide moves there).
+fn documented_alert_rule() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![root.join("README.md")];
+    if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
+        files.extend(dir.map(|e| e.unwrap().path()));
+    }
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(f).unwrap();
+        for block in text.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            if block.contains("alert: FelhomBackupTooOld") {
+                return block.to_string();
+            }
+        }
+    }
+    panic!("no ```yaml block with `alert: FelhomBackupTooOld` in {files:?}");
+}
+
+#[test]
+fn the_documented_backup_age_alert_passes_promtool_and_fires_without_a_backup() {
+    let rules = documented_alert_rule();
+    let promtool = std::path::Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        eprintln!(
+            "skipping promtool check rules: /usr/bin/promtool is not installed (Debian package prometheus)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yml"), &rules).unwrap();
+    // CT 100's newest backup is 8,000 s old at 30 h; CT 101 has none (0).
+    std::fs::write(
+        dir.path().join("test.yml"),
+        r#"rule_files:
+  - rules.yml
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'felhom_guest_newest_backup_timestamp_seconds{node="pve",vmid="100"}'
+        values: '100000+0x2000'
+      - series: 'felhom_guest_newest_backup_timestamp_seconds{node="pve",vmid="101"}'
+        values: '0+0x2000'
+    alert_rule_test:
+      - eval_time: 30h
+        alertname: FelhomBackupTooOld
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              node: pve
+              vmid: "101"
+            exp_annotations:
+              summary: "CT 101 on pve: no backup in the last 26 hours"
+"#,
+    )
+    .unwrap();
+    for args in [
+        ["check", "rules", "rules.yml"],
+        ["test", "rules", "test.yml"],
+    ] {
+        let out = std::process::Command::new(promtool)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}\n{rules}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
