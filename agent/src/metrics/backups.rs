@@ -67,3 +67,89 @@ pub(super) fn families(report: &HealthReport, node: &str) -> Vec<Family> {
     }
     vec![up, count, last, verified, newest]
 }
+
+#[cfg(test)]
+mod tests {
+    use felhom_protocol::Vmid;
+
+    use crate::metrics::{CycleInfo, render};
+    use crate::report::Section;
+    use crate::report::backups::{BackupStorage, GuestBackups};
+
+    async fn report(storages: Vec<BackupStorage>) -> crate::report::HealthReport {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = crate::helper_client::HelperClient::new(dir.path().join("none.sock"));
+        let mut r = crate::report::collect(Err("not configured".into()), &helper).await;
+        r.guests = Section::ok(
+            [100, 101]
+                .iter()
+                .map(|v| {
+                    serde_json::from_value(serde_json::json!({
+                        "vmid": v, "status": "running", "lock": "weird\nlock"
+                    }))
+                    .unwrap()
+                })
+                .collect(),
+        );
+        r.backups = Section::ok(storages);
+        r
+    }
+
+    fn storage(name: &str, listed: bool, verification: &str) -> BackupStorage {
+        BackupStorage {
+            storage: name.into(),
+            pbs: true,
+            listed,
+            error: (!listed).then(|| "down".into()),
+            guests: vec![GuestBackups {
+                vmid: Vmid::new(100).unwrap(),
+                count: 3,
+                newest_ctime: Some(1_700_000_000),
+                newest_volid: "x".into(),
+                newest_verification: Some(verification.into()),
+            }],
+        }
+    }
+
+    fn text(r: &crate::report::HealthReport) -> String {
+        render(
+            r,
+            "pve",
+            CycleInfo {
+                duration_seconds: 1.0,
+                last_success: None,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failed_verification_is_0_and_an_unlisted_storage_hides_the_newest() {
+        let t = text(&report(vec![storage("pbs", true, "failed")]).await);
+        let has = |l: &str| assert!(t.contains(&format!("{l}\n")), "{l} in\n{t}");
+        has(r#"felhom_guest_last_backup_verified{node="pve",vmid="100",storage="pbs"} 0"#);
+        has(r#"felhom_guest_backups{node="pve",vmid="101",storage="pbs"} 0"#);
+        has(r#"felhom_guest_newest_backup_timestamp_seconds{node="pve",vmid="100"} 1700000000"#);
+        has(r#"felhom_guest_newest_backup_timestamp_seconds{node="pve",vmid="101"} 0"#);
+        // An unknown lock value: its own series, the line break escaped.
+        has(r#"felhom_guest_lock_state{node="pve",vmid="100",state="weird\nlock"} 1"#);
+        has(r#"felhom_guest_lock_state{node="pve",vmid="100",state="backup"} 0"#);
+
+        let t = text(
+            &report(vec![
+                storage("pbs", true, "ok"),
+                storage("usb", false, "ok"),
+            ])
+            .await,
+        );
+        assert!(t.contains(
+            "felhom_guest_last_backup_verified{node=\"pve\",vmid=\"100\",storage=\"pbs\"} 1\n"
+        ));
+        assert!(t.contains("felhom_backup_storage_up{node=\"pve\",storage=\"usb\"} 0\n"));
+        // The newest backup may be on the storage that could not be listed: no false 0.
+        assert!(
+            !t.contains("felhom_guest_newest_backup_timestamp_seconds{"),
+            "{t}"
+        );
+        assert!(!t.contains("felhom_guest_backups{node=\"pve\",vmid=\"100\",storage=\"usb\"}"));
+    }
+}
