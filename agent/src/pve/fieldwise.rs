@@ -17,6 +17,9 @@ use std::sync::Mutex;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+/// Objects with more fields than this are not rebuilt (the decode error stands).
+pub const MAX_FIELDS: usize = 128;
+
 /// A field that was dropped while decoding, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DroppedField {
@@ -88,9 +91,14 @@ pub fn decode<T: DeserializeOwned>(v: Value) -> Result<(T, Vec<DroppedField>), s
         Ok(t) => return Ok((t, Vec::new())),
         Err(e) => e,
     };
+    // Rebuilding costs a decode per field: only for objects of a sane size (Proxmox's have
+    // a few dozen fields), so a hostile body cannot make it quadratic.
     let Value::Object(full) = &v else {
         return Err(err);
     };
+    if full.len() > MAX_FIELDS {
+        return Err(err);
+    }
     let accepts = |m: &Map<String, Value>| {
         T::deserialize(&Value::Object(m.clone()))
             .map(drop)
@@ -186,6 +194,13 @@ mod tests {
         let v = serde_json::json!({"vmid": "abc", "status": "running"});
         assert!(decode::<ContainerStatus>(v).is_err());
         assert!(decode::<NodeStatus>(serde_json::json!([1, 2])).is_err());
+        // Too many fields to rebuild: the error stands.
+        let mut big = serde_json::Map::new();
+        big.insert("cpu".into(), serde_json::json!("bad"));
+        for i in 0..MAX_FIELDS {
+            big.insert(format!("x{i}"), serde_json::json!(i));
+        }
+        assert!(decode::<NodeStatus>(Value::Object(big)).is_err());
     }
 
     #[test]
