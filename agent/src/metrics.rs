@@ -25,11 +25,24 @@
 //! | `felhom_disk_nvme_used_ratio` | `disk` | NVMe "Percentage Used" / 100 (may exceed 1) |
 //! | `felhom_disk_nvme_media_errors` | `disk` | NVMe media and data integrity errors |
 //! | `felhom_hwmon_temperature_celsius`, `_fan_rpm`, `_volts`, `_watts`, `_amperes` | `chip`, `device`, `sensor` | hwmon readings |
+//! | `felhom_guest_info` | `vmid`, `name`, `tags`, `template` | always 1 |
+//! | `felhom_guest_cpu_usage_ratio`, `_cpu_limit`, `_memory_usage_bytes`, `_memory_size_bytes`, `_swap_usage_bytes`, `_swap_size_bytes`, `_disk_usage_bytes`, `_disk_size_bytes`, `_uptime_seconds` | `vmid` | from the guest list |
+//! | `felhom_guest_network_receive_bytes_total`, `_network_transmit_bytes_total`, `_disk_read_bytes_total`, `_disk_written_bytes_total` | `vmid` | counters |
+//! | `felhom_guest_lock_state` | `vmid`, `state` | 1 for the current lock ([`guests::LOCK_STATES`]) |
+//! | `felhom_node_info`, `felhom_version_info` | `kernel`, `cpu_model`, `pveversion` / `version`, `release`, `repoid` | always 1 |
+//! | `felhom_node_cpu_usage_ratio`, `_cpus`, `_load1`, `_memory_usage_bytes`, `_memory_size_bytes`, `_rootfs_usage_bytes`, `_rootfs_size_bytes`, `_uptime_seconds` | | node status |
+//! | `felhom_backup_storage_up` | `storage` | 1: the backup listing was read |
+//! | `felhom_guest_backups`, `felhom_guest_last_backup_timestamp_seconds` | `vmid`, `storage` | count and newest (0: none there) |
+//! | `felhom_guest_last_backup_verified` | `vmid`, `storage` | PBS: 1 newest verified ok, 0 failed or not verified |
+//! | `felhom_guest_newest_backup_timestamp_seconds` | `vmid` | newest anywhere, 0: none (see [`backups`]) |
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use felhom_protocol::SensorKind;
+
+pub mod backups;
+pub mod guests;
 
 use crate::pve::GuestState;
 use crate::report::{HealthReport, Status};
@@ -51,6 +64,7 @@ pub struct CycleInfo {
 struct Family {
     name: &'static str,
     help: &'static str,
+    kind: &'static str,
     samples: Vec<(String, f64)>,
     seen: BTreeSet<String>,
 }
@@ -60,8 +74,17 @@ impl Family {
         Family {
             name,
             help,
+            kind: "gauge",
             samples: Vec::new(),
             seen: BTreeSet::new(),
+        }
+    }
+
+    /// A counter family (its name ends in `_total`).
+    fn counter(name: &'static str, help: &'static str) -> Family {
+        Family {
+            kind: "counter",
+            ..Family::new(name, help)
         }
     }
 
@@ -89,7 +112,7 @@ impl Family {
             return;
         }
         let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} gauge", self.name);
+        let _ = writeln!(out, "# TYPE {} {}", self.name, self.kind);
         for (labels, value) in &self.samples {
             let _ = writeln!(out, "{}{{{labels}}} {}", self.name, number(*value));
         }
@@ -313,6 +336,9 @@ pub fn render(report: &HealthReport, node: &str, cycle: CycleInfo) -> String {
             fams[f].add(&l, r.value);
         }
     }
+
+    fams.extend(guests::families(report, node));
+    fams.extend(backups::families(report, node));
 
     let mut out = String::new();
     for f in &fams {

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use felhom_protocol::{Capability, HelloReply, MountBackend, SensorReading};
 use serde::Serialize;
 
+pub mod backups;
+
 use crate::helper_client::HelperClient;
 use crate::pve::{ContainerStatus, NodeStatus, PveClient, StorageEntry, VersionInfo};
 use crate::smart::{Health, SmartSummary, summarize};
@@ -149,6 +151,8 @@ pub struct HealthReport {
     pub guests: Section<Vec<ContainerStatus>>,
     /// Storages on this node.
     pub storage: Section<Vec<StorageEntry>>,
+    /// Backups per guest on each backup storage ([`backups`]).
+    pub backups: Section<Vec<backups::BackupStorage>>,
     /// The helper's handshake.
     pub helper: Section<HelperInfo>,
     /// SMART per disk.
@@ -177,6 +181,11 @@ impl HealthReport {
                 "storage",
                 self.storage.status,
                 self.storage.message.as_deref(),
+            ),
+            (
+                "backups",
+                self.backups.status,
+                self.backups.message.as_deref(),
             ),
             ("helper", self.helper.status, self.helper.message.as_deref()),
             ("smart", self.smart.status, self.smart.message.as_deref()),
@@ -307,15 +316,29 @@ pub async fn collect_within(
     let pve_part = async {
         match pve {
             Ok(pve) => {
-                let (info, guests, storage) =
-                    tokio::join!(collect_pve(pve), pve.containers(), pve.storages());
+                let storage_then_backups = async {
+                    match pve.storages().await {
+                        Ok(list) => {
+                            let b = backups::collect(pve, &list).await;
+                            (Section::ok(list), b)
+                        }
+                        Err(e) => (
+                            Section::error(err_text(&e)),
+                            Section::error("skipped: the storage list is unavailable"),
+                        ),
+                    }
+                };
+                let (info, guests, (storage, backups)) =
+                    tokio::join!(collect_pve(pve), pve.containers(), storage_then_backups);
                 (
                     info,
                     guests.map_or_else(|e| Section::error(err_text(&e)), Section::ok),
-                    storage.map_or_else(|e| Section::error(err_text(&e)), Section::ok),
+                    storage,
+                    backups,
                 )
             }
             Err(msg) => (
+                Section::error(msg.clone()),
                 Section::error(msg.clone()),
                 Section::error(msg.clone()),
                 Section::error(msg),
@@ -353,6 +376,7 @@ pub async fn collect_within(
                     Section::error(cut()),
                     Section::error(cut()),
                     Section::error(cut()),
+                    Section::error(cut()),
                 )
             })
     };
@@ -367,7 +391,8 @@ pub async fn collect_within(
                 )
             })
     };
-    let ((pve, guests, storage), (helper, smart, sensors)) = tokio::join!(pve_part, helper_part);
+    let ((pve, guests, storage, backups), (helper, smart, sensors)) =
+        tokio::join!(pve_part, helper_part);
     let mut report = HealthReport {
         generated_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -377,6 +402,7 @@ pub async fn collect_within(
         pve,
         guests,
         storage,
+        backups,
         helper,
         smart,
         sensors,

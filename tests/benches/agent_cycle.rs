@@ -6,6 +6,11 @@
 //! Run: `cargo bench -p felhom-tests --bench agent_cycle` (optional argument: cycles, default
 //! 40).
 //!
+//! The simulator counts the Proxmox requests: they are printed per cycle, for the default
+//! inventory and for 1,000 containers with a backup each (the same count: nothing is
+//! requested per guest; the bench fails if the counts differ), with the CPU per cycle of
+//! each.
+//!
 //! Two runs of the service with a 0.2 s interval: one stopped (SIGTERM) after its first cycle,
 //! one after `1 + N` cycles. CPU time comes from `wait4`'s rusage (user + system, all threads),
 //! so the difference of the two runs divided by `N` is the CPU time of one cycle without the
@@ -90,6 +95,22 @@ fn run_for(config: &Path, cycles: usize) -> Usage {
     }
 }
 
+/// Runs the service for 1 and for `1 + n` cycles against `sim`: the two usages and the
+/// Proxmox requests per cycle. Every cycle makes the same requests, so they are the distinct
+/// requests (method, path, query) of the longer run — exact even when SIGTERM cuts a cycle
+/// short, and a request per guest would show up as one per guest.
+fn measure(sim: &PveSim, config: &Path, n: usize) -> (Usage, Usage, usize) {
+    let one = run_for(config, 1);
+    let from = sim.state().requests().len();
+    let many = run_for(config, 1 + n);
+    let distinct: std::collections::BTreeSet<(String, String, String)> = sim.state().requests()
+        [from..]
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone(), r.query.clone()))
+        .collect();
+    (one, many, distinct.len())
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -128,8 +149,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_agent_config(dir.path(), &sim, &socket, 1).unwrap();
 
-    let one = run_for(&config, 1);
-    let many = run_for(&config, 1 + n);
+    let (one, many, requests) = measure(&sim, &config, n);
     let per_cycle = many.cpu.saturating_sub(one.cpu) / n as u32;
     let user = many.user.saturating_sub(one.user) / n as u32;
     let sys = many.sys.saturating_sub(one.sys) / n as u32;
@@ -148,6 +168,7 @@ fn main() {
     );
     println!("{:<44} {:>10.2}", "  of which user ms", ms(user));
     println!("{:<44} {:>10.2}", "  of which system ms", ms(sys));
+    println!("{:<44} {:>10}", "Proxmox requests per cycle", requests);
     println!(
         "{:<44} {:>10.1}",
         format!("peak RSS MiB (after {} cycles)", 1 + n),
@@ -158,7 +179,42 @@ fn main() {
         "wall s (longer run)",
         many.wall.as_secs_f64()
     );
+
+    // The same with 1,000 containers, each with a backup: the requests per cycle stay
+    // the same (no request per guest); the CPU grows with the size of the answers.
+    let big = runtime
+        .block_on(PveSim::start(SimOptions::default()))
+        .unwrap();
+    let st = big.state();
+    for vmid in 1000..1998 {
+        st.add_container(vmid, &format!("ct{vmid}"), vmid % 4 != 0);
+        st.add_backup_aged("local", vmid, 3600 + u64::from(vmid));
+    }
+    let big_dir = tempfile::tempdir().unwrap();
+    let big_config = write_agent_config(big_dir.path(), &big, &socket, 1).unwrap();
+    let (big_one, big_many, big_requests) = measure(&big, &big_config, n);
+    let big_cycle = big_many.cpu.saturating_sub(big_one.cpu) / n as u32;
+    println!();
+    println!("the same with 1,000 containers (one backup each)");
+    println!(
+        "{:<44} {:>10.2}",
+        format!("CPU ms per cycle (mean of {n})"),
+        ms(big_cycle)
+    );
+    println!("{:<44} {:>10}", "Proxmox requests per cycle", big_requests);
+    println!(
+        "{:<44} {:>10.1}",
+        format!("peak RSS MiB (after {} cycles)", 1 + n),
+        big_many.max_rss_kib as f64 / 1024.0
+    );
     println!();
     println!("cpu per cycle ms: {:.2}", ms(per_cycle));
     println!("peak rss mib: {:.1}", many.max_rss_kib as f64 / 1024.0);
+    println!("requests per cycle: {requests}");
+    println!("1000 guests cpu per cycle ms: {:.2}", ms(big_cycle));
+    println!("1000 guests requests per cycle: {big_requests}");
+    assert_eq!(
+        requests, big_requests,
+        "the requests per cycle grew with the number of guests"
+    );
 }

@@ -78,6 +78,49 @@ impl PveClient {
         decode(&segments.join("/"), reply.data)
     }
 
+    /// Like `get`, but a malformed field costs only itself (see [`super::fieldwise`]).
+    async fn get_fieldwise<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, PveError> {
+        let reply = self.http.call(Method::GET, segments, &[], None).await?;
+        let path = segments.join("/");
+        let (t, dropped) =
+            super::fieldwise::decode::<T>(reply.data).map_err(|e| PveError::Decode {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        super::fieldwise::warn_once(&path, &dropped);
+        Ok(t)
+    }
+
+    /// A list decoded entry by entry like [`PveClient::get_fieldwise`]; an entry whose
+    /// required fields are malformed fails the list.
+    pub(crate) async fn get_list_fieldwise<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Vec<T>, PveError> {
+        let reply = self.http.call(Method::GET, segments, query, None).await?;
+        let path = segments.join("/");
+        let fail = |message: String| PveError::Decode {
+            path: path.clone(),
+            message,
+        };
+        let Value::Array(items) = reply.data else {
+            return Err(fail(format!(
+                "expected a list, got {}",
+                super::fieldwise::kind(&reply.data)
+            )));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut dropped = Vec::new();
+        for item in items {
+            let (t, d) = super::fieldwise::decode::<T>(item).map_err(|e| fail(e.to_string()))?;
+            out.push(t);
+            dropped.extend(d);
+        }
+        super::fieldwise::warn_once(&path, &dropped);
+        Ok(out)
+    }
+
     async fn dispatch(
         &self,
         method: Method,
@@ -110,14 +153,15 @@ impl PveClient {
 
     /// `GET /nodes/{node}/status` (needs Sys.Audit).
     pub async fn node_status(&self) -> Result<NodeStatus, PveError> {
-        self.get(&["nodes", self.node.as_str(), "status"], &[])
+        self.get_fieldwise(&["nodes", self.node.as_str(), "status"])
             .await
     }
 
     /// `GET /nodes/{node}/lxc` — only containers the token may audit are listed.
     pub async fn containers(&self) -> Result<Vec<ContainerStatus>, PveError> {
-        let mut list: Vec<ContainerStatus> =
-            self.get(&["nodes", self.node.as_str(), "lxc"], &[]).await?;
+        let mut list: Vec<ContainerStatus> = self
+            .get_list_fieldwise(&["nodes", self.node.as_str(), "lxc"], &[])
+            .await?;
         list.sort_by_key(|c| c.vmid);
         Ok(list)
     }

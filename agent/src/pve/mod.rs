@@ -67,9 +67,11 @@
 
 pub mod archive;
 pub mod args;
+pub mod backup_list;
 pub mod certexpiry;
 mod client;
 pub mod error;
+pub mod fieldwise;
 pub mod ha;
 mod http;
 pub mod lenient;

@@ -176,6 +176,18 @@ pub struct ContainerStatus {
     /// Root disk size, bytes.
     #[serde(default, deserialize_with = "le::opt_u64")]
     pub maxdisk: Option<u64>,
+    /// Network bytes received since the container started (a counter).
+    #[serde(default, deserialize_with = "le::opt_u64")]
+    pub netin: Option<u64>,
+    /// Network bytes sent since the container started (a counter).
+    #[serde(default, deserialize_with = "le::opt_u64")]
+    pub netout: Option<u64>,
+    /// Bytes read from block devices since the container started (a counter).
+    #[serde(default, deserialize_with = "le::opt_u64")]
+    pub diskread: Option<u64>,
+    /// Bytes written to block devices since the container started (a counter).
+    #[serde(default, deserialize_with = "le::opt_u64")]
+    pub diskwrite: Option<u64>,
     /// Uptime, seconds.
     #[serde(default, deserialize_with = "le::opt_u64")]
     pub uptime: Option<u64>,

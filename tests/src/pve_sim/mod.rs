@@ -53,6 +53,7 @@ mod api;
 mod backup;
 mod ha;
 mod ipam;
+mod patch;
 mod pending;
 mod server;
 mod shared;

@@ -255,7 +255,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, st
 
     let result = {
         let mut g = shared.state.lock();
-        dispatch(&mut g, &method, &rel, &params)
+        let mut result = dispatch(&mut g, &method, &rel, &params);
+        if let (Ok(ok), "GET") = (&mut result, method.as_str()) {
+            super::patch::apply(&g.patches, &g.verifications, &rel, &mut ok.data);
+        }
+        result
     };
     if let Some(err) = lost_answer {
         // The request took effect, but the client only sees the proxy error.

@@ -224,6 +224,10 @@ pub(crate) struct Inner {
     pub(crate) backup_quirk: Option<super::shared::BackupQuirk>,
     /// SDN IPAM/DHCP reservations: MAC address (upper case) → the guest it belongs to.
     pub(crate) ipam: BTreeMap<String, u32>,
+    /// Fields replaced in read answers ([`SimState::patch_field`]).
+    pub(crate) patches: Vec<super::patch::FieldPatch>,
+    /// PBS verification objects by backup volid.
+    pub(crate) verifications: BTreeMap<String, Value>,
 }
 
 /// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
@@ -359,6 +363,8 @@ impl Inner {
             backup_quirk: None,
             ha: BTreeMap::new(),
             ipam: BTreeMap::new(),
+            patches: Vec::new(),
+            verifications: BTreeMap::new(),
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);

@@ -37,6 +37,17 @@ fn get(m: &BTreeMap<String, f64>, series: &str) -> f64 {
 async fn run_writes_a_valid_metrics_file_matching_the_report() {
     tokio::task::block_in_place(bins::agent);
     let sim = PveSim::start(SimOptions::default()).await.unwrap();
+    // A PBS storage: CT 100's backup there is verified, CT 101 has none there (its only
+    // backup is on `local`); CT 102 has no backup anywhere. CT 100 is locked for a backup
+    // and carries tags with a quote and a control character.
+    let st = sim.state();
+    st.add_pbs_storage("pbs");
+    st.add_backup_aged("pbs", 100, 7200);
+    let newest_100 = st.add_backup_aged("pbs", 100, 3600);
+    st.set_backup_verification(&newest_100, "ok");
+    st.add_container(102, "mail", true);
+    st.set_lock(100, Some("backup"));
+    st.set_config_value(100, "tags", Some(serde_json::json!("prod;a\"b\u{7}c")));
     let helper = FakeHelper::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write_agent_config(dir.path(), &sim, helper.socket_path(), 1).unwrap();
@@ -92,7 +103,9 @@ async fn run_writes_a_valid_metrics_file_matching_the_report() {
     let node = sim.node();
     let n = format!("node=\"{node}\"");
     assert_eq!(get(&m, &format!("felhom_up{{{n}}}")), 1.0);
-    for section in ["pve", "guests", "storage", "helper", "smart", "sensors"] {
+    for section in [
+        "pve", "guests", "storage", "backups", "helper", "smart", "sensors",
+    ] {
         assert_eq!(
             get(
                 &m,
@@ -127,6 +140,129 @@ async fn run_writes_a_valid_metrics_file_matching_the_report() {
         );
         let want = if g["status"] == "running" { 1.0 } else { 0.0 };
         assert_eq!(get(&m, &series), want, "{series}");
+    }
+
+    // Parity with prometheus-pve-exporter: the list's figures per guest, as in the report.
+    for g in guests {
+        let l = format!("{n},vmid=\"{}\"", g["vmid"]);
+        for (family, key) in [
+            ("felhom_guest_cpu_usage_ratio", "cpu"),
+            ("felhom_guest_cpu_limit", "cpus"),
+            ("felhom_guest_memory_usage_bytes", "mem"),
+            ("felhom_guest_memory_size_bytes", "maxmem"),
+            ("felhom_guest_disk_usage_bytes", "disk"),
+            ("felhom_guest_disk_size_bytes", "maxdisk"),
+            ("felhom_guest_network_receive_bytes_total", "netin"),
+            ("felhom_guest_network_transmit_bytes_total", "netout"),
+            ("felhom_guest_disk_read_bytes_total", "diskread"),
+            ("felhom_guest_disk_written_bytes_total", "diskwrite"),
+            ("felhom_guest_uptime_seconds", "uptime"),
+        ] {
+            let want = g[key].as_f64().unwrap_or_else(|| panic!("{key} in {g}"));
+            assert_eq!(get(&m, &format!("{family}{{{l}}}")), want, "{family} {l}");
+        }
+        let lock = g["lock"].as_str().unwrap_or("");
+        for st in ["backup", "snapshot", "rollback"] {
+            assert_eq!(
+                get(
+                    &m,
+                    &format!("felhom_guest_lock_state{{{l},state=\"{st}\"}}")
+                ),
+                if st == lock { 1.0 } else { 0.0 }
+            );
+        }
+    }
+    assert_eq!(
+        get(
+            &m,
+            &format!("felhom_guest_lock_state{{{n},vmid=\"100\",state=\"backup\"}}")
+        ),
+        1.0
+    );
+    // Tags as an info label: the quote escaped, the control character gone.
+    assert_eq!(
+        get(
+            &m,
+            &format!(
+                "felhom_guest_info{{{n},vmid=\"100\",name=\"web\",tags=\"prod;a\\\"bc\",template=\"0\"}}"
+            )
+        ),
+        1.0
+    );
+    let v = &report["pve"]["data"]["version"];
+    assert_eq!(
+        get(
+            &m,
+            &format!(
+                "felhom_version_info{{{n},version=\"{}\",release=\"{}\",repoid=\"{}\"}}",
+                v["version"].as_str().unwrap(),
+                v["release"].as_str().unwrap(),
+                v["repoid"].as_str().unwrap()
+            )
+        ),
+        1.0
+    );
+    let ns = &report["pve"]["data"]["node_status"];
+    assert_eq!(
+        get(&m, &format!("felhom_node_memory_size_bytes{{{n}}}")),
+        ns["memory"]["total"].as_f64().unwrap()
+    );
+    assert_eq!(
+        get(&m, &format!("felhom_node_uptime_seconds{{{n}}}")),
+        ns["uptime"].as_f64().unwrap()
+    );
+
+    // Backup age per guest and storage, as in the storage listings.
+    let ctime = |storage: &str, vmid: u32| -> f64 {
+        report["backups"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["storage"] == storage)
+            .unwrap()["guests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["vmid"] == vmid)
+            .map_or(0.0, |g| g["newest_ctime"].as_f64().unwrap())
+    };
+    let b = |family: &str, vmid: u32, storage: &str| {
+        get(
+            &m,
+            &format!("{family}{{{n},vmid=\"{vmid}\",storage=\"{storage}\"}}"),
+        )
+    };
+    let last = "felhom_guest_last_backup_timestamp_seconds";
+    assert_eq!(b("felhom_guest_backups", 100, "pbs"), 2.0);
+    assert_eq!(b(last, 100, "pbs"), ctime("pbs", 100));
+    assert!(b(last, 100, "pbs") > 0.0);
+    assert_eq!(b("felhom_guest_last_backup_verified", 100, "pbs"), 1.0);
+    assert_eq!(b("felhom_guest_backups", 101, "local"), 1.0);
+    assert_eq!(b(last, 101, "local"), ctime("local", 101));
+    assert_eq!(b("felhom_guest_backups", 101, "pbs"), 0.0);
+    assert_eq!(b(last, 101, "pbs"), 0.0);
+    // `local` is no PBS storage: no verification series there.
+    assert!(!m.contains_key(&format!(
+        "felhom_guest_last_backup_verified{{{n},vmid=\"101\",storage=\"local\"}}"
+    )));
+    let newest = |vmid: u32| {
+        get(
+            &m,
+            &format!("felhom_guest_newest_backup_timestamp_seconds{{{n},vmid=\"{vmid}\"}}"),
+        )
+    };
+    assert_eq!(newest(100), ctime("pbs", 100));
+    assert_eq!(newest(101), ctime("local", 101));
+    // No backup anywhere: 0, so an age alert fires.
+    assert_eq!(newest(102), 0.0);
+    for storage in ["local", "pbs"] {
+        assert_eq!(
+            get(
+                &m,
+                &format!("felhom_backup_storage_up{{{n},storage=\"{storage}\"}}")
+            ),
+            1.0
+        );
     }
 
     // Storage: bytes and the active flag, as in the report.
@@ -235,6 +371,195 @@ async fn run_writes_a_valid_metrics_file_matching_the_report() {
     } else {
         eprintln!(
             "skipping promtool check metrics: /usr/bin/promtool is not installed (Debian package prometheus)"
+        );
+    }
+}
+
+fn client(sim: &PveSim) -> felhom_agent::pve::PveClient {
+    use felhom_agent::pve::{ApiSettings, NodeName, PveClient, TlsMode, TokenId};
+    PveClient::new(&ApiSettings {
+        api_url: sim.base_url().parse().unwrap(),
+        node: NodeName::new(sim.node()).unwrap(),
+        token_id: TokenId::new(sim.token_id()).unwrap(),
+        token_secret: felhom_agent::secret::Secret::new(sim.token_secret()).unwrap(),
+        tls: TlsMode::Pinned(sim.fingerprint().parse().unwrap()),
+        tls_server_name: None,
+        request_timeout: Duration::from_secs(5),
+        max_response_bytes: felhom_agent::pve::DEFAULT_MAX_RESPONSE_BYTES,
+    })
+    .unwrap()
+}
+
+/// A report from the simulator (no helper: its sections are errors, which does not matter
+/// here).
+async fn report_of(sim: &PveSim) -> felhom_agent::report::HealthReport {
+    let dir = tempfile::tempdir().unwrap();
+    let helper = felhom_agent::helper_client::HelperClient::new(dir.path().join("none.sock"));
+    felhom_agent::report::collect(Ok(&client(sim)), &helper).await
+}
+
+#[tokio::test]
+async fn a_malformed_status_field_costs_only_that_value() {
+    use felhom_agent::report::Status;
+    let sim = PveSim::start(SimOptions::default()).await.unwrap();
+    let st = sim.state();
+    st.patch_field("/nodes/pve/status", "cpu", serde_json::json!("a lot"));
+    st.patch_field(
+        "/nodes/pve/status",
+        "memory",
+        serde_json::json!({"total": 100, "used": [1], "free": 3}),
+    );
+    // And one in every entry of the guest list.
+    st.patch_field("/nodes/pve/lxc", "netin", serde_json::json!({"x": 1}));
+    let r = report_of(&sim).await;
+    assert_eq!(r.pve.status, Status::Ok, "{:?}", r.pve.message);
+    let pve = r.pve.data.as_ref().unwrap();
+    assert_eq!(pve.version.version, "9.1.3");
+    let s = &pve.node_status;
+    // The malformed values are gone, their neighbours are not.
+    assert_eq!(s.cpu, None);
+    assert_eq!(s.memory.total, 0);
+    assert!(s.uptime.is_some_and(|u| u > 0));
+    assert!(s.pveversion.as_deref().unwrap().contains("9.1.3"));
+    assert_eq!(s.rootfs.total, 100_861_726_720);
+    assert_eq!(s.loadavg.len(), 3);
+    assert_eq!(r.guests.status, Status::Ok, "{:?}", r.guests.message);
+    let guests = r.guests.data.as_ref().unwrap();
+    assert_eq!(guests.len(), 2);
+    assert!(
+        guests
+            .iter()
+            .all(|g| g.netin.is_none() && g.netout.is_some())
+    );
+    // The metrics keep the version and leave out what is unknown.
+    let text = felhom_agent::metrics::render(
+        &r,
+        "pve",
+        felhom_agent::metrics::CycleInfo {
+            duration_seconds: 0.1,
+            last_success: None,
+        },
+    );
+    assert!(
+        text.contains("felhom_version_info{node=\"pve\",version=\"9.1.3\""),
+        "{text}"
+    );
+    assert!(!text.contains("felhom_node_cpu_usage_ratio{"), "{text}");
+    assert!(
+        !text.contains("felhom_guest_network_receive_bytes_total{"),
+        "{text}"
+    );
+    assert!(text.contains("felhom_node_uptime_seconds{"), "{text}");
+}
+
+#[tokio::test]
+async fn requests_per_cycle_do_not_grow_with_the_guests() {
+    let sim = PveSim::start(SimOptions::default()).await.unwrap();
+    let st = sim.state();
+    st.add_pbs_storage("pbs");
+    async fn cycle(sim: &PveSim) -> (felhom_agent::report::HealthReport, usize) {
+        let before = sim.state().requests().len();
+        let r = report_of(sim).await;
+        (r, sim.state().requests().len() - before)
+    }
+    let (r, few) = cycle(&sim).await;
+    assert_eq!(r.guests.data.as_ref().unwrap().len(), 2);
+    for vmid in 200..400 {
+        st.add_container(vmid, &format!("ct{vmid}"), vmid % 2 == 0);
+        st.add_backup_aged("pbs", vmid, 60);
+    }
+    let (r, many) = cycle(&sim).await;
+    assert_eq!(r.guests.data.as_ref().unwrap().len(), 202);
+    // version, node status, guests, storages, and one listing per backup storage.
+    assert_eq!((few, many), (6, 6));
+    let listed: Vec<String> = sim
+        .state()
+        .requests()
+        .iter()
+        .filter(|q| q.path.ends_with("/content"))
+        .map(|q| format!("{}?{}", q.path, q.query))
+        .collect();
+    assert!(
+        listed.iter().all(|l| l.ends_with("?content=backup")),
+        "{listed:?}"
+    );
+}
+
+/// The ```yaml block of the docs that holds the backup-age alert (README.md, or a page under
+/// docs/ once the guide moves there).
+fn documented_alert_rule() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![root.join("README.md")];
+    if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
+        files.extend(dir.map(|e| e.unwrap().path()));
+    }
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(f).unwrap();
+        for block in text.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            if block.contains("alert: FelhomBackupTooOld") {
+                return block.to_string();
+            }
+        }
+    }
+    panic!("no ```yaml block with `alert: FelhomBackupTooOld` in {files:?}");
+}
+
+#[test]
+fn the_documented_backup_age_alert_passes_promtool_and_fires_without_a_backup() {
+    let rules = documented_alert_rule();
+    let promtool = std::path::Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        eprintln!(
+            "skipping promtool check rules: /usr/bin/promtool is not installed (Debian package prometheus)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yml"), &rules).unwrap();
+    // CT 100's newest backup is 8,000 s old at 30 h; CT 101 has none (0).
+    std::fs::write(
+        dir.path().join("test.yml"),
+        r#"rule_files:
+  - rules.yml
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'felhom_guest_newest_backup_timestamp_seconds{node="pve",vmid="100"}'
+        values: '100000+0x2000'
+      - series: 'felhom_guest_newest_backup_timestamp_seconds{node="pve",vmid="101"}'
+        values: '0+0x2000'
+    alert_rule_test:
+      - eval_time: 30h
+        alertname: FelhomBackupTooOld
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              node: pve
+              vmid: "101"
+            exp_annotations:
+              summary: "CT 101 on pve: no backup in the last 26 hours"
+"#,
+    )
+    .unwrap();
+    for args in [
+        ["check", "rules", "rules.yml"],
+        ["test", "rules", "test.yml"],
+    ] {
+        let out = std::process::Command::new(promtool)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}\n{rules}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }
