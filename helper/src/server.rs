@@ -824,6 +824,29 @@ mod tests {
         assert!(!offered(BackendChoice::Systemd, &[Tool::Blkid]));
     }
 
+    /// SMART is offered only with `smartctl` and a sysfs block directory, sensors only with a
+    /// hwmon directory: `hello` never promises what the next call would refuse.
+    #[test]
+    fn smart_and_sensors_are_offered_only_with_what_they_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("absent");
+        let caps = |missing: &[Tool], block: &std::path::Path, hwmon: &std::path::Path| {
+            let mut cfg = test_config();
+            cfg.missing_tools = missing.to_vec();
+            cfg.config.sysfs_block = block.to_path_buf();
+            cfg.config.sysfs_hwmon = hwmon.to_path_buf();
+            capabilities(&cfg)
+        };
+        let here = dir.path();
+        let all = caps(&[], here, here);
+        assert!(all.contains(&Capability::Smart) && all.contains(&Capability::Sensors));
+        assert!(!caps(&[Tool::Smartctl], here, here).contains(&Capability::Smart));
+        assert!(!caps(&[], &absent, here).contains(&Capability::Smart));
+        let no_hwmon = caps(&[], here, &absent);
+        assert!(no_hwmon.contains(&Capability::Smart), "{no_hwmon:?}");
+        assert!(!no_hwmon.contains(&Capability::Sensors), "{no_hwmon:?}");
+    }
+
     /// A stuck operation (its future never ends, whatever its deadline says) is dropped with
     /// `TimedOut`, but only once the time it may still need is over: its tool's TERM grace,
     /// the tree kill's wait after SIGKILL and a mount rollback's own cleanup deadline, then
