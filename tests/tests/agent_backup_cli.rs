@@ -89,7 +89,9 @@ async fn pbs_storage_archive_is_the_logged_snapshot() {
     assert!(archive.ends_with('Z'), "{v:#}");
     assert_eq!(v["archive_source"], "task-log", "{v:#}");
     assert_eq!(state.backups("pbs", 100), vec![archive.to_string()]);
-    // The storage lists it in the PBS form, with subtype lxc.
+    // The storage lists it in the PBS form, with subtype lxc and (once a verify job ran)
+    // its verification, which `--json` keeps.
+    state.set_backup_verified(archive, "ok");
     let r = agent(
         &env,
         &["--json", "storage", "content", "pbs", "--content", "backup"],
@@ -99,6 +101,16 @@ async fn pbs_storage_archive_is_the_logged_snapshot() {
     let list = r.json();
     let text = list.to_string();
     assert!(text.contains(archive), "{text}");
+    let vol = &list["volumes"][0];
+    assert_eq!(vol["volid"], archive, "{text}");
+    assert_eq!(vol["subtype"], "lxc", "{text}");
+    assert_eq!(vol["verification"]["state"], "ok", "{text}");
+    assert!(
+        vol["verification"]["upid"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("UPID:pbs:")),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

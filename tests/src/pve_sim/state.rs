@@ -224,6 +224,8 @@ pub(crate) struct Inner {
     pub(crate) backup_quirk: Option<super::backup::BackupQuirk>,
     /// SDN IPAM/DHCP reservations: MAC address (upper case) → the guest it belongs to.
     pub(crate) ipam: BTreeMap<String, u32>,
+    /// Backups a (simulated) Proxmox Backup Server verify job has checked: volid → state.
+    pub(crate) verified: BTreeMap<String, String>,
 }
 
 /// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
@@ -359,6 +361,7 @@ impl Inner {
             backup_quirk: None,
             ha: BTreeMap::new(),
             ipam: BTreeMap::new(),
+            verified: BTreeMap::new(),
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);
@@ -815,6 +818,14 @@ impl SimState {
     /// Whether the container runs; `None` when it does not exist.
     pub fn container_running(&self, vmid: u32) -> Option<bool> {
         self.settled().containers.get(&vmid).map(|c| c.running)
+    }
+
+    /// Records a verify job's result for the backup `volid`: `…/content` then lists its
+    /// `verification` (`state`, the verify task's `upid`), as a PBS storage does.
+    pub fn set_backup_verified(&self, volid: &str, state: &str) {
+        self.settled()
+            .verified
+            .insert(volid.to_string(), state.to_string());
     }
 
     /// Registers every MAC address of CT `vmid` in the simulated SDN IPAM (as a guest on
