@@ -531,9 +531,10 @@ async fn rollback(
     );
     let failed = a.start && after != Some(GuestState::Running);
     match after {
-        Some(GuestState::Running) => {
+        Some(GuestState::Running) if a.start => {
             human.push_str(&format!("CT {vmid} is running (started after the rollback)\n"));
         }
+        Some(GuestState::Running) => human.push_str(&format!("CT {vmid} is running\n")),
         Some(GuestState::Stopped) if a.start => human.push_str(&format!(
             "CT {vmid} is stopped: the start after the rollback did not bring it up within {} s (see `felhom-agent tasks list --errors`)\n",
             ROLLBACK_START_WAIT.as_secs()
@@ -543,7 +544,7 @@ async fn rollback(
         )),
         Some(GuestState::Stopped) => human.push_str(&format!("CT {vmid} is stopped\n")),
         _ => human.push_str(&format!(
-            "CT {vmid}'s state after the rollback could not be read\n"
+            "CT {vmid}'s state after the rollback is unknown (status/current could not be read or named no known state)\n"
         )),
     }
     Ok(Outcome::new(
