@@ -55,12 +55,12 @@ AGENT_TESTS=(--lib --test=pve --test=agent)
 # Run: pve_client, pve_tasks, pve_hostile_server, pve_retry_policy, pve_tls_server_name,
 # pve_client_secret, pve_error_text, pve_transport_text, agent_set_config_cli (and the agent
 # binary's one-test `logging` module, whose name the agent's unit tests share).
-AGENT_SKIP=(pve_client_fixtures:: pve_fakepve:: pve_keepalive:: pve_sim_smoke::
+AGENT_SKIP=(pve_client_fixtures:: pve_fakepve:: pve_sim_vs_fakepve:: pve_keepalive:: pve_sim_smoke::
   agent_backup_cli:: agent_cli:: agent_e2e:: agent_fence:: agent_metrics:: agent_service::
   agent_smart_fixtures:: agent_tasks_cli:: agent_tls_expiry::)
 PROTOCOL_TESTS=(--lib --test=wire --test=names --test=limits --test=repo)
 # Run: the repo binary's fuzz_corpus.
-PROTOCOL_SKIP=(supply_chain:: man_pages:: layout::)
+PROTOCOL_SKIP=(supply_chain:: man_pages:: layout:: repo_links::)
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

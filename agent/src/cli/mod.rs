@@ -196,10 +196,23 @@ pub enum Command {
 pub enum SnapshotAction {
     /// Create a snapshot.
     Create(SnapshotArgs),
-    /// Roll the container back to a snapshot.
-    Rollback(SnapshotArgs),
+    /// Roll the container back to a snapshot (Proxmox stops a running container for it;
+    /// `--start` starts it again afterwards).
+    Rollback(RollbackArgs),
     /// Delete a snapshot.
     Delete(SnapshotArgs),
+}
+
+/// `snapshot rollback`: a container, a snapshot name, and whether to start it afterwards.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The container and the snapshot.
+    #[command(flatten)]
+    pub target: SnapshotArgs,
+    /// Start the container after the rollback (Proxmox's `start=1`); without it, a container
+    /// that was running is left stopped.
+    #[arg(long)]
+    pub start: bool,
 }
 
 /// A container and a snapshot name.

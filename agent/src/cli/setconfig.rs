@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::CliError;
 use super::output::Outcome;
-use crate::pve::pending::split_applied;
+use crate::pve::GuestState;
+use crate::pve::pending::{split_applied, split_read_at_start};
 use crate::pve::{ConfigChange, ConfigKey, PveClient, PveError, allowed_config_keys};
 
 /// Proxmox's refusal of a `PUT …/config` whose `digest` no longer matches the config
@@ -27,7 +28,8 @@ fn explain_modified(e: PveError, vmid: Vmid, digest: &str) -> CliError {
 }
 
 /// Changes allowed keys (digest-guarded), then reads `…/pending` to report the changes that
-/// are applied and those that wait for a restart. When `pending` cannot be read, the output
+/// are applied and those that wait for a restart; of the applied ones, those a running
+/// container reads only at start (`hostname`) are reported as `at_next_start`. When `pending` cannot be read, the output
 /// says so (`pending_known: false`) instead of claiming either.
 pub(super) async fn set_config(
     pve: &PveClient,
@@ -63,11 +65,28 @@ pub(super) async fn set_config(
     match pve.pending(vmid).await {
         Ok(entries) => {
             let (applied, pending) = split_applied(&keys, &entries);
+            // Whether the CT runs decides whether a key read only at start is in effect;
+            // when the state cannot be read, the agent does not claim it is.
+            let running = match pve.container_status(vmid).await {
+                Ok(s) => s.status != GuestState::Stopped,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the container's state after set-config");
+                    true
+                }
+            };
+            let (applied, at_start) = split_read_at_start(&applied, running);
             let applied = with_value(&applied);
+            let at_start = with_value(&at_start);
             let pending = with_value(&pending);
             let mut human = format!("CT {vmid}: set {}\n", shown.join(" "));
             if !applied.is_empty() {
                 human.push_str(&format!("applied now: {}\n", applied.join(" ")));
+            }
+            if !at_start.is_empty() {
+                human.push_str(&format!(
+                    "in the configuration now, but the running container takes it at its next start: {}\n",
+                    at_start.join(" ")
+                ));
             }
             if !pending.is_empty() {
                 human.push_str(&format!(
@@ -76,14 +95,14 @@ pub(super) async fn set_config(
                 ));
             }
             Ok(Outcome::new(
-                &json!({ "ok": true, "vmid": vmid, "set": shown, "applied": applied, "pending": pending, "pending_known": true }),
+                &json!({ "ok": true, "vmid": vmid, "set": shown, "applied": applied, "at_next_start": at_start, "pending": pending, "pending_known": true }),
                 human,
             ))
         }
         Err(e) => {
             tracing::warn!(error = %e, "config changed, but its pending changes could not be read");
             Ok(Outcome::new(
-                &json!({ "ok": true, "vmid": vmid, "set": shown, "applied": null, "pending": null, "pending_known": false }),
+                &json!({ "ok": true, "vmid": vmid, "set": shown, "applied": null, "at_next_start": null, "pending": null, "pending_known": false }),
                 format!(
                     "CT {vmid}: set {} (could not read …/pending: {e}; whether each change is applied now or at the next start is unknown)\n",
                     shown.join(" ")

@@ -49,7 +49,11 @@ pub(super) async fn run(pve: &PveClient, action: &StorageAction) -> Result<Outco
                     clean_line(&e.volid),
                     clean_line(&e.content),
                     clean_line(&e.format),
-                    opt(e.size.map(bytes)),
+                    match (e.size, e.approximate_size) {
+                        (Some(n), _) => bytes(n),
+                        (None, Some(n)) => format!("~{}", bytes(n)),
+                        (None, None) => "-".to_string(),
+                    },
                     opt(e.ctime.map(utc)),
                     opt(e.vmid),
                     if backup {

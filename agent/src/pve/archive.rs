@@ -316,6 +316,11 @@ mod tests {
             notes: None,
             protected: false,
             subtype: Some(subtype.into()),
+            approximate_size: None,
+            used: None,
+            parent: None,
+            encrypted: None,
+            verification: None,
         }
     }
 

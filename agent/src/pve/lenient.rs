@@ -137,6 +137,32 @@ pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(opt_string(d)?.unwrap_or_default())
 }
 
+/// The longest text field of a listing kept (longer text is cut, with a note).
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// Optional display text from Proxmox ([`opt_string`]), bounded to [`MAX_TEXT_BYTES`] with
+/// every control character made harmless ([`super::error::clean_text`]).
+pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(opt_string(d)?.map(|s| super::error::clean_text(&s, MAX_TEXT_BYTES)))
+}
+
+/// Display text from Proxmox, as [`opt_text`]; absent becomes `""`.
+pub fn string_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(opt_text(d)?.unwrap_or_default())
+}
+
+/// A storage volume's `verification` object; anything that is not an object is `None`
+/// (one odd entry does not make the whole listing unreadable).
+pub fn opt_verification<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<super::types::Verification>, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(match v {
+        Value::Object(_) => serde_json::from_value(v).ok(),
+        _ => None,
+    })
+}
+
 fn vmid_of<E: Error>(v: &Value) -> Result<Vmid, E> {
     let n = to_u64(v).ok_or_else(|| E::custom(format!("expected a vmid, got {v}")))?;
     let n = u32::try_from(n).map_err(|_| E::custom(format!("vmid {n} out of range")))?;

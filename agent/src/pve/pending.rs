@@ -42,6 +42,22 @@ pub fn split_applied<'a>(
         .partition(|k| !entries.iter().any(|e| e.key.as_str() == *k && e.waits()))
 }
 
+/// Keys Proxmox writes into a running container's config at once (no `[pending]` entry) that
+/// the container only reads when it starts: `hostname` is one of pve-container's
+/// `$LXC_FASTPLUG_OPTIONS` (`src/PVE/LXC/Config.pm`), so `…/pending` lists it as current,
+/// but the running container keeps its old name until the next start, when `lxc.uts.name`
+/// (`src/PVE/LXC.pm` `update_lxc_config`) and `/etc/hostname` (`PVE::LXC::Setup`) are written.
+pub const READ_AT_START: [&str; 1] = ["hostname"];
+
+/// Of the keys `applied` says are applied, those a running container only takes at its next
+/// start ([`READ_AT_START`]), split off: `(applied, at_next_start)`.
+pub fn split_read_at_start<'a>(applied: &[&'a str], running: bool) -> (Vec<&'a str>, Vec<&'a str>) {
+    applied
+        .iter()
+        .copied()
+        .partition(|k| !(running && READ_AT_START.contains(k)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +80,18 @@ mod tests {
         let (applied, pending) = split_applied(&keys, &entries);
         assert_eq!(applied, vec!["memory"]);
         assert_eq!(pending, vec!["nameserver", "searchdomain"]);
+    }
+
+    #[test]
+    fn hostname_of_a_running_container_waits_for_the_start() {
+        let applied = ["memory", "hostname", "cores"];
+        assert_eq!(
+            split_read_at_start(&applied, true),
+            (vec!["memory", "cores"], vec!["hostname"])
+        );
+        assert_eq!(
+            split_read_at_start(&applied, false),
+            (applied.to_vec(), vec![])
+        );
     }
 }

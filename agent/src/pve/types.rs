@@ -393,15 +393,48 @@ pub struct StorageContentEntry {
     /// Owning guest (backups, images).
     #[serde(default, deserialize_with = "le::opt_vmid")]
     pub vmid: Option<Vmid>,
-    /// Backup notes.
-    #[serde(default, deserialize_with = "le::opt_string")]
+    /// Backup notes (cleaned: line breaks become spaces, other control characters U+FFFD).
+    #[serde(default, deserialize_with = "le::opt_text")]
     pub notes: Option<String>,
     /// Protected from pruning.
     #[serde(default, deserialize_with = "le::bool")]
     pub protected: bool,
     /// `lxc` or `qemu` for backups.
-    #[serde(default, deserialize_with = "le::opt_string")]
+    #[serde(default, deserialize_with = "le::opt_text")]
     pub subtype: Option<String>,
+    /// The size Proxmox could only estimate (`approximate-size`: a qcow2 volume on an LVM
+    /// storage whose LV is not active lists its LV size here instead of `size`,
+    /// pve-storage `LVMPlugin::list_images`).
+    #[serde(
+        rename = "approximate-size",
+        default,
+        deserialize_with = "le::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub approximate_size: Option<u64>,
+    /// Used space, bytes (most storage plugins do not report it).
+    #[serde(default, deserialize_with = "le::opt_u64")]
+    pub used: Option<u64>,
+    /// The parent volume of a linked clone.
+    #[serde(default, deserialize_with = "le::opt_text")]
+    pub parent: Option<String>,
+    /// For an encrypted backup: the key's fingerprint, or `1` when it is unknown.
+    #[serde(default, deserialize_with = "le::opt_text")]
+    pub encrypted: Option<String>,
+    /// The last verification of a backup (Proxmox Backup Server).
+    #[serde(default, deserialize_with = "le::opt_verification")]
+    pub verification: Option<Verification>,
+}
+
+/// The last verification of a backup, as `…/content` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Verification {
+    /// The state (`ok`, `failed`, …).
+    #[serde(default, deserialize_with = "le::string_text")]
+    pub state: String,
+    /// The verification task's UPID (a Proxmox Backup Server UPID, kept as text).
+    #[serde(default, deserialize_with = "le::opt_text")]
+    pub upid: Option<String>,
 }
 
 /// Task run state.
@@ -547,5 +580,54 @@ mod tests {
         assert_eq!(c.get("memory"), Some("512"));
         assert_eq!(c.hostname(), Some("h"));
         assert_eq!(c.lxc, vec![("lxc.a".to_string(), "b".to_string())]);
+    }
+
+    /// Every field `…/content` lists (pve-storage `API2/Storage/Content.pm` `index`) is
+    /// decoded, numbers given as text included, and display text is cleaned and bounded.
+    #[test]
+    fn storage_content_keeps_every_listed_field() {
+        let wire = serde_json::json!([
+            {
+                "volid": "pbs:backup/ct/101/2026-12-04T09:00:00Z", "content": "backup",
+                "format": "pbs-ct", "size": "2147483648", "ctime": 1_764_838_800,
+                "vmid": 101, "subtype": "lxc", "notes": "line one\n\u{1b}[31mred",
+                "protected": 1, "encrypted": "ab:cd:ef",
+                "verification": {"state": "ok", "upid": "UPID:pbs:0000:0001:0002:0003:verificationjob:x:root@pam:"},
+                "used": 4096, "parent": "base-9000-disk-0"
+            },
+            {"volid": "vg:vm-102-disk-0.qcow2", "content": "images", "format": "qcow2",
+             "approximate-size": 8_589_934_592_u64, "vmid": 102, "ctime": "1764838800",
+             "verification": "odd"}
+        ]);
+        let list: Vec<StorageContentEntry> = serde_json::from_value(wire).unwrap();
+        let b = &list[0];
+        assert_eq!(b.size, Some(2_147_483_648));
+        assert_eq!(b.used, Some(4096));
+        assert_eq!(b.parent.as_deref(), Some("base-9000-disk-0"));
+        assert_eq!(b.encrypted.as_deref(), Some("ab:cd:ef"));
+        assert_eq!(b.notes.as_deref(), Some("line one \u{fffd}[31mred"));
+        let v = b.verification.as_ref().unwrap();
+        assert_eq!(v.state, "ok");
+        assert!(v.upid.as_deref().unwrap().starts_with("UPID:pbs:"));
+        let lv = &list[1];
+        assert_eq!((lv.size, lv.approximate_size), (None, Some(8_589_934_592)));
+        assert_eq!(lv.ctime, Some(1_764_838_800));
+        assert!(lv.verification.is_none());
+        // The JSON report carries them under Proxmox's names.
+        let out = serde_json::to_value(&list).unwrap();
+        assert_eq!(out[0]["verification"]["state"], "ok");
+        assert_eq!(out[0]["encrypted"], "ab:cd:ef");
+        assert_eq!(out[1]["approximate-size"], 8_589_934_592_u64);
+        // A note longer than the bound is cut, with a note of how much.
+        let long: Vec<StorageContentEntry> = serde_json::from_value(
+            serde_json::json!([{"volid": "l:x", "notes": "n".repeat(10_000)}]),
+        )
+        .unwrap();
+        let n = long[0].notes.as_deref().unwrap();
+        assert!(
+            n.len() < 4200 && n.contains("more bytes cut"),
+            "{}",
+            n.len()
+        );
     }
 }

@@ -692,14 +692,16 @@ fn put_config(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
     if let Some(ct) = inner.containers.get_mut(&vmid) {
         let running = ct.running;
         for d in &deletes {
-            if running && super::pending::needs_restart(d) {
+            let exists = ct.config.contains_key(d);
+            if running && super::pending::needs_restart(d, exists, true) {
                 ct.pending.insert(d.clone(), Value::Null);
             } else {
                 ct.config.remove(d);
             }
         }
         for (k, v) in sets {
-            if running && super::pending::needs_restart(&k) {
+            let exists = ct.config.contains_key(&k);
+            if running && super::pending::needs_restart(&k, exists, false) {
                 ct.pending.insert(k, v);
             } else {
                 ct.pending.remove(&k);

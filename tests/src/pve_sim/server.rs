@@ -257,7 +257,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, st
         let mut g = shared.state.lock();
         let mut result = dispatch(&mut g, &method, &rel, &params);
         if let (Ok(ok), "GET") = (&mut result, method.as_str()) {
-            super::patch::apply(&g.patches, &g.verifications, &rel, &mut ok.data);
+            super::patch::apply(&g.patches, &rel, &mut ok.data);
         }
         result
     };

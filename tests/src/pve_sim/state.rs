@@ -226,8 +226,11 @@ pub(crate) struct Inner {
     pub(crate) ipam: BTreeMap<String, u32>,
     /// Fields replaced in read answers ([`SimState::patch_field`]).
     pub(crate) patches: Vec<super::patch::FieldPatch>,
-    /// PBS verification objects by backup volid.
-    pub(crate) verifications: BTreeMap<String, Value>,
+    /// Backups a (simulated) Proxmox Backup Server verify job has checked: volid → state.
+    pub(crate) verified: BTreeMap<String, String>,
+    /// The node's local time for archive names on directory storages: `(write, read)`
+    /// offsets from UTC in seconds (see [`SimState::set_local_time`]); `None`: UTC.
+    pub(crate) local_time: Option<(i64, i64)>,
 }
 
 /// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
@@ -364,7 +367,8 @@ impl Inner {
             ha: BTreeMap::new(),
             ipam: BTreeMap::new(),
             patches: Vec::new(),
-            verifications: BTreeMap::new(),
+            verified: BTreeMap::new(),
+            local_time: None,
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);
@@ -434,9 +438,10 @@ impl Inner {
             let v = if pbs {
                 super::shared::pbs_volid(storage, vmid, t)
             } else {
+                let (write, _) = self.local_time.unwrap_or((0, 0));
                 format!(
                     "{storage}:backup/vzdump-lxc-{vmid}-{}.tar{ext}",
-                    vzdump_stamp(t)
+                    vzdump_stamp(t.saturating_add_signed(write))
                 )
             };
             if !existing.contains(&v) {
@@ -459,7 +464,13 @@ impl Inner {
             content: "backup".into(),
             format,
             size: 187_000_000 + u64::from(vmid % 97) * 1_048_576,
-            ctime: t,
+            // A directory storage derives `ctime` from the file name's local time
+            // (pve-storage `PVE/Storage.pm` `archive_info`: `timelocal` of the name's
+            // fields); a PBS snapshot's name is UTC.
+            ctime: match self.local_time {
+                Some((write, read)) if !pbs => t.saturating_add_signed(write - read),
+                _ => t,
+            },
             vmid: Some(vmid),
             notes: None,
             protected: false,
@@ -826,6 +837,24 @@ impl SimState {
     /// Whether the container runs; `None` when it does not exist.
     pub fn container_running(&self, vmid: u32) -> Option<bool> {
         self.settled().containers.get(&vmid).map(|c| c.running)
+    }
+
+    /// Sets the node's local time for vzdump archive names on directory storages: vzdump
+    /// names the archive with the local time at UTC+`write_offset` seconds, and the storage
+    /// lists the `ctime` that `timelocal` reads back from the name at UTC+`read_offset`. In
+    /// the DST fall-back hour (e.g. Europe/Berlin on the last Sunday of October, 02:00–03:00
+    /// twice) vzdump writes with the winter offset (3600) and `timelocal` takes the first,
+    /// summer reading (7200): the listed `ctime` is an hour before the archive was written.
+    pub fn set_local_time(&self, write_offset: i64, read_offset: i64) {
+        self.settled().local_time = Some((write_offset, read_offset));
+    }
+
+    /// Records a verify job's result for the backup `volid`: `…/content` then lists its
+    /// `verification` (`state`, the verify task's `upid`), as a PBS storage does.
+    pub fn set_backup_verified(&self, volid: &str, state: &str) {
+        self.settled()
+            .verified
+            .insert(volid.to_string(), state.to_string());
     }
 
     /// Registers every MAC address of CT `vmid` in the simulated SDN IPAM (as a guest on

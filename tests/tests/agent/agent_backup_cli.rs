@@ -76,7 +76,9 @@ async fn pbs_storage_archive_is_the_logged_snapshot() {
     assert!(archive.ends_with('Z'), "{v:#}");
     assert_eq!(v["archive_source"], "task-log", "{v:#}");
     assert_eq!(state.backups("pbs", 100), vec![archive.to_string()]);
-    // The storage lists it in the PBS form, with subtype lxc.
+    // The storage lists it in the PBS form, with subtype lxc and (once a verify job ran)
+    // its verification, which `--json` keeps.
+    state.set_backup_verified(archive, "ok");
     let r = agent(
         &env,
         &["--json", "storage", "content", "pbs", "--content", "backup"],
@@ -86,6 +88,16 @@ async fn pbs_storage_archive_is_the_logged_snapshot() {
     let list = r.json();
     let text = list.to_string();
     assert!(text.contains(archive), "{text}");
+    let vol = &list["volumes"][0];
+    assert_eq!(vol["volid"], archive, "{text}");
+    assert_eq!(vol["subtype"], "lxc", "{text}");
+    assert_eq!(vol["verification"]["state"], "ok", "{text}");
+    assert!(
+        vol["verification"]["upid"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("UPID:pbs:")),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,4 +533,39 @@ async fn a_copy_keeps_the_source_guests_ipam_reservation() {
         source_macs.iter().any(|m| !res.contains_key(m)),
         "a PUT dropping the copy's hwaddr deletes the source's reservation: {res:?}"
     );
+}
+
+/// A backup written in the DST fall-back hour: the directory storage lists a `ctime` read
+/// back from the local-time name an hour before the task started (simulator
+/// `set_local_time(3600, 7200)`, as `timelocal` does in Europe/Berlin). The archive the log
+/// names is still the one reported, with its ctime as listed; without the log line, the
+/// listing fallback's one-hour tolerance for local-time names finds it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_in_the_fall_back_hour_is_still_found() {
+    let env = env().await;
+    let state = env.sim.state();
+    state.set_local_time(3600, 7200);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let r = agent(&env, &["--json", "backup", "100", "--storage", "local"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["archive_source"], "task-log", "{v:#}");
+    let archive = v["archive"].as_str().unwrap().to_string();
+    assert!(state.backups("local", 100).contains(&archive), "{v:#}");
+    let ctime = v["archive_ctime"].as_i64().unwrap();
+    assert!(
+        ctime < before && ctime >= before - 3600 - 5,
+        "ctime {ctime}, started after {before}: {v:#}"
+    );
+
+    state.set_backup_quirk(BackupQuirk::NoArchiveLine);
+    let r = agent(&env, &["--json", "backup", "100", "--storage", "local"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["archive_source"], "listing", "{v:#}");
+    assert_ne!(v["archive"], archive.as_str(), "{v:#}");
+    assert!(v["archive_ctime"].as_i64().unwrap() < before + 60, "{v:#}");
 }

@@ -709,3 +709,60 @@ async fn the_guest_view_cleans_every_value_and_shows_raw_lxc_keys() {
         "\u{1b}[2J\u{1b}]0;owned\u{7}first line\nsecond line"
     );
 }
+
+/// Proxmox stops a running container for a rollback and starts it again only with
+/// `start=1`: without `--start` the agent says the CT is now stopped; with `--start` it
+/// sends `start=1` and reports the CT running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_of_a_running_container_says_it_stopped_or_starts_it() {
+    let env = env().await;
+    let state = env.sim.state();
+    assert_eq!(state.container_running(100), Some(true));
+    let r = agent(&env, &["snapshot", "create", "100", "pre"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let r = agent(&env, &["snapshot", "rollback", "100", "pre"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("CT 100 is now stopped: Proxmox stopped it for the rollback"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(state.container_running(100), Some(false));
+    let sent = state.requests();
+    let last = sent
+        .iter()
+        .rfind(|q| q.path.ends_with("/rollback"))
+        .unwrap();
+    assert!(!last.body.contains("start"), "{}", last.body);
+
+    // Stopped before: the report just says stopped.
+    let r = agent(&env, &["--json", "snapshot", "rollback", "100", "pre"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(
+        (v["was"].as_str(), v["state"].as_str()),
+        (Some("stopped"), Some("stopped")),
+        "{v:#}"
+    );
+
+    assert_eq!(agent(&env, &["start", "100"]).await.code, 0);
+    let r = agent(
+        &env,
+        &["--json", "snapshot", "rollback", "100", "pre", "--start"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["was"], "running", "{v:#}");
+    assert_eq!(v["state"], "running", "{v:#}");
+    assert_eq!(v["start"], true, "{v:#}");
+    assert_eq!(state.container_running(100), Some(true));
+    let sent = state.requests();
+    let last = sent
+        .iter()
+        .rfind(|q| q.path.ends_with("/rollback"))
+        .unwrap();
+    assert!(last.body.contains("start=1"), "{}", last.body);
+}

@@ -44,7 +44,7 @@ async fn run_writes_a_valid_metrics_file_matching_the_report() {
     st.add_pbs_storage("pbs");
     st.add_backup_aged("pbs", 100, 7200);
     let newest_100 = st.add_backup_aged("pbs", 100, 3600);
-    st.set_backup_verification(&newest_100, "ok");
+    st.set_backup_verified(&newest_100, "ok");
     st.add_container(102, "mail", true);
     st.set_lock(100, Some("backup"));
     st.set_config_value(100, "tags", Some(serde_json::json!("prod;a\"b\u{7}c")));

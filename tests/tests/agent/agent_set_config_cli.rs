@@ -87,6 +87,56 @@ async fn set_config_says_what_is_applied_and_what_is_pending() {
     assert!(r.json()["applied"].is_null());
 }
 
+/// On a running CT, Proxmox writes `hostname` into the config at once (pve-container's
+/// fastplug options: no `[pending]` entry), but the container keeps its old name until it
+/// starts again: the agent says so instead of "applied now". `cpulimit`/`swap` are
+/// hotplugged; a stopped CT's hostname is simply applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostname_of_a_running_container_takes_effect_at_the_next_start() {
+    let env = env().await;
+    let state = env.sim.state();
+    let r = agent(
+        &env,
+        &[
+            "--json",
+            "set-config",
+            "100",
+            "hostname=renamed",
+            "cpulimit=2",
+            "swap=256",
+            "tags=a;b",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(
+        v["applied"],
+        json!(["cpulimit=2", "swap=256", "tags=a;b"]),
+        "{v:#}"
+    );
+    assert_eq!(v["at_next_start"], json!(["hostname=renamed"]), "{v:#}");
+    assert_eq!(v["pending"], json!([]), "{v:#}");
+    // Proxmox's config has the new name already.
+    assert_eq!(state.container_config(100).unwrap()["hostname"], "renamed");
+
+    let r = agent(&env, &["set-config", "100", "hostname=again"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "in the configuration now, but the running container takes it at its next start: hostname=again\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("applied now"), "{}", r.stdout);
+
+    let r = agent(&env, &["--json", "set-config", "101", "hostname=stopped"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["applied"], json!(["hostname=stopped"]));
+    assert_eq!(r.json()["at_next_start"], json!([]));
+}
+
 /// `set-config` sends the digest it read: a change made by someone else between the agent's
 /// read and its PUT makes Proxmox refuse the PUT, and the agent says so, naming the digest;
 /// the other change stays.

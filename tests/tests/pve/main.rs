@@ -12,6 +12,7 @@ mod pve_hostile_server;
 mod pve_keepalive;
 mod pve_retry_policy;
 mod pve_sim_smoke;
+mod pve_sim_vs_fakepve;
 mod pve_tasks;
 mod pve_tls_server_name;
 mod pve_transport_text;

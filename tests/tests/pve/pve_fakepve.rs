@@ -307,9 +307,9 @@ async fn every_cli_command() {
         vec!["storage", "content", "local", "--content", "backup"],
         vec!["--json", "snapshot", "create", "100", "s1"],
         vec!["--json", "snapshot", "rollback", "100", "s1"],
+        // The rollback stopped 100 (as PVE does); `--start` sends PVE's `start=1`.
+        vec!["--json", "snapshot", "rollback", "100", "s1", "--start"],
         vec!["--json", "snapshot", "delete", "100", "s1"],
-        // The rollback stopped 100 (as PVE does).
-        vec!["--json", "start", "100"],
         vec!["--json", "stop", "100"],
         vec!["--json", "start", "100"],
         vec!["--json", "shutdown", "100", "--timeout", "30"],

@@ -84,6 +84,12 @@ pub(super) fn storage_content(inner: &Inner, storage: &str, params: &Params) -> 
                 if v.protected {
                     m.insert("protected".into(), json!(1));
                 }
+                if let Some(state) = inner.verified.get(&v.volid) {
+                    m.insert(
+                        "verification".into(),
+                        json!({"state": state, "upid": "UPID:pbs:000003E8:00000001:00000002:6750D2A0:verificationjob:pbs\\x3av\\x3aab12:root@pam:"}),
+                    );
+                }
             }
             Value::Object(m)
         })
@@ -107,6 +113,7 @@ pub(super) fn storage_content(inner: &Inner, storage: &str, params: &Params) -> 
             if !full && !inner.has(&format!("/vms/{vmid}"), "VM.Audit") {
                 continue;
             }
+            // LVM lists an LV's size and no `used` (pve-storage `LVMPlugin::list_images`).
             list.push(json!({
                 "volid": vol,
                 "content": "rootdir",
