@@ -18,9 +18,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::api::{ApiError, dispatch};
+use super::options::{FaultKind, RecordedRequest};
 use super::state::SimState;
 use super::util::{civil, now_epoch, parse_form, parse_json_params, percent_decode};
-use super::{FaultKind, RecordedRequest};
 
 /// What every connection handler needs.
 pub(crate) struct Shared {

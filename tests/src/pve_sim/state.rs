@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use super::options::{Fault, RecordedRequest, TaskOutcome};
 use super::util::{log_stamp, now_epoch, sha1_hex, vzdump_stamp};
-use super::{Fault, RecordedRequest, TaskOutcome};
 
 /// Every privilege PVE 9 knows (the default grant on `/`).
 pub(crate) const ALL_PRIVS: &[&str] = &[
@@ -310,7 +310,7 @@ pub(crate) fn rootfs_bytes(config: &Map<String, Value>) -> u64 {
 
 impl Inner {
     /// Builds the default inventory.
-    pub(crate) fn new(opts: &super::SimOptions, fingerprint: String) -> Self {
+    pub(crate) fn new(opts: &super::options::SimOptions, fingerprint: String) -> Self {
         let now = now_epoch();
         let mut inner = Inner {
             node: opts.node.clone(),

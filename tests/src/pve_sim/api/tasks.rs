@@ -70,7 +70,7 @@ pub(super) fn task_status(inner: &Inner, node: &str, upid: &str) -> ApiResult {
     match &t.finished {
         Some((_, exit)) => {
             m.insert("status".into(), json!("stopped"));
-            if t.outcome != crate::pve_sim::TaskOutcome::NoExitStatus {
+            if t.outcome != crate::pve_sim::options::TaskOutcome::NoExitStatus {
                 m.insert("exitstatus".into(), json!(exit));
             }
         }
