@@ -20,6 +20,7 @@
 //! | `metrics_file` | `FELHOM_METRICS_FILE` | Prometheus metrics written by `run`, default `<state_dir>/felhom-agent.prom` |
 //! | `request_timeout_secs` | `FELHOM_REQUEST_TIMEOUT_SECS` | per HTTP request, default 30 |
 //! | `max_response_bytes` | `FELHOM_MAX_RESPONSE_BYTES` | largest API response body read, default 32 MiB (1 KiB..1 GiB) |
+//! | `drill_scratch_range` | `FELHOM_DRILL_SCRATCH_RANGE` | `FIRST-LAST` vmids `backup verify` may restore into and `--cleanup` may remove, default `9000-9099` |
 //!
 //! At most one of the three TLS keys may be set; none means the system trust store. If any
 //! `FELHOM_TLS_*` variable is set (non-empty), the file's three TLS keys are ignored, so the
@@ -62,6 +63,7 @@ pub const KEYS: &[&str] = &[
     "request_timeout_secs",
     "metrics_file",
     "max_response_bytes",
+    "drill_scratch_range",
 ];
 
 /// The keys that together choose the TLS mode (at most one may be set).
@@ -163,6 +165,8 @@ pub struct AgentConfig {
     pub metrics_file: PathBuf,
     /// Largest API response body read (counted while reading).
     pub max_response_bytes: usize,
+    /// The vmids a restore drill may use as its scratch guest (inclusive).
+    pub drill_scratch_range: (u32, u32),
 }
 
 impl fmt::Debug for AgentConfig {
@@ -183,6 +187,7 @@ impl fmt::Debug for AgentConfig {
             .field("request_timeout", &self.request_timeout)
             .field("metrics_file", &self.metrics_file)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("drill_scratch_range", &self.drill_scratch_range)
             .finish()
     }
 }
@@ -281,6 +286,22 @@ impl<'a> Lookup<'a> {
             }),
         }
     }
+}
+
+/// The default scratch range of `backup verify`: 9000–9099.
+pub const DEFAULT_DRILL_SCRATCH_RANGE: (u32, u32) = (9000, 9099);
+
+/// `FIRST-LAST`: two valid vmids, FIRST ≤ LAST.
+fn parse_scratch_range(s: &str) -> Result<(u32, u32), String> {
+    let bad =
+        || format!("expected FIRST-LAST with vmids 100..=999999999 and FIRST <= LAST, got {s:?}");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u32 = a.trim().parse().map_err(|_| bad())?;
+    let b: u32 = b.trim().parse().map_err(|_| bad())?;
+    if felhom_protocol::Vmid::new(a).is_err() || felhom_protocol::Vmid::new(b).is_err() || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -508,6 +529,9 @@ impl AgentConfig {
             max_response_bytes: l
                 .parsed("max_response_bytes", parse_byte_cap)?
                 .unwrap_or(crate::pve::DEFAULT_MAX_RESPONSE_BYTES),
+            drill_scratch_range: l
+                .parsed("drill_scratch_range", parse_scratch_range)?
+                .unwrap_or(DEFAULT_DRILL_SCRATCH_RANGE),
         })
     }
 

@@ -144,7 +144,11 @@ pub(crate) enum Effect {
         /// `create_vm` calls `create_ifaces_ipams_ips` when `$unique`).
         ipam: bool,
     },
-    Destroy(u32),
+    /// Removes the guest; `purge` also takes it out of HA.
+    Destroy {
+        vmid: u32,
+        purge: bool,
+    },
     DeleteVolume {
         storage: String,
         volid: String,
@@ -228,6 +232,11 @@ pub(crate) struct Inner {
     pub(crate) patches: Vec<super::patch::FieldPatch>,
     /// PBS verification objects by backup volid.
     pub(crate) verifications: BTreeMap<String, Value>,
+    /// Containers that stop on their own this long after each start
+    /// ([`SimState::set_stop_after_start`]).
+    pub(crate) stop_after: BTreeMap<u32, Duration>,
+    /// When each of those stops next.
+    pub(crate) stop_at: BTreeMap<u32, Instant>,
 }
 
 /// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
@@ -365,6 +374,8 @@ impl Inner {
             ipam: BTreeMap::new(),
             patches: Vec::new(),
             verifications: BTreeMap::new(),
+            stop_after: BTreeMap::new(),
+            stop_at: BTreeMap::new(),
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);
@@ -583,6 +594,7 @@ impl Inner {
                 self.finish_task(i);
             }
         }
+        self.stop_due(now);
     }
 
     fn finish_task(&mut self, i: usize) {
@@ -650,6 +662,7 @@ impl Inner {
                     ct.pid = pid;
                     super::shared::apply_pending(&mut ct.config, &mut ct.pending);
                 }
+                self.arm_stop(vmid);
             }
             Effect::Stop(vmid) => {
                 if let Some(ct) = self.containers.get_mut(&vmid) {
@@ -741,9 +754,7 @@ impl Inner {
                     },
                 );
             }
-            Effect::Destroy(vmid) => {
-                self.containers.remove(&vmid);
-            }
+            Effect::Destroy { vmid, purge } => self.destroy(vmid, purge),
             Effect::DeleteVolume { storage, volid } => {
                 if let Some(s) = self.storage_mut(&storage) {
                     if let Some(pos) = s.volumes.iter().position(|v| v.volid == volid) {
