@@ -76,4 +76,10 @@ impl SimState {
     pub fn set_stop_after_start(&self, vmid: u32, after: Duration) {
         self.lock().stop_after.insert(vmid, after);
     }
+
+    /// Makes a failed restore (or create) leave its guest behind, stopped, as when
+    /// pve-container's cleanup after the failure fails too; a drill must remove it.
+    pub fn set_failed_restore_leaves_guest(&self, leave: bool) {
+        self.lock().failed_restore_leaves_guest = leave;
+    }
 }

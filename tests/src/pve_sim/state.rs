@@ -237,6 +237,8 @@ pub(crate) struct Inner {
     pub(crate) stop_after: BTreeMap<u32, Duration>,
     /// When each of those stops next.
     pub(crate) stop_at: BTreeMap<u32, Instant>,
+    /// A failed restore leaves its guest behind ([`SimState::set_failed_restore_leaves_guest`]).
+    pub(crate) failed_restore_leaves_guest: bool,
 }
 
 /// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
@@ -376,6 +378,7 @@ impl Inner {
             verifications: BTreeMap::new(),
             stop_after: BTreeMap::new(),
             stop_at: BTreeMap::new(),
+            failed_restore_leaves_guest: false,
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);
@@ -637,8 +640,14 @@ impl Inner {
                 if let Some(Effect::Create { vmid, .. }) = &task.effect {
                     // A failed create leaves no container behind.
                     let placeholder = self.containers.get(vmid).is_some_and(|c| c.pid == 0);
-                    if placeholder {
+                    if placeholder && !self.failed_restore_leaves_guest {
                         self.containers.remove(vmid);
+                    } else if placeholder {
+                        // Left behind (stopped, half restored), as when Proxmox's own
+                        // cleanup after a failed restore fails too.
+                        if let Some(ct) = self.containers.get_mut(vmid) {
+                            ct.pid = 1;
+                        }
                     }
                 }
                 let single = msg.trim_end().replace('\n', " ");

@@ -204,6 +204,7 @@ async fn plain_backup_still_parses_next_to_verify() {
 async fn failed_restore_fails_cleanly() {
     let env = env().await;
     let state = env.sim.state();
+    state.set_failed_restore_leaves_guest(true);
     state.set_next_task_outcome(TaskOutcome::Error(
         "unable to restore CT 9000 - simulated archive corruption".into(),
     ));
@@ -234,6 +235,9 @@ async fn failed_restore_fails_cleanly() {
     );
     assert_eq!(v["boot"]["result"], "not-started");
     assert_eq!(v["cleanup"]["error"], Value::Null, "{v:#}");
+    // The half-restored guest the failure left was destroyed with purge.
+    assert_eq!(v["cleanup"]["destroyed"], true, "{v:#}");
+    assert_eq!(state.count_requests("DELETE", "/lxc/9000"), 1);
     assert!(!state.container_exists(SCRATCH));
     assert_eq!(state.count_requests("POST", "/lxc/9000/status/start"), 0);
 }
