@@ -576,6 +576,35 @@ mod tests {
     const FP: &str = "80:d4:f2:df:64:95:cd:8d:a0:82:82:ac:48:ba:c0:7a:1b:6b:87:8b:fe:b9:83:1c:95:4e:79:58:77:99:69:f5";
 
     #[test]
+    fn drill_scratch_range_defaults_parses_and_refuses_bad_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/nonexistent""#;
+        let p = write(dir.path(), &format!("{{{base}}}"));
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert_eq!(c.drill_scratch_range, (9000, 9099));
+        let p = write(
+            dir.path(),
+            &format!(r#"{{{base},"drill_scratch_range":"500-510"}}"#),
+        );
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert_eq!(c.drill_scratch_range, (500, 510));
+        let c = AgentConfig::load_with_env(
+            Some(&p),
+            &env_of(&[("FELHOM_DRILL_SCRATCH_RANGE", "7000 - 7000")]),
+        )
+        .unwrap();
+        assert_eq!(c.drill_scratch_range, (7000, 7000));
+        for bad in ["9099-9000", "99-200", "9000", "a-b", "9000-1000000000"] {
+            let p = write(
+                dir.path(),
+                &format!(r#"{{{base},"drill_scratch_range":"{bad}"}}"#),
+            );
+            let e = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+            assert!(e.to_string().contains("drill_scratch_range"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn file_with_defaults_and_credentials_directory() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(

@@ -238,7 +238,16 @@ async fn steps(
     };
     eprintln!("drill: restoring {archive} into CT {scratch} on {target}");
     let t0 = Instant::now();
-    let upid = pve.restore(&req).await.map_err(step_err("restore"))?;
+    let upid = match pve.restore(&req).await {
+        Ok(u) => u,
+        Err(e) => {
+            // A 595/596 may have started the restore: the cleanup then looks for the copy.
+            if matches!(e, PveError::OutcomeUnknown { .. }) {
+                lock(shared).restore_started = true;
+            }
+            return Err(step_err("restore")(e));
+        }
+    };
     lock(shared).restore_started = true;
     wait_task(pve, shared, &upid, LONG_TASK, pm)
         .await

@@ -805,6 +805,94 @@ mod tests {
     }
 
     #[test]
+    fn backup_and_backup_verify_parse_side_by_side() {
+        let c =
+            Cli::try_parse_from(["felhom-agent", "backup", "100", "--storage", "local"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Backup { vmid: Some(v), storage: Some(_), action: None, .. } if v.get() == 100
+        ));
+        let c = Cli::try_parse_from([
+            "felhom-agent",
+            "backup",
+            "verify",
+            "101",
+            "--scratch-vmid",
+            "9000",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Backup {
+                action: Some(BackupAction::Verify(v)),
+                ..
+            } => {
+                assert_eq!(v.vmid.map(|x| x.get()), Some(101));
+                assert_eq!(v.scratch_vmid.map(|x| x.get()), Some(9000));
+                assert_eq!((v.settle, v.timeout, v.cleanup), (30, 3600, false));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["felhom-agent", "backup", "verify", "--cleanup"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Backup {
+                action: Some(BackupAction::Verify(VerifyArgs { cleanup: true, .. })),
+                ..
+            }
+        ));
+        for bad in [
+            &["felhom-agent", "backup", "100"][..],
+            &["felhom-agent", "backup", "--storage", "local"][..],
+            &["felhom-agent", "backup", "verify", "101"][..],
+            &["felhom-agent", "backup", "verify", "--scratch-vmid", "9000"][..],
+            &[
+                "felhom-agent",
+                "backup",
+                "100",
+                "--storage",
+                "local",
+                "verify",
+            ][..],
+            &[
+                "felhom-agent",
+                "backup",
+                "verify",
+                "101",
+                "--scratch-vmid",
+                "9000",
+                "--settle",
+                "0",
+            ][..],
+            &[
+                "felhom-agent",
+                "backup",
+                "verify",
+                "101",
+                "--scratch-vmid",
+                "9000",
+                "--archive",
+                "local:backup/x.tar",
+                "--storage",
+                "local",
+            ][..],
+            &[
+                "felhom-agent",
+                "backup",
+                "verify",
+                "--cleanup",
+                "--scratch-vmid",
+                "9000",
+            ][..],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn keep_identity_conflicts_with_hostname() {
         let r = Cli::try_parse_from([
             "felhom-agent",
