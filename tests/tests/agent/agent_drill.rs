@@ -437,3 +437,58 @@ async fn cleanup_removes_only_tagged_guests_inside_the_range() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("no drill leftovers"), "{}", r.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_archive_is_used_and_no_backup_is_a_failure_that_changes_nothing() {
+    let env = env().await;
+    let state = env.sim.state();
+    let older = state.backups("local", 101).into_iter().next().unwrap();
+    let newer = state.add_backup_aged("local", 101, 60);
+    assert_ne!(older, newer);
+    let r = agent(
+        &env,
+        &[
+            "--json",
+            "backup",
+            "verify",
+            "101",
+            "--scratch-vmid",
+            "9000",
+            "--settle",
+            "1",
+            "--archive",
+            &older,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["archive"], older.as_str(), "{v:#}");
+    assert!(v["archive_age_seconds"].as_i64().unwrap() > 86_400, "{v:#}");
+    assert!(!state.container_exists(SCRATCH));
+
+    // CT 100 has no backup anywhere: exit 1, the reason named, nothing written.
+    let before = writes(&env).len();
+    let r = agent(
+        &env,
+        &[
+            "--json",
+            "backup",
+            "verify",
+            "100",
+            "--scratch-vmid",
+            "9000",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no backup of CT 100"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(writes(&env).len(), before);
+}
