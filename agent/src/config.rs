@@ -20,6 +20,7 @@
 //! | `metrics_file` | `FELHOM_METRICS_FILE` | Prometheus metrics written by `run`, default `<state_dir>/felhom-agent.prom` |
 //! | `request_timeout_secs` | `FELHOM_REQUEST_TIMEOUT_SECS` | per HTTP request, default 30 |
 //! | `max_response_bytes` | `FELHOM_MAX_RESPONSE_BYTES` | largest API response body read, default 32 MiB (1 KiB..1 GiB) |
+//! | `drill_scratch_range` | `FELHOM_DRILL_SCRATCH_RANGE` | `FIRST-LAST` vmids `backup verify` may restore into and `--cleanup` may remove, default `9000-9099` |
 //!
 //! At most one of the three TLS keys may be set; none means the system trust store. If any
 //! `FELHOM_TLS_*` variable is set (non-empty), the file's three TLS keys are ignored, so the
@@ -62,6 +63,7 @@ pub const KEYS: &[&str] = &[
     "request_timeout_secs",
     "metrics_file",
     "max_response_bytes",
+    "drill_scratch_range",
 ];
 
 /// The keys that together choose the TLS mode (at most one may be set).
@@ -163,6 +165,8 @@ pub struct AgentConfig {
     pub metrics_file: PathBuf,
     /// Largest API response body read (counted while reading).
     pub max_response_bytes: usize,
+    /// The vmids a restore drill may use as its scratch guest (inclusive).
+    pub drill_scratch_range: (u32, u32),
 }
 
 impl fmt::Debug for AgentConfig {
@@ -183,6 +187,7 @@ impl fmt::Debug for AgentConfig {
             .field("request_timeout", &self.request_timeout)
             .field("metrics_file", &self.metrics_file)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("drill_scratch_range", &self.drill_scratch_range)
             .finish()
     }
 }
@@ -281,6 +286,22 @@ impl<'a> Lookup<'a> {
             }),
         }
     }
+}
+
+/// The default scratch range of `backup verify`: 9000–9099.
+pub const DEFAULT_DRILL_SCRATCH_RANGE: (u32, u32) = (9000, 9099);
+
+/// `FIRST-LAST`: two valid vmids, FIRST ≤ LAST.
+fn parse_scratch_range(s: &str) -> Result<(u32, u32), String> {
+    let bad =
+        || format!("expected FIRST-LAST with vmids 100..=999999999 and FIRST <= LAST, got {s:?}");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u32 = a.trim().parse().map_err(|_| bad())?;
+    let b: u32 = b.trim().parse().map_err(|_| bad())?;
+    if felhom_protocol::Vmid::new(a).is_err() || felhom_protocol::Vmid::new(b).is_err() || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -508,6 +529,9 @@ impl AgentConfig {
             max_response_bytes: l
                 .parsed("max_response_bytes", parse_byte_cap)?
                 .unwrap_or(crate::pve::DEFAULT_MAX_RESPONSE_BYTES),
+            drill_scratch_range: l
+                .parsed("drill_scratch_range", parse_scratch_range)?
+                .unwrap_or(DEFAULT_DRILL_SCRATCH_RANGE),
         })
     }
 
@@ -550,6 +574,35 @@ mod tests {
     }
 
     const FP: &str = "80:d4:f2:df:64:95:cd:8d:a0:82:82:ac:48:ba:c0:7a:1b:6b:87:8b:fe:b9:83:1c:95:4e:79:58:77:99:69:f5";
+
+    #[test]
+    fn drill_scratch_range_defaults_parses_and_refuses_bad_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/nonexistent""#;
+        let p = write(dir.path(), &format!("{{{base}}}"));
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert_eq!(c.drill_scratch_range, (9000, 9099));
+        let p = write(
+            dir.path(),
+            &format!(r#"{{{base},"drill_scratch_range":"500-510"}}"#),
+        );
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert_eq!(c.drill_scratch_range, (500, 510));
+        let c = AgentConfig::load_with_env(
+            Some(&p),
+            &env_of(&[("FELHOM_DRILL_SCRATCH_RANGE", "7000 - 7000")]),
+        )
+        .unwrap();
+        assert_eq!(c.drill_scratch_range, (7000, 7000));
+        for bad in ["9099-9000", "99-200", "9000", "a-b", "9000-1000000000"] {
+            let p = write(
+                dir.path(),
+                &format!(r#"{{{base},"drill_scratch_range":"{bad}"}}"#),
+            );
+            let e = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+            assert!(e.to_string().contains("drill_scratch_range"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn file_with_defaults_and_credentials_directory() {

@@ -5,6 +5,7 @@
 //! JSON document on stdout; otherwise a human table. Logs always go to stderr.
 
 mod backup;
+mod drill;
 mod guests;
 mod ha;
 mod helper_cmds;
@@ -82,13 +83,16 @@ pub enum Command {
         #[command(subcommand)]
         action: SnapshotAction,
     },
-    /// Back up a container with vzdump (zstd).
+    /// Back up a container with vzdump (zstd): `backup VMID --storage S`; or check that a
+    /// backup restores and boots: `backup verify VMID --scratch-vmid N`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Backup {
         /// The container.
-        vmid: Vmid,
+        #[arg(required = true)]
+        vmid: Option<Vmid>,
         /// Target storage.
-        #[arg(long)]
-        storage: StorageId,
+        #[arg(long, required = true)]
+        storage: Option<StorageId>,
         /// Backup mode.
         #[arg(long, value_enum, default_value_t = Mode::Snapshot)]
         mode: Mode,
@@ -96,6 +100,9 @@ pub enum Command {
         /// (remove=1). Without it nothing is deleted (remove=0).
         #[arg(long)]
         prune: bool,
+        /// `verify`: the restore drill.
+        #[command(subcommand)]
+        action: Option<BackupAction>,
     },
     /// Restore a container from a backup archive. When the target vmid differs from the
     /// archive's guest (a copy), resets the network identity unless --keep-identity is
@@ -222,6 +229,53 @@ pub struct SnapshotArgs {
     pub vmid: Vmid,
     /// The snapshot name.
     pub name: SnapshotName,
+}
+
+/// Backup subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// Restore drill: restore the newest backup of VMID (or --archive) as a copy into the
+    /// scratch vmid N with every network interface disconnected (link_down=1), start it,
+    /// check that it stays running for the settle time, then stop and destroy it (also on
+    /// failure and on SIGTERM/SIGINT, unless --keep-on-failure). Exit 0 only when it passed.
+    /// With --cleanup: remove leftovers of earlier drills (tag felhom-drill, inside the
+    /// scratch range).
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `backup verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The container whose backup is checked.
+    #[arg(required_unless_present = "cleanup")]
+    pub vmid: Option<Vmid>,
+    /// Restore this archive instead of the newest backup of VMID.
+    #[arg(long, value_name = "VOLID")]
+    pub archive: Option<VolumeId>,
+    /// Look for the newest backup only on this storage (default: every active backup
+    /// storage).
+    #[arg(long, value_name = "S", conflicts_with = "archive")]
+    pub storage: Option<StorageId>,
+    /// The scratch guest's vmid: free, inside the scratch range (config key
+    /// drill_scratch_range, default 9000-9099), not VMID.
+    #[arg(long, value_name = "N", required_unless_present = "cleanup")]
+    pub scratch_vmid: Option<Vmid>,
+    /// Storage for the copy's root filesystem (default: the one VMID's rootfs is on).
+    #[arg(long, value_name = "T")]
+    pub target_storage: Option<StorageId>,
+    /// Leave the scratch guest in place when the drill fails.
+    #[arg(long)]
+    pub keep_on_failure: bool,
+    /// Seconds restore, start and settle may take together.
+    #[arg(long, value_name = "S", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
+    /// Seconds the copy must stay running with its uptime growing.
+    #[arg(long, value_name = "S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub settle: u64,
+    /// Remove leftovers of earlier drills instead (only guests tagged felhom-drill inside the
+    /// scratch range).
+    #[arg(long, conflicts_with_all = ["vmid", "archive", "storage", "scratch_vmid", "target_storage", "keep_on_failure"])]
+    pub cleanup: bool,
 }
 
 /// Task subcommands.
@@ -457,11 +511,38 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Guest { vmid } => guests::guest(&pve_client(&config)?, *vmid).await,
         Command::Snapshot { action } => guests::snapshot(&pve_client(&config)?, action, pm).await,
         Command::Backup {
-            vmid,
-            storage,
+            action: Some(BackupAction::Verify(v)),
+            ..
+        } => {
+            let pve = pve_client(&config)?;
+            if v.cleanup {
+                return drill::cleanup(&pve, config.drill_scratch_range, pm).await;
+            }
+            let (Some(vmid), Some(scratch)) = (v.vmid, v.scratch_vmid) else {
+                return Err(CliError::Usage(
+                    "backup verify needs VMID and --scratch-vmid N (or --cleanup)".into(),
+                ));
+            };
+            let args = drill::DrillArgs {
+                vmid,
+                archive: v.archive.clone(),
+                storage: v.storage.clone(),
+                scratch,
+                target_storage: v.target_storage.clone(),
+                keep_on_failure: v.keep_on_failure,
+                timeout: std::time::Duration::from_secs(v.timeout),
+                settle: std::time::Duration::from_secs(v.settle),
+            };
+            drill::verify(&pve, &args, config.drill_scratch_range, pm).await
+        }
+        Command::Backup {
+            vmid: Some(vmid),
+            storage: Some(storage),
             mode,
             prune,
+            action: None,
         } => backup::backup(&pve_client(&config)?, *vmid, storage, *mode, *prune, pm).await,
+        Command::Backup { .. } => Err(CliError::Usage("backup needs VMID and --storage S".into())),
         Command::Restore {
             archive,
             vmid,
@@ -733,6 +814,94 @@ mod tests {
                 assert_eq!(limit, 50);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn backup_and_backup_verify_parse_side_by_side() {
+        let c =
+            Cli::try_parse_from(["felhom-agent", "backup", "100", "--storage", "local"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Backup { vmid: Some(v), storage: Some(_), action: None, .. } if v.get() == 100
+        ));
+        let c = Cli::try_parse_from([
+            "felhom-agent",
+            "backup",
+            "verify",
+            "101",
+            "--scratch-vmid",
+            "9000",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Backup {
+                action: Some(BackupAction::Verify(v)),
+                ..
+            } => {
+                assert_eq!(v.vmid.map(|x| x.get()), Some(101));
+                assert_eq!(v.scratch_vmid.map(|x| x.get()), Some(9000));
+                assert_eq!((v.settle, v.timeout, v.cleanup), (30, 3600, false));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["felhom-agent", "backup", "verify", "--cleanup"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Backup {
+                action: Some(BackupAction::Verify(VerifyArgs { cleanup: true, .. })),
+                ..
+            }
+        ));
+        for bad in [
+            &["felhom-agent", "backup", "100"][..],
+            &["felhom-agent", "backup", "--storage", "local"][..],
+            &["felhom-agent", "backup", "verify", "101"][..],
+            &["felhom-agent", "backup", "verify", "--scratch-vmid", "9000"][..],
+            &[
+                "felhom-agent",
+                "backup",
+                "100",
+                "--storage",
+                "local",
+                "verify",
+            ][..],
+            &[
+                "felhom-agent",
+                "backup",
+                "verify",
+                "101",
+                "--scratch-vmid",
+                "9000",
+                "--settle",
+                "0",
+            ][..],
+            &[
+                "felhom-agent",
+                "backup",
+                "verify",
+                "101",
+                "--scratch-vmid",
+                "9000",
+                "--archive",
+                "local:backup/x.tar",
+                "--storage",
+                "local",
+            ][..],
+            &[
+                "felhom-agent",
+                "backup",
+                "verify",
+                "--cleanup",
+                "--scratch-vmid",
+                "9000",
+            ][..],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
         }
     }
 

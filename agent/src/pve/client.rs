@@ -121,7 +121,7 @@ impl PveClient {
         Ok(out)
     }
 
-    async fn dispatch(
+    pub(super) async fn dispatch(
         &self,
         method: Method,
         segments: &[&str],

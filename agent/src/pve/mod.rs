@@ -70,6 +70,7 @@ pub mod args;
 pub mod backup_list;
 pub mod certexpiry;
 mod client;
+pub mod destroy;
 pub mod error;
 pub mod fieldwise;
 pub mod ha;

@@ -349,6 +349,31 @@ async fn tour(sb: &Sandbox) -> Vec<StepResult> {
             });
         }
     }
+    // The restore drill: CT 101's newest backup restored as a disconnected copy, booted,
+    // checked for a settle time, stopped and destroyed.
+    let r = step(
+        sb,
+        "restore drill: CT 101's newest backup as CT 9050 (link_down), booted, destroyed",
+        &[
+            "backup",
+            "verify",
+            "101",
+            "--scratch-vmid",
+            "9050",
+            "--settle",
+            "2",
+        ],
+        expect("PASSED"),
+    )
+    .await;
+    let problem = state
+        .container_exists(9050)
+        .then(|| "the scratch guest CT 9050 is still there".to_string());
+    results.push(verify(
+        r,
+        "the scratch guest CT 9050 is gone (checked in the simulator)",
+        problem,
+    ));
     // A slower task, so the live progress has something to show.
     state.set_task_duration(Duration::from_millis(1500));
     results.push(

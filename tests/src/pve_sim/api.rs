@@ -239,7 +239,7 @@ fn node_scoped(
                     {"subdir": "interfaces"}
                 ])
                 .into()),
-                ("DELETE", []) => destroy(inner, vmid),
+                ("DELETE", []) => destroy(inner, vmid, params),
                 ("GET", ["status", "current"]) => ct_status(inner, vmid),
                 (
                     "POST",
@@ -772,7 +772,8 @@ fn power(inner: &mut Inner, vmid: u32, action: &str) -> ApiResult {
     Ok(json!(upid).into())
 }
 
-fn destroy(inner: &mut Inner, vmid: u32) -> ApiResult {
+fn destroy(inner: &mut Inner, vmid: u32, params: &Params) -> ApiResult {
+    let purge = super::drill::destroy_params(params)?;
     check(inner, &format!("/vms/{vmid}"), "VM.Allocate")?;
     let ct = container(inner, vmid)?;
     if let Some(msg) = locked_error(ct) {
@@ -794,7 +795,7 @@ fn destroy(inner: &mut Inner, vmid: u32) -> ApiResult {
         &vmid.to_string(),
         Vec::new(),
         vec![disk],
-        Some(Effect::Destroy(vmid)),
+        Some(Effect::Destroy { vmid, purge }),
         Some((vmid, "destroyed")),
         None,
     );

@@ -51,6 +51,7 @@
 
 mod api;
 mod backup;
+mod drill;
 mod ha;
 mod ipam;
 mod options;

@@ -144,7 +144,11 @@ pub(crate) enum Effect {
         /// `create_vm` calls `create_ifaces_ipams_ips` when `$unique`).
         ipam: bool,
     },
-    Destroy(u32),
+    /// Removes the guest; `purge` also takes it out of HA.
+    Destroy {
+        vmid: u32,
+        purge: bool,
+    },
     DeleteVolume {
         storage: String,
         volid: String,
@@ -231,6 +235,13 @@ pub(crate) struct Inner {
     /// The node's local time for archive names on directory storages: `(write, read)`
     /// offsets from UTC in seconds (see [`SimState::set_local_time`]); `None`: UTC.
     pub(crate) local_time: Option<(i64, i64)>,
+    /// Containers that stop on their own this long after each start
+    /// ([`SimState::set_stop_after_start`]).
+    pub(crate) stop_after: BTreeMap<u32, Duration>,
+    /// When each of those stops next.
+    pub(crate) stop_at: BTreeMap<u32, Instant>,
+    /// A failed restore leaves its guest behind ([`SimState::set_failed_restore_leaves_guest`]).
+    pub(crate) failed_restore_leaves_guest: bool,
 }
 
 /// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
@@ -369,6 +380,9 @@ impl Inner {
             patches: Vec::new(),
             verified: BTreeMap::new(),
             local_time: None,
+            stop_after: BTreeMap::new(),
+            stop_at: BTreeMap::new(),
+            failed_restore_leaves_guest: false,
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);
@@ -594,6 +608,7 @@ impl Inner {
                 self.finish_task(i);
             }
         }
+        self.stop_due(now);
     }
 
     fn finish_task(&mut self, i: usize) {
@@ -636,8 +651,14 @@ impl Inner {
                 if let Some(Effect::Create { vmid, .. }) = &task.effect {
                     // A failed create leaves no container behind.
                     let placeholder = self.containers.get(vmid).is_some_and(|c| c.pid == 0);
-                    if placeholder {
+                    if placeholder && !self.failed_restore_leaves_guest {
                         self.containers.remove(vmid);
+                    } else if placeholder {
+                        // Left behind (stopped, half restored), as when Proxmox's own
+                        // cleanup after a failed restore fails too.
+                        if let Some(ct) = self.containers.get_mut(vmid) {
+                            ct.pid = 1;
+                        }
                     }
                 }
                 let single = msg.trim_end().replace('\n', " ");
@@ -661,6 +682,7 @@ impl Inner {
                     ct.pid = pid;
                     super::shared::apply_pending(&mut ct.config, &mut ct.pending);
                 }
+                self.arm_stop(vmid);
             }
             Effect::Stop(vmid) => {
                 if let Some(ct) = self.containers.get_mut(&vmid) {
@@ -752,9 +774,7 @@ impl Inner {
                     },
                 );
             }
-            Effect::Destroy(vmid) => {
-                self.containers.remove(&vmid);
-            }
+            Effect::Destroy { vmid, purge } => self.destroy(vmid, purge),
             Effect::DeleteVolume { storage, volid } => {
                 if let Some(s) = self.storage_mut(&storage) {
                     if let Some(pos) = s.volumes.iter().position(|v| v.volid == volid) {

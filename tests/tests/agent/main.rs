@@ -5,6 +5,7 @@
 
 mod agent_backup_cli;
 mod agent_cli;
+mod agent_drill;
 mod agent_e2e;
 mod agent_fence;
 mod agent_metrics;
