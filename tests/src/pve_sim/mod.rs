@@ -54,6 +54,7 @@ mod backup;
 mod drill;
 mod ha;
 mod ipam;
+mod knobs;
 mod options;
 mod patch;
 mod pending;
