@@ -177,6 +177,10 @@ struct Progress {
     task: Option<Upid>,
     /// The restore request was accepted: the scratch guest may exist.
     restore_started: bool,
+    /// The restore's task, once Proxmox named it.
+    restore_task: Option<Upid>,
+    /// The restore task ended well: the scratch guest is the drill's own copy.
+    restored: bool,
     restore_seconds: Option<f64>,
     interfaces_disconnected: Vec<String>,
     started: bool,
@@ -248,11 +252,19 @@ async fn steps(
             return Err(step_err("restore")(e));
         }
     };
-    lock(shared).restore_started = true;
+    {
+        let mut p = lock(shared);
+        p.restore_started = true;
+        p.restore_task = Some(upid.clone());
+    }
     wait_task(pve, shared, &upid, LONG_TASK, pm)
         .await
         .map_err(step_err("restore"))?;
-    lock(shared).restore_seconds = Some(t0.elapsed().as_secs_f64());
+    {
+        let mut p = lock(shared);
+        p.restored = true;
+        p.restore_seconds = Some(t0.elapsed().as_secs_f64());
+    }
 
     // 2. Before the first start: every interface down, no start at boot, tag, description.
     let config = pve
@@ -384,22 +396,48 @@ async fn steps(
     Ok(())
 }
 
+/// Whether a container's tags (`;`-separated, as Proxmox lists them) carry [`DRILL_TAG`].
+fn has_drill_tag(tags: Option<&str>) -> bool {
+    tags.is_some_and(|t| t.split([';', ',', ' ']).any(|x| x == DRILL_TAG))
+}
+
+/// What the cleanup knows of the scratch guest's origin.
+struct Origin {
+    /// A task still running (an interrupted restore or start): waited for first.
+    in_flight: Option<Upid>,
+    /// The drill's restore task, if Proxmox named one.
+    restore_task: Option<Upid>,
+    /// That restore ended well: the guest at the scratch vmid is the drill's copy.
+    restored: bool,
+}
+
 /// Stops (if running) and destroys the scratch guest with purge; first waits for a task in
-/// flight. Returns what happened, or why it could not.
+/// flight. Only a guest proven to be the drill's is destroyed: its restore ended well, or it
+/// carries [`DRILL_TAG`]. A guest found at the scratch vmid after a restore that failed, or
+/// whose outcome is unknown, and without the tag, may be another's (created between the
+/// drill's check and its restore): it is left in place and named. Returns whether a guest
+/// was destroyed, or why it could not be.
 async fn remove_scratch(
     pve: &PveClient,
     scratch: Vmid,
-    in_flight: Option<Upid>,
+    origin: Origin,
     pm: ProgressMode,
 ) -> Result<bool, String> {
-    if let Some(upid) = in_flight {
+    let mut ours = origin.restored;
+    if let Some(upid) = origin.in_flight {
         // An interrupted restore or start still holds the guest's lock: let it end.
-        let _ = progress::wait(pve, &upid, WaitOptions::with_timeout(LONG_TASK), pm).await;
+        let done = progress::wait(pve, &upid, WaitOptions::with_timeout(LONG_TASK), pm).await;
+        ours |= done.is_ok() && origin.restore_task.as_ref() == Some(&upid);
     }
     let list = pve.containers().await.map_err(|e| e.to_string())?;
     let Some(ct) = list.into_iter().find(|c| c.vmid == scratch) else {
         return Ok(false);
     };
+    if !ours && !has_drill_tag(ct.tags.as_deref()) {
+        return Err(format!(
+            "CT {scratch} exists, but the drill's restore did not complete and it carries no {DRILL_TAG} tag: left in place, as it may not be the drill's copy; check it and remove it by hand"
+        ));
+    }
     if ct.status == GuestState::Running {
         eprintln!("drill: stopping CT {scratch}");
         let upid = pve.stop(scratch).await.map_err(|e| format!("stop: {e}"))?;
@@ -503,10 +541,14 @@ pub(super) async fn verify(
         eprintln!("drill: FAILED at {step}: {reason}");
     }
     let passed = failure.is_none();
-    let (in_flight, restore_started, progress_doc) = {
+    let (origin, restore_started, progress_doc) = {
         let p = lock(&shared);
         (
-            p.task.clone(),
+            Origin {
+                in_flight: p.task.clone(),
+                restore_task: p.restore_task.clone(),
+                restored: p.restored,
+            },
             p.restore_started,
             json!({
                 "restore_seconds": p.restore_seconds,
@@ -525,7 +567,7 @@ pub(super) async fn verify(
     } else if !restore_started {
         json!({ "done": true, "kept": false, "destroyed": false, "error": null })
     } else {
-        match remove_scratch(pve, scratch, in_flight, pm).await {
+        match remove_scratch(pve, scratch, origin, pm).await {
             Ok(destroyed) => {
                 json!({ "done": true, "kept": false, "destroyed": destroyed, "error": null })
             }
@@ -625,14 +667,15 @@ pub(super) async fn cleanup(
     let mut errors = Vec::new();
     let mut human = String::new();
     for ct in guests {
-        let tagged = ct
-            .tags
-            .as_deref()
-            .is_some_and(|t| t.split([';', ',', ' ']).any(|x| x == DRILL_TAG));
-        if !tagged || !in_range(range, ct.vmid) {
+        if !has_drill_tag(ct.tags.as_deref()) || !in_range(range, ct.vmid) {
             continue;
         }
-        match remove_scratch(pve, ct.vmid, None, pm).await {
+        let origin = Origin {
+            in_flight: None,
+            restore_task: None,
+            restored: false,
+        };
+        match remove_scratch(pve, ct.vmid, origin, pm).await {
             Ok(_) => {
                 let _ = writeln!(human, "removed CT {} (drill leftover)", ct.vmid);
                 removed.push(ct.vmid.get());

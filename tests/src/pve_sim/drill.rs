@@ -77,8 +77,9 @@ impl SimState {
         self.lock().stop_after.insert(vmid, after);
     }
 
-    /// Makes a failed restore (or create) leave its guest behind, stopped, as when
-    /// pve-container's cleanup after the failure fails too; a drill must remove it.
+    /// Makes a failed restore (or create) leave a guest behind at its vmid, stopped: as when
+    /// pve-container's cleanup after the failure fails too, or another client created that
+    /// vmid meanwhile. A drill cannot tell the two apart, so it must leave it in place.
     pub fn set_failed_restore_leaves_guest(&self, leave: bool) {
         self.lock().failed_restore_leaves_guest = leave;
     }
