@@ -20,7 +20,12 @@
 //! | `metrics_file` | `FELHOM_METRICS_FILE` | Prometheus metrics written by `run`, default `<state_dir>/felhom-agent.prom` |
 //! | `request_timeout_secs` | `FELHOM_REQUEST_TIMEOUT_SECS` | per HTTP request, default 30 |
 //! | `max_response_bytes` | `FELHOM_MAX_RESPONSE_BYTES` | largest API response body read, default 32 MiB (1 KiB..1 GiB) |
-//! | `drill_scratch_range` | `FELHOM_DRILL_SCRATCH_RANGE` | `FIRST-LAST` vmids `backup verify` may restore into and `--cleanup` may remove, default `9000-9099` |
+//! | `drill_scratch_range` | `FELHOM_DRILL_SCRATCH_RANGE` | `FIRST-LAST` vmids `backup verify` and the drill schedule may restore into and `--cleanup` may remove, default `9000-9099` |
+//! | `drill_guests` | `FELHOM_DRILL_GUESTS` | the containers `run` drills on a schedule: vmids separated by commas, or `all`; default empty (off) |
+//! | `drill_interval_secs` | `FELHOM_DRILL_INTERVAL_SECS` | each guest is drilled at most this often, default 604800 (7 days) |
+//! | `drill_settle_secs` | `FELHOM_DRILL_SETTLE_SECS` | how long a scheduled drill's copy must stay running, default 30 |
+//! | `drill_timeout_secs` | `FELHOM_DRILL_TIMEOUT_SECS` | limit for one scheduled drill's restore, start and settle, default 3600 |
+//! | `drill_target_storage` | `FELHOM_DRILL_TARGET_STORAGE` | storage for the copies' root filesystems, default the one each guest's rootfs is on |
 //!
 //! At most one of the three TLS keys may be set; none means the system trust store. If any
 //! `FELHOM_TLS_*` variable is set (non-empty), the file's three TLS keys are ignored, so the
@@ -34,7 +39,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::pve::{ApiSettings, Fingerprint, NodeName, TlsMode, TokenId};
+use crate::drill::schedule::{DrillGuests, DrillSchedule};
+use crate::pve::{ApiSettings, Fingerprint, NodeName, StorageId, TlsMode, TokenId};
 use crate::secret::Secret;
 
 /// Default config file.
@@ -64,6 +70,11 @@ pub const KEYS: &[&str] = &[
     "metrics_file",
     "max_response_bytes",
     "drill_scratch_range",
+    "drill_guests",
+    "drill_interval_secs",
+    "drill_settle_secs",
+    "drill_timeout_secs",
+    "drill_target_storage",
 ];
 
 /// The keys that together choose the TLS mode (at most one may be set).
@@ -167,6 +178,8 @@ pub struct AgentConfig {
     pub max_response_bytes: usize,
     /// The vmids a restore drill may use as its scratch guest (inclusive).
     pub drill_scratch_range: (u32, u32),
+    /// The restore drills `run` makes on a schedule (off unless `drill_guests` is set).
+    pub drill: DrillSchedule,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -188,6 +201,7 @@ impl fmt::Debug for AgentConfig {
             .field("metrics_file", &self.metrics_file)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("drill_scratch_range", &self.drill_scratch_range)
+            .field("drill", &self.drill)
             .finish()
     }
 }
@@ -317,6 +331,40 @@ fn parse_secs(max: u64) -> impl Fn(&str) -> Result<Duration, String> {
         Ok(n) if (1..=max).contains(&n) => Ok(Duration::from_secs(n)),
         _ => Err(format!("expected whole seconds 1..={max}, got {s:?}")),
     }
+}
+
+/// The `drill_*` keys of the schedule; a listed guest inside the scratch range is refused
+/// (its drill could restore over it).
+fn drill_schedule(l: &Lookup<'_>, range: (u32, u32)) -> Result<DrillSchedule, ConfigError> {
+    let d = DrillSchedule::default();
+    let guests = l
+        .parsed("drill_guests", DrillGuests::parse)?
+        .unwrap_or_default();
+    if let DrillGuests::List(list) = &guests {
+        if let Some(v) = list.iter().find(|v| crate::drill::in_range(range, **v)) {
+            return Err(ConfigError::Invalid {
+                key: "drill_guests",
+                source_name: "the drill settings".into(),
+                reason: format!(
+                    "CT {v} lies inside drill_scratch_range {}-{}; drills restore into that range, so it cannot hold a guest to drill",
+                    range.0, range.1
+                ),
+            });
+        }
+    }
+    Ok(DrillSchedule {
+        guests,
+        interval: l
+            .parsed("drill_interval_secs", parse_secs(366 * 24 * 3600))?
+            .unwrap_or(d.interval),
+        settle: l
+            .parsed("drill_settle_secs", parse_secs(3600))?
+            .unwrap_or(d.settle),
+        timeout: l
+            .parsed("drill_timeout_secs", parse_secs(86_400))?
+            .unwrap_or(d.timeout),
+        target_storage: l.parsed("drill_target_storage", |s| s.parse::<StorageId>())?,
+    })
 }
 
 /// The port pveproxy listens on; used when `api_url` names none.
@@ -501,6 +549,9 @@ impl AgentConfig {
         let state_dir = l
             .parsed("state_dir", abs_path)?
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let drill_scratch_range = l
+            .parsed("drill_scratch_range", parse_scratch_range)?
+            .unwrap_or(DEFAULT_DRILL_SCRATCH_RANGE);
         let metrics_file = l
             .parsed("metrics_file", abs_path)?
             .unwrap_or_else(|| state_dir.join(crate::metrics::DEFAULT_METRICS_FILE));
@@ -529,9 +580,8 @@ impl AgentConfig {
             max_response_bytes: l
                 .parsed("max_response_bytes", parse_byte_cap)?
                 .unwrap_or(crate::pve::DEFAULT_MAX_RESPONSE_BYTES),
-            drill_scratch_range: l
-                .parsed("drill_scratch_range", parse_scratch_range)?
-                .unwrap_or(DEFAULT_DRILL_SCRATCH_RANGE),
+            drill_scratch_range,
+            drill: drill_schedule(&l, drill_scratch_range)?,
         })
     }
 
@@ -574,6 +624,51 @@ mod tests {
     }
 
     const FP: &str = "80:d4:f2:df:64:95:cd:8d:a0:82:82:ac:48:ba:c0:7a:1b:6b:87:8b:fe:b9:83:1c:95:4e:79:58:77:99:69:f5";
+
+    #[test]
+    fn the_drill_schedule_is_off_by_default_and_parses_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""api_url":"https://127.0.0.1:8006","node":"pve","token_id":"felhom@pve!agent","token_secret_file":"/nonexistent""#;
+        let p = write(dir.path(), &format!("{{{base}}}"));
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        assert!(!c.drill.enabled());
+        assert_eq!(c.drill, DrillSchedule::default());
+        let p = write(
+            dir.path(),
+            &format!(
+                r#"{{{base},"drill_guests":"102,101","drill_interval_secs":86400,"drill_settle_secs":"5","drill_timeout_secs":600,"drill_target_storage":"local-lvm"}}"#
+            ),
+        );
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap();
+        let v = |n| felhom_protocol::Vmid::new(n).unwrap();
+        assert_eq!(c.drill.guests, DrillGuests::List(vec![v(101), v(102)]));
+        assert_eq!(c.drill.interval, Duration::from_secs(86_400));
+        assert_eq!(c.drill.settle, Duration::from_secs(5));
+        assert_eq!(c.drill.timeout, Duration::from_secs(600));
+        assert_eq!(
+            c.drill.target_storage.as_ref().unwrap().as_str(),
+            "local-lvm"
+        );
+        // The environment wins, and `off` turns it off again.
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[("FELHOM_DRILL_GUESTS", "off")]))
+            .unwrap();
+        assert!(!c.drill.enabled());
+        let c = AgentConfig::load_with_env(Some(&p), &env_of(&[("FELHOM_DRILL_GUESTS", "all")]))
+            .unwrap();
+        assert_eq!(c.drill.guests, DrillGuests::All);
+        for (key, bad) in [
+            ("drill_guests", "\"101,x\""),
+            ("drill_guests", "\"9050\""),
+            ("drill_interval_secs", "0"),
+            ("drill_settle_secs", "3601"),
+            ("drill_timeout_secs", "\"soon\""),
+            ("drill_target_storage", "\"bad storage\""),
+        ] {
+            let p = write(dir.path(), &format!(r#"{{{base},"{key}":{bad}}}"#));
+            let e = AgentConfig::load_with_env(Some(&p), &env_of(&[])).unwrap_err();
+            assert!(e.to_string().contains(key), "{key}={bad}: {e}");
+        }
+    }
 
     #[test]
     fn drill_scratch_range_defaults_parses_and_refuses_bad_ranges() {

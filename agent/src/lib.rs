@@ -12,6 +12,7 @@
 //! - [`config`] and [`secret`] — the agent's configuration and its API token secret.
 //! - [`report`], [`smart`], [`service`], [`cli`] — the health report, SMART parsing, the
 //!   `run` service and the command line, all built on the modules above.
+//! - [`drill`] — the restore drill (`backup verify`) and its schedule in `run`.
 //!
 //! The agent never spawns a process and holds no root rights; everything root-only goes
 //! through the helper.
@@ -130,6 +131,7 @@ pub mod secret;
 
 // Helper client, SMART parsing, health report, CLI and service (issue 4).
 pub mod cli;
+pub mod drill;
 pub mod helper_client;
 pub mod logging;
 pub mod metrics;

@@ -34,7 +34,12 @@
 //! | `felhom_backup_storage_up` | `storage` | 1: the backup listing was read |
 //! | `felhom_guest_backups`, `felhom_guest_last_backup_timestamp_seconds` | `vmid`, `storage` | count and newest (0: none there) |
 //! | `felhom_guest_last_backup_verified` | `vmid`, `storage` | PBS: 1 newest verified ok, 0 failed or not verified |
-//! | `felhom_guest_newest_backup_timestamp_seconds` | `vmid` | newest anywhere, 0: none (see [`backups`]) |
+//! | `felhom_guest_newest_backup_timestamp_seconds` | `vmid` | newest anywhere, 0: none (see [`backups`]); a drill's copy is left out |
+//! | `felhom_backup_drill_success` | `vmid` | the guest's last scheduled restore drill: 1 passed, 0 failed (see [`drills`]) |
+//! | `felhom_backup_drill_timestamp_seconds` | `vmid` | when it ended; 0: a guest to drill not drilled yet |
+//! | `felhom_backup_drill_duration_seconds` | `vmid` | how long it took, cleanup included |
+//! | `felhom_backup_drill_cleanup_ok` | `vmid` | 1: its copy was removed (or never made); 0: it may be left over |
+//! | `felhom_backup_drill_running` | | 1 while a scheduled drill runs |
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -42,6 +47,7 @@ use std::fmt::Write as _;
 use felhom_protocol::SensorKind;
 
 pub mod backups;
+pub mod drills;
 pub mod guests;
 
 use crate::pve::GuestState;
@@ -339,6 +345,7 @@ pub fn render(report: &HealthReport, node: &str, cycle: CycleInfo) -> String {
 
     fams.extend(guests::families(report, node));
     fams.extend(backups::families(report, node));
+    fams.extend(drills::families(report, node));
 
     let mut out = String::new();
     for f in &fams {

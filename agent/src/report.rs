@@ -159,6 +159,10 @@ pub struct HealthReport {
     pub smart: Section<Vec<DiskHealth>>,
     /// Hardware sensors.
     pub sensors: Section<Vec<SensorReading>>,
+    /// The restore drill schedule of `run` ([`crate::drill::schedule`]); absent when it is
+    /// off (and outside `run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drills: Option<crate::drill::schedule::DrillsStatus>,
 }
 
 /// The report's overall verdict.
@@ -406,6 +410,7 @@ pub async fn collect_within(
         helper,
         smart,
         sensors,
+        drills: None,
     };
     if report
         .sections()

@@ -17,6 +17,12 @@
 //! service; a merely slow cycle does not trip the watchdog. Proxmox or the helper being away
 //! only makes the report degraded. SIGTERM or SIGINT ends the loop promptly — also in the
 //! middle of a cycle or the sleep — and the process exits 0.
+//!
+//! **Restore drills:** with `drill_guests` set, a [schedule](crate::drill::schedule) runs
+//! beside the cycles as its own task; each cycle puts its state into `health.json`
+//! (`drills`) and the metrics. On SIGTERM a drill under way is abandoned and its copy
+//! destroyed; the service waits up to [`DRILL_STOP_GRACE`] for that (the unit's
+//! `TimeoutStopSec=` is longer), and what is not finished by then the next start finishes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,6 +52,9 @@ pub const METRICS_MODE: u32 = 0o644;
 /// watchdog keeps being pinged while the last cycle finished within
 /// `2 × interval + MAX_CYCLE_TIME`.
 pub const MAX_CYCLE_TIME: Duration = Duration::from_secs(10 * 60);
+
+/// How long a stopping service waits for the cleanup of a drill under way.
+pub const DRILL_STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Whether the watchdog may be pinged when the last cycle finished (or the service started)
 /// `since_progress` ago: the service is making progress unless a cycle has hung for longer
@@ -192,6 +201,14 @@ pub async fn run(
         NotifyState::Ready,
         NotifyState::Status("started; first cycle running"),
     ]);
+    let drills = config.drill.enabled().then(|| {
+        crate::drill::schedule::start(
+            pve.clone(),
+            config.drill.clone(),
+            config.drill_scratch_range,
+            &dir,
+        )
+    });
     let mut cycle: u64 = 0;
     let mut last_success: Option<u64> = None;
     let signal_name = loop {
@@ -205,9 +222,10 @@ pub async fn run(
         // Let go of the helper between cycles: it is socket-activated and exits when no
         // client is connected for its idle timeout; the next cycle activates it again.
         helper.disconnect().await;
-        let Some(report) = collected else {
+        let Some(mut report) = collected else {
             break "signal during collection";
         };
+        report.drills = drills.as_ref().map(|d| d.status());
         let line = report.one_line();
         match write_report(&dir, &report) {
             Ok(path) => {
@@ -242,6 +260,20 @@ pub async fn run(
         }
     };
     notify(&[NotifyState::Stopping]);
+    if let Some(d) = drills {
+        d.stop();
+        let mut task = d.task;
+        if tokio::time::timeout(DRILL_STOP_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            tracing::warn!(
+                grace_secs = DRILL_STOP_GRACE.as_secs(),
+                "the restore drill's cleanup did not finish in time; the next start finishes it"
+            );
+        }
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

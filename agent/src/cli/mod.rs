@@ -523,7 +523,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
                     "backup verify needs VMID and --scratch-vmid N (or --cleanup)".into(),
                 ));
             };
-            let args = drill::DrillArgs {
+            let args = crate::drill::DrillArgs {
                 vmid,
                 archive: v.archive.clone(),
                 storage: v.storage.clone(),

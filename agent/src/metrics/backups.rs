@@ -5,7 +5,8 @@
 //! `felhom_guest_newest_backup_timestamp_seconds` over all storages, 0 when there is no
 //! backup anywhere, so absence is alertable (`time() - … > 26 * 3600`). That one is left out
 //! while some backup storage could not be listed (the newest backup may be on it); see
-//! `felhom_backup_storage_up`.
+//! `felhom_backup_storage_up`. A restore drill's copy (tagged `felhom-drill`) is left out:
+//! it has no backup of its own and exists only for the drill.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,12 @@ pub(super) fn families(report: &HealthReport, node: &str) -> Vec<Family> {
     let (Some(guests), Some(storages)) = (&report.guests.data, &report.backups.data) else {
         return vec![up, count, last, verified, newest];
     };
+    // A restore drill's copy has no backup of its own: it would look like a guest never
+    // backed up.
+    let guests: Vec<_> = guests
+        .iter()
+        .filter(|g| !crate::drill::is_scratch_copy(g))
+        .collect();
     let mut best: BTreeMap<String, f64> =
         guests.iter().map(|g| (g.vmid.to_string(), 0.0)).collect();
     for s in storages {
@@ -45,7 +52,7 @@ pub(super) fn families(report: &HealthReport, node: &str) -> Vec<Family> {
         if !s.listed {
             continue;
         }
-        for g in guests {
+        for g in &guests {
             let vmid = g.vmid.to_string();
             let l = [n, ("vmid", vmid.as_str()), ("storage", s.storage.as_str())];
             let found = s.guests.iter().find(|b| b.vmid == g.vmid);
