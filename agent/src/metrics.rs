@@ -40,6 +40,7 @@
 //! | `felhom_backup_drill_duration_seconds` | `vmid` | how long it took, cleanup included |
 //! | `felhom_backup_drill_cleanup_ok` | `vmid` | 1: its copy was removed (or never made); 0: it may be left over |
 //! | `felhom_backup_drill_running` | | 1 while a scheduled drill runs |
+//! | `felhom_backup_drill_leftover` | | 1 while a guest an earlier drill may have left sits at a scratch vmid, not proven the drill's, so not destroyed |
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -18,7 +18,8 @@
 //! with the restore's task id as soon as Proxmox names it; if the cleanup could not finish
 //! before the service ended, the next start finishes it. It waits for that restore task
 //! and destroys the copy only when the task ended well or the guest carries the drill's
-//! tag. An untagged guest at the scratch vmid is left in place and named.
+//! tag. An untagged guest at the scratch vmid is left in place and named (`leftover` in
+//! `health.json`, `felhom_backup_drill_leftover` in the metrics) until that vmid is free.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -201,9 +202,22 @@ pub struct InFlight {
     pub restore_task: Option<String>,
 }
 
+/// A guest at a scratch vmid that an earlier drill may have left, not proven to be the
+/// drill's copy and so not destroyed. Shown until that vmid is free again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leftover {
+    /// The vmid.
+    pub scratch_vmid: u32,
+    /// Why it was left in place, and what to do.
+    pub reason: String,
+}
+
 /// What `drills.json` holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Saved {
+    /// A guest left at a scratch vmid for the operator to check.
+    #[serde(default)]
+    leftover: Option<Leftover>,
     /// The last drill of each guest, by vmid.
     #[serde(default)]
     results: BTreeMap<u32, DrillRecord>,
@@ -238,6 +252,8 @@ pub struct DrillsStatus {
     pub next: Option<NextDrill>,
     /// The last drill of each guest drilled so far, by vmid.
     pub last: Vec<DrillRecord>,
+    /// A guest left at a scratch vmid for the operator to check (it may not be a drill's).
+    pub leftover: Option<Leftover>,
     /// What keeps the schedule from working as configured right now, if anything.
     pub problem: Option<String>,
 }
@@ -376,6 +392,7 @@ pub fn start(
         running: saved.in_flight.clone(),
         next: None,
         last: saved.results.values().cloned().collect(),
+        leftover: saved.leftover.clone(),
         problem: None,
     }));
     let (stop, stop_rx) = watch::channel(false);
@@ -434,6 +451,7 @@ impl Scheduler {
             let mut st = lock(&self.status);
             st.running = saved.in_flight.clone();
             st.last = saved.results.values().cloned().collect();
+            st.leftover = saved.leftover.clone();
         }
         let body = match serde_json::to_vec_pretty(&saved) {
             Ok(mut b) => {
@@ -491,6 +509,14 @@ impl Scheduler {
                     continue;
                 }
             };
+            let gone = lock(&self.saved)
+                .leftover
+                .as_ref()
+                .is_some_and(|l| !guests.iter().any(|g| g.vmid.get() == l.scratch_vmid));
+            if gone {
+                lock(&self.saved).leftover = None;
+                self.save();
+            }
             let targets = targets(&self.plan.guests, self.range, &guests);
             let next = next_due(&targets, &lock(&self.saved).results, self.plan.interval);
             {
@@ -556,7 +582,10 @@ impl Scheduler {
             }
             Err(RemoveError::NotProven(m)) => {
                 tracing::error!(scratch_vmid = inf.scratch_vmid, "drill schedule: {m}");
-                self.problem(Some(m));
+                lock(&self.saved).leftover = Some(Leftover {
+                    scratch_vmid: inf.scratch_vmid,
+                    reason: m,
+                });
             }
             Err(RemoveError::Failed(m)) => {
                 tracing::warn!(scratch_vmid = inf.scratch_vmid, error = %m, "drill schedule: cleanup of an earlier drill failed; trying again later");

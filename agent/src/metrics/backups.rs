@@ -159,4 +159,29 @@ mod tests {
         );
         assert!(!t.contains("felhom_guest_backups{node=\"pve\",vmid=\"100\",storage=\"usb\"}"));
     }
+
+    #[tokio::test]
+    async fn a_drill_copy_is_not_a_guest_without_backups() {
+        let mut r = report(vec![storage("pbs", true, "ok")]).await;
+        if let Some(g) = r.guests.data.as_mut() {
+            g.push(
+                serde_json::from_value(serde_json::json!({
+                    "vmid": 9000, "status": "running", "tags": "felhom-drill"
+                }))
+                .unwrap(),
+            );
+        }
+        let t = text(&r);
+        assert!(
+            t.contains(
+                "felhom_guest_newest_backup_timestamp_seconds{node=\"pve\",vmid=\"101\"} 0\n"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("vmid=\"9000\",storage="), "{t}");
+        assert!(
+            !t.contains("felhom_guest_newest_backup_timestamp_seconds{node=\"pve\",vmid=\"9000\"}"),
+            "{t}"
+        );
+    }
 }

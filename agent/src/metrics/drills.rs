@@ -39,6 +39,11 @@ pub(super) fn families(report: &HealthReport, node: &str) -> Vec<Family> {
         "1 while a scheduled restore drill runs.",
     );
     running.add(&[n], flag(d.running.is_some()));
+    let mut leftover = Family::new(
+        "felhom_backup_drill_leftover",
+        "1 while a guest sits at a scratch vmid that a drill may have left and could not prove its own (see health.json drills.leftover).",
+    );
+    leftover.add(&[n], flag(d.leftover.is_some()));
     let last: BTreeMap<u32, &DrillRecord> = d.last.iter().map(|r| (r.vmid, r)).collect();
     for vmid in &d.targets {
         if !last.contains_key(vmid) {
@@ -53,7 +58,7 @@ pub(super) fn families(report: &HealthReport, node: &str) -> Vec<Family> {
         duration.add(&l, r.duration_seconds);
         cleanup.add(&l, flag(r.cleanup_error.is_none()));
     }
-    vec![success, timestamp, duration, cleanup, running]
+    vec![success, timestamp, duration, cleanup, running, leftover]
 }
 
 #[cfg(test)]
@@ -113,6 +118,7 @@ mod tests {
                 record(101, true, None),
                 record(102, false, Some("destroy: x")),
             ],
+            leftover: None,
             problem: None,
         };
         let t = text(Some(status)).await;
@@ -125,6 +131,7 @@ mod tests {
             r#"felhom_backup_drill_cleanup_ok{node="pve",vmid="101"} 1"#,
             r#"felhom_backup_drill_cleanup_ok{node="pve",vmid="102"} 0"#,
             r#"felhom_backup_drill_running{node="pve"} 1"#,
+            r#"felhom_backup_drill_leftover{node="pve"} 0"#,
             "# TYPE felhom_backup_drill_success gauge",
         ] {
             assert!(t.contains(line), "missing {line} in\n{t}");

@@ -35,6 +35,12 @@ impl SimState {
         true
     }
 
+    /// Removes a container at once, as an operator's `pct destroy` would (no task, no
+    /// request recorded). Returns whether it existed.
+    pub fn remove_container(&self, vmid: u32) -> bool {
+        self.settled().containers.remove(&vmid).is_some()
+    }
+
     /// Whether a container with this id exists (a container being created counts).
     pub fn container_exists(&self, vmid: u32) -> bool {
         self.settled().containers.contains_key(&vmid)

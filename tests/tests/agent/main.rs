@@ -6,6 +6,7 @@
 mod agent_backup_cli;
 mod agent_cli;
 mod agent_drill;
+mod agent_drill_schedule;
 mod agent_e2e;
 mod agent_fence;
 mod agent_metrics;
