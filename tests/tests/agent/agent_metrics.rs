@@ -509,7 +509,7 @@ fn documented_alert_rule() -> String {
 }
 
 #[test]
-fn the_documented_backup_age_alert_passes_promtool_and_fires_without_a_backup() {
+fn the_documented_backup_and_drill_alerts_pass_promtool_and_fire_when_they_should() {
     let rules = documented_alert_rule();
     let promtool = std::path::Path::new("/usr/bin/promtool");
     if !promtool.exists() {
@@ -520,7 +520,9 @@ fn the_documented_backup_age_alert_passes_promtool_and_fires_without_a_backup() 
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yml"), &rules).unwrap();
-    // CT 100's newest backup is 8,000 s old at 30 h; CT 101 has none (0).
+    // CT 100's newest backup is 8,000 s old at 30 h; CT 101 has none (0). CT 100's drill
+    // passed and CT 101's failed and left its copy, both 21 h before the 9th day; CT 102 was
+    // never drilled.
     std::fs::write(
         dir.path().join("test.yml"),
         r#"rule_files:
@@ -533,6 +535,22 @@ tests:
         values: '100000+0x2000'
       - series: 'felhom_guest_newest_backup_timestamp_seconds{node="pve",vmid="101"}'
         values: '0+0x2000'
+      - series: 'felhom_backup_drill_success{node="pve",vmid="100"}'
+        values: '1+0x2000'
+      - series: 'felhom_backup_drill_success{node="pve",vmid="101"}'
+        values: '0+0x2000'
+      - series: 'felhom_backup_drill_timestamp_seconds{node="pve",vmid="100"}'
+        values: '700000+0x14000'
+      - series: 'felhom_backup_drill_timestamp_seconds{node="pve",vmid="101"}'
+        values: '700000+0x14000'
+      - series: 'felhom_backup_drill_timestamp_seconds{node="pve",vmid="102"}'
+        values: '0+0x14000'
+      - series: 'felhom_backup_drill_cleanup_ok{node="pve",vmid="100"}'
+        values: '1+0x2000'
+      - series: 'felhom_backup_drill_cleanup_ok{node="pve",vmid="101"}'
+        values: '0+0x2000'
+      - series: 'felhom_backup_drill_leftover{node="pve"}'
+        values: '0+0x2000'
     alert_rule_test:
       - eval_time: 30h
         alertname: FelhomBackupTooOld
@@ -543,6 +561,33 @@ tests:
               vmid: "101"
             exp_annotations:
               summary: "CT 101 on pve: no backup in the last 26 hours"
+      - eval_time: 30h
+        alertname: FelhomRestoreDrillFailed
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              node: pve
+              vmid: "101"
+            exp_annotations:
+              summary: "CT 101 on pve: its last restore drill failed (health.json drills.last)"
+      - eval_time: 9d
+        alertname: FelhomRestoreDrillMissing
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              node: pve
+              vmid: "102"
+            exp_annotations:
+              summary: "CT 102 on pve: no restore drill in the last 8 days"
+      - eval_time: 30h
+        alertname: FelhomRestoreDrillLeftover
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              node: pve
+              vmid: "101"
+            exp_annotations:
+              summary: "pve: a restore drill's scratch copy may be left over (felhom-agent backup verify --cleanup)"
 "#,
     )
     .unwrap();
