@@ -3,7 +3,7 @@
 //! start, starts it, checks that it stays running with its uptime growing for the settle
 //! time, then stops and destroys it — also when a step fails and when the caller asks it to
 //! stop, unless `keep_on_failure`. `felhom-agent backup verify` ([`crate::cli`]) runs one
-//! drill; `felhom-agent run` runs them on a [schedule](schedule) configured by the
+//! drill; `felhom-agent run` runs them on a [`schedule`] configured by the
 //! `drill_*` keys.
 //!
 //! The copy's network is cut by a PUT on the scratch guest (`link_down=1` on each `netN`),
