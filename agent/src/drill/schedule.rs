@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use felhom_protocol::Vmid;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::{
     DrillArgs, DrillContext, DrillError, DrillReport, Failure, Origin, RemoveError, ScratchRange,
@@ -64,6 +65,24 @@ pub enum DrillGuests {
     All,
     /// These containers.
     List(Vec<Vmid>),
+}
+
+impl std::fmt::Display for DrillGuests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DrillGuests::Off => f.write_str("off"),
+            DrillGuests::All => f.write_str("all"),
+            DrillGuests::List(l) => {
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl DrillGuests {
@@ -475,9 +494,9 @@ impl Scheduler {
 
     async fn run(self) {
         tracing::info!(
-            guests = ?self.plan.guests,
+            guests = %self.plan.guests,
             interval_secs = self.plan.interval.as_secs(),
-            scratch_range = ?self.range,
+            scratch_range = %format_args!("{}-{}", self.range.0, self.range.1),
             "restore drill schedule started"
         );
         loop {
@@ -670,7 +689,11 @@ impl Scheduler {
             voice: Voice::Log,
             on_restore_task: Some(&note),
         };
-        let result = super::verify(&self.pve, &args, self.range, &ctx, self.stop_signal()).await;
+        // The drill's own log lines carry the guest and the copy as fields.
+        let span = tracing::info_span!("drill", vmid = vmid.get(), scratch_vmid = scratch.get());
+        let result = super::verify(&self.pve, &args, self.range, &ctx, self.stop_signal())
+            .instrument(span)
+            .await;
         let stopping = self.stopped();
         match result {
             Ok(report) if stopping && !report.passed => {
@@ -726,6 +749,11 @@ mod tests {
             DrillGuests::parse("102, 101 102").unwrap(),
             DrillGuests::List(vec![v(101), v(102)])
         );
+        assert_eq!(
+            DrillGuests::List(vec![v(101), v(102)]).to_string(),
+            "101,102"
+        );
+        assert_eq!(DrillGuests::All.to_string(), "all");
         for bad in ["101,abc", "99", "-1", "101;102"] {
             assert!(DrillGuests::parse(bad).is_err(), "{bad}");
         }

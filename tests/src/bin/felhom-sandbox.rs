@@ -504,7 +504,129 @@ async fn tour(sb: &Sandbox) -> Vec<StepResult> {
         )
         .await,
     );
+    results.push(service_step(sb).await);
     results
+}
+
+/// The service: `felhom-agent run` with a restore drill schedule for CT 101 (settings from
+/// the environment, as a systemd drop-in would set them), until its first drill shows in
+/// `health.json` and the metrics; then SIGTERM.
+async fn service_step(sb: &Sandbox) -> StepResult {
+    let title = "the service: run with a drill schedule for CT 101 (health.json, metrics, SIGTERM)";
+    println!();
+    println!("── {title}");
+    println!(
+        "$ FELHOM_INTERVAL_SECS=0.5 FELHOM_DRILL_GUESTS=101 FELHOM_DRILL_SETTLE_SECS=1 felhom-agent run"
+    );
+    let failed = |why: String| {
+        println!("  → FAILED: {why}");
+        StepResult {
+            title: title.into(),
+            ok: false,
+        }
+    };
+    let state_dir = match sb.config.parent() {
+        Some(d) => d.join("state"),
+        None => return failed("the agent config has no directory".into()),
+    };
+    let started = Instant::now();
+    let child = tokio::process::Command::new(bins::agent())
+        .arg("--config")
+        .arg(&sb.config)
+        .arg("run")
+        .env("FELHOM_INTERVAL_SECS", "0.5")
+        .env("FELHOM_DRILL_GUESTS", "101")
+        .env("FELHOM_DRILL_SETTLE_SECS", "1")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot run felhom-agent: {e}")),
+    };
+    let health = state_dir.join("health.json");
+    let mut drill = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        let v: Option<serde_json::Value> = std::fs::read(&health)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(r) = v.as_ref().and_then(|v| {
+            v["drills"]["last"]
+                .as_array()
+                .and_then(|l| l.iter().find(|r| r["vmid"] == 101).cloned())
+        }) {
+            drill = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the next cycle write the metrics with the drill in them.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let out = match tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return failed(format!("waiting for the service: {e}")),
+        Err(_) => return failed("the service did not exit within 60 s of SIGTERM".into()),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for l in stderr
+        .lines()
+        .filter(|l| l.contains("drill"))
+        .take(SHOWN_LINES)
+    {
+        println!("  stderr (log): {l}");
+    }
+    let Some(drill) = drill else {
+        return failed("no drill of CT 101 in health.json within 60 s".into());
+    };
+    println!(
+        "  health.json drills.last: CT 101 passed={} scratch CT {} archive {} in {:.1}s",
+        drill["passed"],
+        drill["scratch_vmid"],
+        drill["archive"],
+        drill["duration_seconds"].as_f64().unwrap_or(0.0)
+    );
+    let metrics = std::fs::read_to_string(state_dir.join("felhom-agent.prom")).unwrap_or_default();
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("felhom_backup_drill_") && l.contains("vmid=\"101\""))
+    {
+        println!("  metrics: {l}");
+    }
+    if drill["passed"] != true {
+        return failed(format!("the scheduled drill failed: {}", drill["failure"]));
+    }
+    if !metrics.contains("felhom_backup_drill_success{node=\"pve\",vmid=\"101\"} 1") {
+        return failed("the metrics file has no felhom_backup_drill_success 1 for CT 101".into());
+    }
+    if out.status.code() != Some(0) {
+        return failed(format!("the service exited with {}", out.status));
+    }
+    if let Some(scratch) = drill["scratch_vmid"]
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+    {
+        if sb.sim.state().container_exists(scratch) {
+            return failed(format!("the drill's copy CT {scratch} is still there"));
+        }
+        println!("  ✓ the drill's copy CT {scratch} is gone (checked in the simulator)");
+    }
+    println!(
+        "  → ok (exit 0 after SIGTERM, {} ms)",
+        started.elapsed().as_millis()
+    );
+    StepResult {
+        title: title.into(),
+        ok: true,
+    }
 }
 
 async fn run() -> anyhow::Result<bool> {
