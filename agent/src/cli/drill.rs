@@ -121,18 +121,30 @@ fn age_text(secs: i64) -> String {
 }
 
 /// `felhom-agent backup verify --cleanup`: removes every container inside the scratch range
-/// tagged [`DRILL_TAG`] (stopping it first). Others are never touched.
+/// tagged [`DRILL_TAG`] (stopping it first), except `busy`, the copy of the drill the service
+/// has under way. Others are never touched.
 pub(super) async fn cleanup(
     pve: &PveClient,
     range: ScratchRange,
+    busy: Option<u32>,
     pm: ProgressMode,
 ) -> Result<Outcome, CliError> {
     let guests = pve.containers().await?;
     let mut removed = Vec::new();
+    let mut skipped = Vec::new();
     let mut errors = Vec::new();
     let mut human = String::new();
     for ct in guests {
         if !drill::has_drill_tag(ct.tags.as_deref()) || !drill::in_range(range, ct.vmid) {
+            continue;
+        }
+        if busy == Some(ct.vmid.get()) {
+            let _ = writeln!(
+                human,
+                "CT {}: skipped: the copy of the restore drill the service is running (drills.json)",
+                ct.vmid
+            );
+            skipped.push(ct.vmid.get());
             continue;
         }
         match drill::remove_scratch(pve, ct.vmid, Origin::default(), pm, Voice::Stderr).await {
@@ -146,7 +158,7 @@ pub(super) async fn cleanup(
             }
         }
     }
-    if removed.is_empty() && errors.is_empty() {
+    if removed.is_empty() && errors.is_empty() && skipped.is_empty() {
         let _ = writeln!(
             human,
             "no drill leftovers (tag {DRILL_TAG}) in {}-{}",
@@ -155,7 +167,7 @@ pub(super) async fn cleanup(
     }
     let failed = !errors.is_empty();
     Ok(Outcome::new(
-        &json!({ "ok": !failed, "range": [range.0, range.1], "removed": removed, "errors": errors }),
+        &json!({ "ok": !failed, "range": [range.0, range.1], "removed": removed, "skipped": skipped, "errors": errors }),
         human,
     )
     .failed(failed))

@@ -516,7 +516,12 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         } => {
             let pve = pve_client(&config)?;
             if v.cleanup {
-                return drill::cleanup(&pve, config.drill_scratch_range, pm).await;
+                // The copy of a drill the service has under way is not a leftover.
+                let busy = crate::drill::schedule::drill_under_way(
+                    &config.state_dir,
+                    config.drill.timeout + std::time::Duration::from_secs(3600),
+                );
+                return drill::cleanup(&pve, config.drill_scratch_range, busy, pm).await;
             }
             let (Some(vmid), Some(scratch)) = (v.vmid, v.scratch_vmid) else {
                 return Err(CliError::Usage(

@@ -674,7 +674,7 @@ async fn prepare(
             let cfg = pve.container_config(args.vmid).await.ok();
             cfg.as_ref().and_then(rootfs_storage).ok_or_else(|| {
                 DrillError::Refused(format!(
-                    "cannot tell where CT {}'s root filesystem lives; give --target-storage",
+                    "cannot tell where CT {}'s root filesystem lives; give --target-storage (drill_target_storage for the schedule)",
                     args.vmid
                 ))
             })?

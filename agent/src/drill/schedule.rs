@@ -283,40 +283,54 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Reads `drills.json`; a missing file is an empty record, an unreadable one is set aside
-/// (renamed `drills.json.bad`) and logged, so a damaged file costs the history, not the
-/// schedule.
-fn load(path: &Path) -> Saved {
+/// Reads `drills.json`: `Ok(None)` when there is none, the size bounded while reading.
+fn read_saved(path: &Path) -> Result<Option<Saved>, String> {
     use std::io::Read;
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Saved::default(),
-        Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "cannot read the drill results; starting without them");
-            return Saved::default();
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
     };
     let mut body = Vec::new();
-    let read = file
+    let n = file
         .take(MAX_DRILLS_FILE_BYTES + 1)
         .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    if n as u64 > MAX_DRILLS_FILE_BYTES {
+        return Err(format!("larger than {MAX_DRILLS_FILE_BYTES} bytes"));
+    }
+    serde_json::from_slice::<Saved>(&body)
+        .map(Some)
         .map_err(|e| e.to_string())
-        .and_then(|n| {
-            if n as u64 > MAX_DRILLS_FILE_BYTES {
-                Err(format!("larger than {MAX_DRILLS_FILE_BYTES} bytes"))
-            } else {
-                serde_json::from_slice::<Saved>(&body).map_err(|e| e.to_string())
-            }
-        });
-    match read {
-        Ok(s) => s,
-        Err(e) => {
+}
+
+/// Reads `drills.json` for the scheduler; a missing file is an empty record, an unreadable
+/// one is set aside (renamed `drills.json.bad`) and logged, so a damaged file costs the
+/// history, not the schedule.
+fn load(path: &Path) -> Saved {
+    match read_saved(path) {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) if path.exists() => {
             let aside = path.with_extension("json.bad");
             let _ = std::fs::rename(path, &aside);
             tracing::error!(file = %path.display(), moved_to = %aside.display(), error = %e, "the drill results are unreadable; set aside, starting without them");
             Saved::default()
         }
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot read the drill results; starting without them");
+            Saved::default()
+        }
     }
+}
+
+/// The scratch vmid of the drill the service has under way, from `<state_dir>/drills.json`,
+/// when that drill began less than `fresh` ago (an older record is one a stopped service
+/// left: its copy is a leftover like any other). `None` when there is none or the file
+/// cannot be read (it is only read, never changed).
+pub fn drill_under_way(state_dir: &Path, fresh: Duration) -> Option<u32> {
+    let saved = read_saved(&state_dir.join(DRILLS_FILE)).ok()??;
+    let inf = saved.in_flight?;
+    (now().saturating_sub(inf.started_at) < fresh.as_secs()).then_some(inf.scratch_vmid)
 }
 
 /// The lowest vmid of `range` that no container on the node uses.

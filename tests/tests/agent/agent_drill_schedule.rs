@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use felhom_tests::agent_env::{AgentEnv as Env, env};
+use felhom_tests::agent_env::{AgentEnv as Env, agent, env};
 use felhom_tests::bins;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -305,4 +305,45 @@ async fn a_drill_left_in_flight_is_finished_at_the_next_start_only_when_it_is_th
     .await;
     let (code, stderr) = stop(child).await;
     assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_from_the_cli_spares_the_copy_of_the_drill_under_way() {
+    let env = env().await;
+    let state = env.sim.state();
+    configure(
+        &env,
+        json!({ "drill_guests": "101", "drill_settle_secs": 120 }),
+    );
+    let child = service(&env);
+    let start = Instant::now();
+    while state.container_running(9000) != Some(true) {
+        assert!(start.elapsed() < PATIENCE, "the drill's copy never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A leftover of an earlier drill, tagged, beside the running copy.
+    state.add_container(9005, "old-copy", false);
+    assert!(state.set_config_value(9005, "tags", Some(json!("felhom-drill"))));
+    let r = agent(&env, &["--json", "backup", "verify", "--cleanup"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    assert_eq!(v["removed"], json!([9005]), "{v:#}");
+    assert_eq!(v["skipped"], json!([9000]), "{v:#}");
+    assert_eq!(state.container_running(9000), Some(true));
+    let (code, stderr) = stop(child).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!state.container_exists(9000));
+
+    // A record an old run left behind (begun long ago) protects nothing.
+    state.add_container(9000, "left", false);
+    assert!(state.set_config_value(9000, "tags", Some(json!("felhom-drill"))));
+    std::fs::write(
+        state_dir(&env).join("drills.json"),
+        json!({ "in_flight": { "vmid": 101, "scratch_vmid": 9000, "started_at": 1 } }).to_string(),
+    )
+    .unwrap();
+    let r = agent(&env, &["--json", "backup", "verify", "--cleanup"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["removed"], json!([9000]), "{}", r.stdout);
+    assert!(!state.container_exists(9000));
 }
