@@ -592,9 +592,8 @@ pub async fn remove_scratch(
             "CT {scratch} exists, but the drill's restore did not complete and it carries no {DRILL_TAG} tag: left in place, as it may not be the drill's copy; check it and remove it by hand"
         )));
     }
-    if ct.status == GuestState::Running {
-        voice.say(&format!("stopping CT {scratch}"));
-        let upid = pve.stop(scratch).await.map_err(|e| failed("stop", e))?;
+    let step = |what: &'static str, upid: Result<Upid, PveError>| async move {
+        let upid = upid.map_err(|e| failed(what, e))?;
         progress::wait(
             pve,
             &upid,
@@ -602,23 +601,16 @@ pub async fn remove_scratch(
             progress_mode,
         )
         .await
-        .map_err(|e| failed("stop", e))?;
+        .map_err(|e| failed(what, e))
+    };
+    if ct.status == GuestState::Running {
+        voice.say(&format!("stopping CT {scratch}"));
+        step("stop", pve.stop(scratch).await).await?;
     }
     voice.say(&format!(
         "destroying CT {scratch} (purge, destroy-unreferenced-disks)"
     ));
-    let upid = pve
-        .destroy(scratch, true)
-        .await
-        .map_err(|e| failed("destroy", e))?;
-    progress::wait(
-        pve,
-        &upid,
-        WaitOptions::with_timeout(STEP_TASK_LIMIT),
-        progress_mode,
-    )
-    .await
-    .map_err(|e| failed("destroy", e))?;
+    step("destroy", pve.destroy(scratch, true).await).await?;
     Ok(true)
 }
 

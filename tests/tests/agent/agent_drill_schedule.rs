@@ -53,6 +53,21 @@ fn service(env: &Env) -> tokio::process::Child {
         .unwrap()
 }
 
+/// `run` drilling CT 101 with a settle time of 2 minutes, once its copy CT 9000 runs.
+async fn service_in_a_long_drill(env: &Env) -> tokio::process::Child {
+    configure(
+        env,
+        json!({ "drill_guests": "101", "drill_settle_secs": 120 }),
+    );
+    let child = service(env);
+    let start = Instant::now();
+    while env.sim.state().container_running(9000) != Some(true) {
+        assert!(start.elapsed() < PATIENCE, "the drill's copy never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
 /// Sends SIGTERM to the service and returns its exit code and stderr.
 async fn stop(child: tokio::process::Child) -> (i32, String) {
     let pid = Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
@@ -218,16 +233,7 @@ async fn run_drills_each_guest_once_per_interval_and_reports_it() {
 async fn sigterm_mid_drill_destroys_the_copy_and_does_not_count_the_drill() {
     let env = env().await;
     let state = env.sim.state();
-    configure(
-        &env,
-        json!({ "drill_guests": "101", "drill_settle_secs": 120 }),
-    );
-    let child = service(&env);
-    let start = Instant::now();
-    while state.container_running(9000) != Some(true) {
-        assert!(start.elapsed() < PATIENCE, "the drill's copy never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let child = service_in_a_long_drill(&env).await;
     let (code, stderr) = stop(child).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(!state.container_exists(9000), "{stderr}");
@@ -311,16 +317,7 @@ async fn a_drill_left_in_flight_is_finished_at_the_next_start_only_when_it_is_th
 async fn cleanup_from_the_cli_spares_the_copy_of_the_drill_under_way() {
     let env = env().await;
     let state = env.sim.state();
-    configure(
-        &env,
-        json!({ "drill_guests": "101", "drill_settle_secs": 120 }),
-    );
-    let child = service(&env);
-    let start = Instant::now();
-    while state.container_running(9000) != Some(true) {
-        assert!(start.elapsed() < PATIENCE, "the drill's copy never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let child = service_in_a_long_drill(&env).await;
     // A leftover of an earlier drill, tagged, beside the running copy.
     state.add_container(9005, "old-copy", false);
     assert!(state.set_config_value(9005, "tags", Some(json!("felhom-drill"))));
