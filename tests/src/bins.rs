@@ -5,6 +5,7 @@
 //! binaries, so this module builds the other packages' binaries once per process with the same
 //! cargo, profile and target directory, and returns their paths.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -30,29 +31,71 @@ fn profile_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// Variables cargo sets for the crate it runs (`cargo test`, `cargo run`) that describe that
+/// crate, not the build. The nested cargo must not inherit them: a build script that declares
+/// `rerun-if-env-changed` on them (ring's does, on `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`,
+/// `CARGO_PKG_VERSION_*`, `CARGO_MANIFEST_LINKS` and `OUT_DIR`) would then record this crate's
+/// values in the nested build and nothing in the next `cargo test` from a shell, and each run
+/// would rebuild ring and everything above it (rustls, reqwest, the agent, the tests) twice.
+const CRATE_ENV_PREFIXES: &[&str] = &[
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CFG_",
+    "CARGO_FEATURE_",
+];
+const CRATE_ENV_NAMES: &[&str] = &[
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
+/// Whether `name` is one of the per-crate variables of [`CRATE_ENV_PREFIXES`] and
+/// [`CRATE_ENV_NAMES`] (cargo's own settings, such as `CARGO_HOME`, `CARGO_TARGET_DIR` or
+/// `CARGO_BUILD_JOBS`, are not).
+fn is_crate_env(name: &str) -> bool {
+    CRATE_ENV_NAMES.contains(&name) || CRATE_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The `cargo build` of one package's binaries into `target` (the target directory root), as
+/// run by [`build_once`]: the same cargo and profile, without the per-crate variables that the
+/// running test or sandbox got from its own cargo.
+fn build_command(cargo: &OsStr, package: &str, release: bool, target: Option<&Path>) -> Command {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["-p", package, "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_crate_env) {
+            cmd.env_remove(name);
+        }
+    }
+    // Build into the same target directory the running executable came from.
+    if let Some(target) = target {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    cmd
+}
+
 fn build_once() -> Result<PathBuf, String> {
     let dir = profile_dir()?;
     let release = dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     // One build per package, as `.ci/package.sh` builds what it ships: built together, the
     // helper would get the features the agent asks of shared dependencies (clap's colours and
-    // suggestions), and the tests would run a different helper than the one installed.
+    // suggestions), and the tests would run a different helper than the one installed. The
+    // shared dependencies whose features differ get artifacts of their own beside the
+    // workspace's (cargo's metadata hash tells them apart), so neither build undoes the other.
     for package in [HELPER, AGENT] {
-        let mut cmd = Command::new(&cargo);
-        cmd.arg("build")
-            .arg("--quiet")
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .args(["-p", package, "--bins"]);
-        if release {
-            cmd.arg("--release");
-        }
-        // Build into the same target directory the running executable came from.
-        if let Some(target) = dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-        let status = cmd
+        let status = build_command(&cargo, package, release, dir.parent())
             .status()
             .map_err(|e| format!("cannot run cargo build for {package}: {e}"))?;
         if !status.success() {
@@ -143,5 +186,48 @@ pub async fn run_agent(config: &Path, args: &[&str]) -> AgentRun {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// The nested build must not see the variables cargo set for this test crate: ring's build
+    /// script tracks several of them, and inheriting them made every `cargo test` run after
+    /// one that built the binaries rebuild ring, rustls, reqwest, the agent and the tests.
+    #[test]
+    fn the_nested_build_drops_the_running_crates_cargo_variables() {
+        // cargo sets these for every test it runs; without them this test proves nothing.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+        let cmd = build_command(OsStr::new("cargo"), HELPER, false, Some(Path::new("t")));
+        let envs: Vec<_> = cmd.get_envs().collect();
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+        ] {
+            assert!(
+                envs.contains(&(OsStr::new(name), None)),
+                "{name} is not removed: {envs:?}"
+            );
+        }
+        assert!(envs.contains(&(OsStr::new("CARGO_TARGET_DIR"), Some(OsStr::new("t")))));
+        let kept: Vec<_> = [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO",
+        ]
+        .into_iter()
+        .filter(|n| is_crate_env(n))
+        .collect();
+        assert!(
+            kept.is_empty(),
+            "cargo settings taken for per-crate variables: {kept:?}"
+        );
     }
 }

@@ -519,18 +519,71 @@ mod tests {
         );
     }
 
-    /// An idle loop device node (not attached), for the exclusive-open tests; `None` unless
-    /// root with loop devices.
-    fn idle_loop_node() -> Option<PathBuf> {
-        if !nix::unistd::geteuid().is_root() {
-            return None;
-        }
-        (0..8)
-            .map(|n| PathBuf::from(format!("/dev/loop{n}")))
-            .find(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                p.exists() && !Path::new("/sys/block").join(name).join("loop").exists()
+    const LOSETUP: &str = "/usr/sbin/losetup";
+
+    /// A loop device of the test's own, for the exclusive-open test: a temporary backing file
+    /// attached with `losetup --find --show`, whose attach fails for all but one of several
+    /// processes taking the same free device (losetup then takes the next), so test runs side
+    /// by side (two worktrees, a mutation run) never share one; once attached, it is no idle
+    /// loop node that felhom-tests' harness would give a fake filesystem either. Detached
+    /// when dropped, also when the test fails.
+    struct OwnLoop {
+        node: PathBuf,
+        /// Removed after the device is detached (fields drop after `drop`).
+        _backing: tempfile::NamedTempFile,
+    }
+
+    impl OwnLoop {
+        /// Attaches one; `Err(why)` when this machine cannot (not root, no loop devices, no
+        /// losetup, or losetup fails).
+        fn attach() -> Result<OwnLoop, String> {
+            if !nix::unistd::geteuid().is_root() {
+                return Err("not running as root".into());
+            }
+            if !Path::new("/dev/loop-control").exists() {
+                return Err("/dev/loop-control is absent (no loop devices here)".into());
+            }
+            if !Path::new(LOSETUP).exists() {
+                return Err(format!("{LOSETUP} is not installed"));
+            }
+            let backing = tempfile::NamedTempFile::new()
+                .map_err(|e| format!("cannot create a backing file: {e}"))?;
+            backing
+                .as_file()
+                .set_len(1 << 20)
+                .map_err(|e| format!("cannot size the backing file: {e}"))?;
+            let out = std::process::Command::new(LOSETUP)
+                .args(["--find", "--show"])
+                .arg(backing.path())
+                .output()
+                .map_err(|e| format!("cannot run {LOSETUP}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "losetup --find --show failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            let node = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            Ok(OwnLoop {
+                node,
+                _backing: backing,
             })
+        }
+    }
+
+    impl Drop for OwnLoop {
+        fn drop(&mut self) {
+            // A claim still open (a failed test's holder thread) does not stop this: the
+            // kernel then detaches the device when it is last closed.
+            match std::process::Command::new(LOSETUP)
+                .arg("-d")
+                .arg(&self.node)
+                .status()
+            {
+                Ok(s) if s.success() => {}
+                other => eprintln!("cannot detach {}: {other:?}", self.node.display()),
+            }
+        }
     }
 
     /// Holds `node` exclusively for `hold` in a thread; returns once the claim is taken.
@@ -549,16 +602,22 @@ mod tests {
 
     #[test]
     fn a_passing_exclusive_claim_is_waited_out_and_a_lasting_one_refuses() {
-        let Some(node) = idle_loop_node() else {
-            eprintln!("skipping the exclusive-open test: not root, or no idle loop device");
-            return;
+        let lo = match OwnLoop::attach() {
+            Ok(lo) => lo,
+            Err(why) => {
+                eprintln!("skipping the exclusive-open test: {why}");
+                return;
+            }
         };
+        let node = lo.node.clone();
         let rdev = std::fs::metadata(&node).unwrap().rdev();
         let t = Target {
             rdev,
             kname: node.file_name().unwrap().to_string_lossy().into_owned(),
             node: Some(node.clone()),
         };
+        // Nothing holds it yet: not refused.
+        refuse_if_claimed("/dev/x", std::slice::from_ref(&t)).unwrap();
         // A prober's claim for 150 ms: the retries outlast it.
         let holder = claim_for(&node, std::time::Duration::from_millis(150));
         refuse_if_claimed("/dev/x", std::slice::from_ref(&t)).unwrap();
