@@ -38,7 +38,7 @@ HELPER_FILES=(helper/src/listener.rs helper/src/server.rs helper/src/exec.rs hel
   'helper/src/ops/*.rs')
 AGENT_FILES=(agent/src/pve/error.rs agent/src/pve/tasks.rs agent/src/pve/tls.rs
   agent/src/pve/http.rs agent/src/pve/args.rs agent/src/pve/archive.rs agent/src/secret.rs
-  agent/src/config.rs agent/src/cli/setconfig.rs)
+  agent/src/config/mod.rs agent/src/config/values.rs agent/src/cli/setconfig.rs)
 PROTOCOL_FILES=('protocol/src/*.rs')
 
 # The end-to-end tests are modules of four test binaries (tests/tests/{agent,helper,pve,repo});
