@@ -395,7 +395,15 @@ impl ConfigKey {
                     Ok(())
                 }
             }),
-            ConfigKey::Memory => uint(1 << 40),
+            // pve-container `src/PVE/LXC/Config.pm` confdesc: `memory` has `minimum => 16`;
+            // a smaller value would only come back as Proxmox's 400.
+            ConfigKey::Memory => uint(1 << 40).and_then(|()| match value.parse::<u64>() {
+                Ok(n) if n >= 16 => Ok(()),
+                _ => Err(arg_err(
+                    what,
+                    format!("memory must be at least 16 (MiB), got {value:?}"),
+                )),
+            }),
             ConfigKey::Swap => uint(1 << 40),
             ConfigKey::Cpuunits => uint(500_000),
             ConfigKey::Cpulimit => match value.parse::<f64>() {
@@ -616,6 +624,12 @@ mod tests {
         }
         assert!(ConfigKey::Memory.check_value("2048").is_ok());
         assert!(ConfigKey::Memory.check_value("2G").is_err());
+        // pve-container src/PVE/LXC/Config.pm, confdesc `memory`: `minimum => 16`.
+        assert!(ConfigKey::Memory.check_value("16").is_ok());
+        for small in ["0", "1", "15"] {
+            let e = ConfigKey::Memory.check_value(small).unwrap_err();
+            assert!(e.to_string().contains("at least 16"), "{small}: {e}");
+        }
         assert!(ConfigKey::Description.check_value("a\nb").is_err());
         assert!(ConfigKey::Hostname.check_value("web-1.example").is_ok());
         assert!(ConfigKey::Hostname.check_value("-web").is_err());
@@ -701,8 +715,11 @@ mod tests {
         bad(ConfigKey::Cores, "0");
         bad(ConfigKey::Cores, "8193");
         bad(ConfigKey::Cores, "two");
+        // Swap may be 0; memory starts at 16 (pve-container Config.pm: `minimum => 16`).
+        ok(ConfigKey::Swap, "0");
+        ok(ConfigKey::Memory, "16");
+        bad(ConfigKey::Memory, "15");
         for k in [ConfigKey::Memory, ConfigKey::Swap] {
-            ok(k, "0");
             ok(k, &(1u64 << 40).to_string());
             bad(k, &((1u64 << 40) + 1).to_string());
             bad(k, "-1");

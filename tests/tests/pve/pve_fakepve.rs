@@ -101,19 +101,23 @@ async fn control_a_bad_request_is_caught() {
         return;
     };
     let c = client(&pve);
-    // The agent checks memory is an integer but not PVE's minimum of 16 MiB
-    // (pve-container LXC/Config.pm, `memory` minimum => 16): PVE answers 400.
-    let change = ConfigChange::new().set(ConfigKey::Memory, "1").unwrap();
+    // The agent passes `startup` through unchecked (since it checks memory's minimum of 16
+    // itself, that is no longer a bad request that reaches the server), but PVE checks its
+    // format (pve-container src/PVE/LXC/Config.pm: `startup =>
+    // get_standard_option('pve-startup-order')`): PVE answers 400.
+    let change = ConfigChange::new()
+        .set(ConfigKey::Startup, "order=first")
+        .unwrap();
     let err = c.set_config(vmid(101), &change).await.unwrap_err();
     assert!(
         err.to_string().contains("Parameter verification failed")
-            || err.to_string().contains("memory"),
+            || err.to_string().contains("startup"),
         "{err}"
     );
     let r = pve.rejections();
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["method"], "PUT");
-    assert!(r[0]["errors"]["memory"].is_string(), "{r:?}");
+    assert!(r[0]["errors"]["startup"].is_string(), "{r:?}");
 }
 
 #[tokio::test]
