@@ -578,7 +578,24 @@ pub async fn remove_scratch(
             progress_mode,
         )
         .await;
-        ours |= done.is_ok() && origin.restore_task.as_ref() == Some(&upid);
+        let is_restore = origin.restore_task.as_ref() == Some(&upid);
+        match done {
+            Ok(_) => ours |= is_restore,
+            // The task's end could not be learned (Proxmox unreachable, or still running
+            // after the limit): neither proof nor disproof, so nothing is decided now.
+            Err(
+                e @ (PveError::Transport { .. }
+                | PveError::Tls { .. }
+                | PveError::Timeout { .. }
+                | PveError::OutcomeUnknown { .. }),
+            ) if is_restore => {
+                return Err(RemoveError::Failed(format!(
+                    "cannot tell whether the restore task {upid} ended well: {e}"
+                )));
+            }
+            // It ended badly, or Proxmox does not know it: not a proof.
+            Err(_) => {}
+        }
     }
     let list = pve
         .containers()

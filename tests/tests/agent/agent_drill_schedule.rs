@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use felhom_tests::agent_env::{AgentEnv as Env, agent, env};
 use felhom_tests::bins;
+use felhom_tests::pve_sim::{Fault, FaultKind};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -343,4 +344,102 @@ async fn cleanup_from_the_cli_spares_the_copy_of_the_drill_under_way() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["removed"], json!([9000]), "{}", r.stdout);
     assert!(!state.container_exists(9000));
+}
+
+/// Restores CT 101's newest backup into CT 9000 with the CLI, as a drill's restore would (no
+/// tag yet), and returns the restore task's UPID.
+async fn restore_untagged_copy(env: &Env) -> String {
+    let archive = env.sim.state().backups("local", 101).pop().unwrap();
+    let r = agent(
+        env,
+        &[
+            "--json",
+            "restore",
+            &archive,
+            "--vmid",
+            "9000",
+            "--storage",
+            "local-lvm",
+            "--unique",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    r.json()["task"]["upid"].as_str().unwrap().to_string()
+}
+
+fn write_in_flight(env: &Env, restore_task: &str) {
+    let dir = state_dir(env);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("drills.json"),
+        json!({ "in_flight": {
+            "vmid": 101, "scratch_vmid": 9000, "started_at": 1, "restore_task": restore_task } })
+        .to_string(),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untagged_copy_whose_restore_ended_well_is_the_drills_and_is_destroyed() {
+    let env = env().await;
+    let state = env.sim.state();
+    // The earlier run died after its restore ended, before it tagged the copy.
+    let upid = restore_untagged_copy(&env).await;
+    assert!(state.container_exists(9000));
+    write_in_flight(&env, &upid);
+    configure(
+        &env,
+        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
+    );
+    let child = service(&env);
+    let drills = wait_for_drills(&env, "the drill after the cleanup", |d| {
+        last_of(d, 101).is_some()
+    })
+    .await;
+    assert_eq!(drills["leftover"], Value::Null, "{drills:#}");
+    // Destroyed by the recovery, then restored and destroyed again by the new drill.
+    assert_eq!(state.count_requests("DELETE", "/lxc/9000"), 2);
+    assert!(!state.container_exists(9000));
+    let (code, stderr) = stop(child).await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_task_that_cannot_be_read_decides_nothing_and_is_tried_again() {
+    let env = env().await;
+    let state = env.sim.state();
+    let upid = restore_untagged_copy(&env).await;
+    write_in_flight(&env, &upid);
+    // Every read of a task's status fails: whether the restore ended well is unknown.
+    state.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/tasks/".into(),
+        kind: FaultKind::CloseConnection,
+        times: 100_000,
+    });
+    configure(
+        &env,
+        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
+    );
+    let child = service(&env);
+    let drills = wait_for_drills(&env, "the failed cleanup named", |d| {
+        d["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("cannot tell whether the restore task"))
+    })
+    .await;
+    // Not destroyed, not declared someone else's: the record stays for the next attempt.
+    assert!(state.container_exists(9000), "{drills:#}");
+    assert_eq!(drills["leftover"], Value::Null, "{drills:#}");
+    assert_eq!(drills["running"]["scratch_vmid"], 9000, "{drills:#}");
+    assert_eq!(state.count_requests("DELETE", "/lxc/9000"), 0);
+    let (code, stderr) = stop(child).await;
+    assert_eq!(code, 0, "{stderr}");
+    let saved = read_json(&state_dir(&env).join("drills.json")).unwrap();
+    assert_eq!(
+        saved["in_flight"]["restore_task"],
+        upid.as_str(),
+        "{saved:#}"
+    );
 }
