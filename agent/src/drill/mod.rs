@@ -210,12 +210,14 @@ async fn newest_archive(
             .collect(),
     };
     let mut best: Option<(i64, String)> = None;
+    let mut unlisted: Option<PveError> = None;
     for s in &stores {
         let list = match pve.guest_backups(s, vmid).await {
             Ok(l) => l,
             Err(e) if storage.is_some() => return Err(DrillError::Pve(e)),
             Err(e) => {
                 tracing::warn!(storage = %s, error = %e, "backup storage not listed; skipped");
+                unlisted.get_or_insert(e);
                 continue;
             }
         };
@@ -228,6 +230,11 @@ async fn newest_archive(
                 best = Some((t, e.volid.clone()));
             }
         }
+    }
+    // None found, but a storage could not be listed: the newest may be there, so this is
+    // not "no backup".
+    if let (None, Some(e)) = (&best, unlisted) {
+        return Err(DrillError::Pve(e));
     }
     let (ctime, volid) = best.ok_or_else(|| {
         DrillError::NoBackup(format!(
@@ -583,12 +590,7 @@ pub async fn remove_scratch(
             Ok(_) => ours |= is_restore,
             // The task's end could not be learned (Proxmox unreachable, or still running
             // after the limit): neither proof nor disproof, so nothing is decided now.
-            Err(
-                e @ (PveError::Transport { .. }
-                | PveError::Tls { .. }
-                | PveError::Timeout { .. }
-                | PveError::OutcomeUnknown { .. }),
-            ) if is_restore => {
+            Err(e) if is_restore && is_transient(&e) => {
                 return Err(RemoveError::Failed(format!(
                     "cannot tell whether the restore task {upid} ended well: {e}"
                 )));
@@ -631,6 +633,16 @@ pub async fn remove_scratch(
     Ok(true)
 }
 
+/// Whether `e` leaves the answer open — Proxmox unreachable, slow, or not the server the
+/// TLS settings expect — so that asking again later may give one.
+pub fn is_transient(e: &PveError) -> bool {
+    e.is_retryable_read()
+        || matches!(
+            e,
+            PveError::Tls { .. } | PveError::Timeout { .. } | PveError::OutcomeUnknown { .. }
+        )
+}
+
 /// Whether `ct` is a drill's scratch copy (it carries [`DRILL_TAG`]); such guests are left
 /// out of the backup-age metrics and of `drill_guests = all`.
 pub fn is_scratch_copy(ct: &ContainerStatus) -> bool {
@@ -668,6 +680,12 @@ async fn prepare(
     if guests.iter().any(|c| c.vmid == scratch) {
         return Err(DrillError::Refused(format!(
             "CT {scratch} exists; a drill restores only into a free vmid (leftovers of earlier drills: backup verify --cleanup)"
+        )));
+    }
+    // This node's list does not show a VM or another node's guest: ask the cluster.
+    if !pve.vmid_is_free(scratch).await? {
+        return Err(DrillError::Refused(format!(
+            "vmid {scratch} is in use elsewhere in the cluster (a VM, or a guest on another node); choose another scratch vmid"
         )));
     }
     let chosen = match &args.archive {

@@ -33,10 +33,10 @@ use tracing::Instrument;
 
 use super::{
     DrillArgs, DrillContext, DrillError, DrillReport, Failure, Origin, RemoveError, ScratchRange,
-    StopSignal, Voice, in_range, is_scratch_copy, remove_scratch,
+    StopSignal, Voice, in_range, is_scratch_copy, is_transient, remove_scratch,
 };
 use crate::cli::progress::ProgressMode;
-use crate::pve::{ContainerStatus, PveClient, StorageId, Upid};
+use crate::pve::{ContainerStatus, PveClient, PveError, StorageId, Upid};
 
 /// The results file's name inside the state directory.
 pub const DRILLS_FILE: &str = "drills.json";
@@ -333,11 +333,27 @@ pub fn drill_under_way(state_dir: &Path, fresh: Duration) -> Option<u32> {
     (now().saturating_sub(inf.started_at) < fresh.as_secs()).then_some(inf.scratch_vmid)
 }
 
-/// The lowest vmid of `range` that no container on the node uses.
-pub fn free_scratch(range: ScratchRange, guests: &[ContainerStatus]) -> Option<Vmid> {
-    (range.0..=range.1)
+/// How many vmids of the scratch range one drill asks the cluster about, at most.
+pub const MAX_SCRATCH_PROBES: usize = 16;
+
+/// The lowest vmid of `range` that no container on the node uses and that the cluster
+/// reports free (`/cluster/nextid`: no VM or other node's guest has it either); at most
+/// [`MAX_SCRATCH_PROBES`] are asked about.
+pub async fn free_scratch(
+    pve: &PveClient,
+    range: ScratchRange,
+    guests: &[ContainerStatus],
+) -> Result<Option<Vmid>, PveError> {
+    let candidates = (range.0..=range.1)
         .filter_map(|n| Vmid::new(n).ok())
-        .find(|v| !guests.iter().any(|g| g.vmid == *v))
+        .filter(|v| !guests.iter().any(|g| g.vmid == *v))
+        .take(MAX_SCRATCH_PROBES);
+    for v in candidates {
+        if pve.vmid_is_free(v).await? {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
 }
 
 /// The guests to drill, given the node's containers.
@@ -634,6 +650,19 @@ impl Scheduler {
         true
     }
 
+    /// A drill of `vmid` could not begin because Proxmox did not answer: no result is
+    /// recorded (that would read as a failed backup for a whole interval); the problem is
+    /// shown and the drill is tried again after [`RETRY_AFTER`]. True when the service is
+    /// stopping.
+    async fn unanswered(&self, vmid: Vmid, e: &PveError) -> bool {
+        tracing::warn!(vmid = vmid.get(), error = %e, "restore drill could not begin: Proxmox did not answer; trying again later");
+        self.problem(Some(format!(
+            "the drill of CT {vmid} could not begin: {e}; trying again in {}s",
+            RETRY_AFTER.as_secs()
+        )));
+        self.pause(RETRY_AFTER).await
+    }
+
     /// Runs one drill of `vmid` and records it. True when the service is stopping.
     async fn drill(&self, vmid: Vmid, guests: &[ContainerStatus]) -> bool {
         let began = std::time::Instant::now();
@@ -657,18 +686,22 @@ impl Scheduler {
             s.results.insert(r.vmid, r);
             s.in_flight = None;
         };
-        let Some(scratch) = free_scratch(self.range, guests) else {
-            record(DrillRecord::not_begun(
-                vmid,
-                None,
-                format!(
-                    "no free vmid in the scratch range {}-{} (config key drill_scratch_range)",
-                    self.range.0, self.range.1
-                ),
-                began.elapsed().as_secs_f64(),
-            ));
-            self.save();
-            return false;
+        let scratch = match free_scratch(&self.pve, self.range, guests).await {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                record(DrillRecord::not_begun(
+                    vmid,
+                    None,
+                    format!(
+                        "no free vmid in the scratch range {}-{} (config key drill_scratch_range; the first {MAX_SCRATCH_PROBES} not used on this node are taken in the cluster)",
+                        self.range.0, self.range.1
+                    ),
+                    began.elapsed().as_secs_f64(),
+                ));
+                self.save();
+                return false;
+            }
+            Err(e) => return self.unanswered(vmid, &e).await,
         };
         lock(&self.saved).in_flight = Some(InFlight {
             vmid: vmid.get(),
@@ -719,6 +752,12 @@ impl Scheduler {
             }
             Ok(report) => record(DrillRecord::from_report(&report, now())),
             Err(DrillError::Stopped(_)) => lock(&self.saved).in_flight = None,
+            // Proxmox did not answer a read before anything changed: no result; again soon.
+            Err(DrillError::Pve(e)) if is_transient(&e) => {
+                lock(&self.saved).in_flight = None;
+                self.save();
+                return self.unanswered(vmid, &e).await;
+            }
             Err(e) => record(DrillRecord::not_begun(
                 vmid,
                 Some(scratch),

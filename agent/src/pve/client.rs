@@ -69,7 +69,7 @@ impl PveClient {
         self.http.cert_dates()
     }
 
-    async fn get<T: DeserializeOwned>(
+    pub(super) async fn get<T: DeserializeOwned>(
         &self,
         segments: &[&str],
         query: &[(&str, String)],

@@ -76,6 +76,7 @@ pub mod fieldwise;
 pub mod ha;
 mod http;
 pub mod lenient;
+pub mod nextid;
 pub mod pending;
 pub mod prune;
 pub mod tasklist;

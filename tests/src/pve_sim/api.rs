@@ -167,6 +167,13 @@ pub(crate) fn dispatch(inner: &mut Inner, method: &str, rel: &str, params: &Para
         ("GET", ["version"]) => Ok(version(inner).into()),
         ("GET", ["nodes"]) => Ok(nodes(inner).into()),
         ("GET", ["access", "permissions"]) => Ok(permissions(inner, params).into()),
+        ("GET", ["cluster", "nextid"]) => {
+            let asked = match params.get("vmid") {
+                Some(v) => Some(parse_vmid("vmid", v)?),
+                None => None,
+            };
+            super::drill::nextid(inner, asked)
+        }
         (_, ["nodes", node, "tasks", upid, rest @ ..]) => {
             // `rel` arrives uri-unescaped already, like PVE's `uri_unescape` of the path.
             match (method, rest) {

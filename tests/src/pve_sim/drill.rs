@@ -1,10 +1,13 @@
 //! What the restore drill needs of the simulator: `DELETE lxc/{vmid}` with `purge` and
-//! `destroy-unreferenced-disks`, and a container that does not stay running
-//! ([`SimState::set_stop_after_start`]).
+//! `destroy-unreferenced-disks`, a container that does not stay running
+//! ([`SimState::set_stop_after_start`]), and `GET /cluster/nextid` over this node's
+//! containers and the guests elsewhere in the cluster ([`SimState::add_cluster_guest`]).
 
 use std::time::{Duration, Instant};
 
-use super::shared::ApiError;
+use serde_json::Value;
+
+use super::shared::{ApiError, ApiResult};
 use super::state::{Inner, SimState};
 
 /// The parameters `DELETE /nodes/{node}/lxc/{vmid}` accepts (pve-container
@@ -32,6 +35,25 @@ pub(crate) fn destroy_params(
         return Err(ApiError::param(&errors));
     }
     Ok(params.get("purge").is_some_and(|v| v == "1"))
+}
+
+/// `GET /cluster/nextid[?vmid=N]` as pve-manager's `PVE/API2/Cluster.pm` `nextid` answers it:
+/// the asked vmid when no guest in the cluster has it, else a 400 naming `vmid` (`VM N already
+/// exists`); without one, the first free id from 100. The id is a JSON string, as JSON::XS
+/// writes it there.
+pub(crate) fn nextid(inner: &Inner, asked: Option<u32>) -> ApiResult {
+    let taken = |v: u32| inner.containers.contains_key(&v) || inner.cluster_guests.contains_key(&v);
+    match asked {
+        Some(v) if taken(v) => Err(ApiError::param(&[(
+            "vmid",
+            format!("VM {v} already exists"),
+        )])),
+        Some(v) => Ok(Value::String(v.to_string()).into()),
+        None => {
+            let free = (100..1_000_000).find(|v| !taken(*v)).unwrap_or(1_000_000);
+            Ok(Value::String(free.to_string()).into())
+        }
+    }
 }
 
 impl Inner {
@@ -82,5 +104,14 @@ impl SimState {
     /// vmid meanwhile. A drill cannot tell the two apart, so it must leave it in place.
     pub fn set_failed_restore_leaves_guest(&self, leave: bool) {
         self.lock().failed_restore_leaves_guest = leave;
+    }
+
+    /// Puts a guest at `vmid` elsewhere in the cluster: `kind` `VM` (a QEMU guest) or `CT` on
+    /// `node`. This node's container list does not show it; `/cluster/nextid` does, and a
+    /// create or restore into that vmid fails as pve-cluster's `check_vmid_unused` makes it.
+    pub fn add_cluster_guest(&self, vmid: u32, kind: &str, node: &str) {
+        self.lock()
+            .cluster_guests
+            .insert(vmid, (kind.to_string(), node.to_string()));
     }
 }

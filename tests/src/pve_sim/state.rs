@@ -242,6 +242,9 @@ pub(crate) struct Inner {
     pub(crate) stop_at: BTreeMap<u32, Instant>,
     /// A failed restore leaves its guest behind ([`SimState::set_failed_restore_leaves_guest`]).
     pub(crate) failed_restore_leaves_guest: bool,
+    /// Guests elsewhere in the cluster (a VM, another node's container), by vmid: kind
+    /// (`VM`/`CT`) and node ([`SimState::add_cluster_guest`]).
+    pub(crate) cluster_guests: BTreeMap<u32, (String, String)>,
 }
 
 /// Splits an ACL path into its components (`/vms/100` → `["vms","100"]`).
@@ -383,6 +386,7 @@ impl Inner {
             stop_after: BTreeMap::new(),
             stop_at: BTreeMap::new(),
             failed_restore_leaves_guest: false,
+            cluster_guests: BTreeMap::new(),
         };
         inner.add_container(100, "web", true);
         inner.add_container(101, "db", false);

@@ -394,7 +394,13 @@ async fn refusals_exit_2_and_change_nothing() {
     state.add_container(9001, "inrange", false);
     state.add_backup("local", 9001);
     state.add_container(9002, "taken", false);
+    // A VM elsewhere in the cluster: not in this node's container list.
+    state.add_cluster_guest(9003, "VM", "pve2");
     for (args, why) in [
+        (
+            &["backup", "verify", "101", "--scratch-vmid", "9003"][..],
+            "vmid 9003 is in use elsewhere in the cluster",
+        ),
         (
             &["backup", "verify", "9001", "--scratch-vmid", "9001"][..],
             "is the guest being checked",

@@ -443,3 +443,56 @@ async fn a_restore_task_that_cannot_be_read_decides_nothing_and_is_tried_again()
         "{saved:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_skips_scratch_vmids_taken_elsewhere_in_the_cluster() {
+    let env = env().await;
+    let state = env.sim.state();
+    // This node's list shows neither; a restore into either would fail.
+    state.add_cluster_guest(9000, "VM", "pve2");
+    state.add_cluster_guest(9001, "CT", "pve3");
+    configure(
+        &env,
+        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
+    );
+    let child = service(&env);
+    let drills = wait_for_drills(&env, "the drill", |d| last_of(d, 101).is_some()).await;
+    let r = last_of(&drills, 101).unwrap();
+    assert_eq!(r["passed"], true, "{drills:#}");
+    assert_eq!(r["scratch_vmid"], 9002, "{drills:#}");
+    let (code, stderr) = stop(child).await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_storage_that_cannot_be_listed_is_no_failed_drill() {
+    let env = env().await;
+    let state = env.sim.state();
+    // Every backup listing fails: whether CT 101 has a backup is unknown, not "none".
+    state.inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/storage/local/content".into(),
+        kind: FaultKind::CloseConnection,
+        times: 100_000,
+    });
+    configure(
+        &env,
+        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
+    );
+    let child = service(&env);
+    let drills = wait_for_drills(&env, "the problem named", |d| {
+        d["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("the drill of CT 101 could not begin"))
+    })
+    .await;
+    assert_eq!(drills["last"], json!([]), "no result: {drills:#}");
+    assert_eq!(restores(&env), 0);
+    let (code, stderr) = stop(child).await;
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(state_dir(&env).join("felhom-agent.prom")).unwrap();
+    assert!(
+        !text.contains("felhom_backup_drill_success{"),
+        "a drill that could not begin is no failure:\n{text}"
+    );
+}

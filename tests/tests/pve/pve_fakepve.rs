@@ -536,3 +536,24 @@ async fn unknown_upid_is_an_error_not_a_hang() {
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
     assert_no_rejections(&pve);
 }
+
+#[tokio::test]
+async fn cluster_nextid_says_whether_a_vmid_is_free() {
+    let Some(pve) = start("cluster_nextid_says_whether_a_vmid_is_free", guests()) else {
+        return;
+    };
+    let c = client(&pve);
+    // Free: the vmid comes back (as a string: pve-manager PVE/API2/Cluster.pm `nextid`).
+    assert!(c.vmid_is_free(vmid(9000)).await.unwrap());
+    // Taken: a 400 whose `errors` name `vmid` ("VM 101 already exists").
+    assert!(!c.vmid_is_free(vmid(101)).await.unwrap());
+    // That 400 is the one rejection fakepve records; nothing else was refused.
+    let r = pve.rejections();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(
+        r[0]["errors"]["vmid"]
+            .as_str()
+            .is_some_and(|e| e.contains("already exists")),
+        "{r:?}"
+    );
+}

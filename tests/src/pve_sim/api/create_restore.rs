@@ -119,6 +119,12 @@ pub(super) fn create(inner: &mut Inner, params: &Params) -> ApiResult {
             inner.node
         )));
     }
+    // pve-cluster `check_vmid_unused`: the vmid is taken elsewhere in the cluster.
+    if let Some((kind, node)) = inner.cluster_guests.get(&vmid).filter(|_| !exists) {
+        return Err(ApiError::die(format!(
+            "{kind} {vmid} already exists on node '{node}'"
+        )));
+    }
     if exists && inner.containers.get(&vmid).is_some_and(|c| c.running) {
         return Err(ApiError::die("can't overwrite running container"));
     }
