@@ -567,6 +567,19 @@ impl Scheduler {
                 self.save();
             }
             let targets = targets(&self.plan.guests, self.range, &guests);
+            // A guest no longer to be drilled (taken off the list, or gone with `all`) drops
+            // its record: its series end, rather than alerting about drills it no longer gets.
+            let dropped = {
+                let mut saved = lock(&self.saved);
+                let before = saved.results.len();
+                saved
+                    .results
+                    .retain(|v, _| targets.iter().any(|t| t.get() == *v));
+                saved.results.len() != before
+            };
+            if dropped {
+                self.save();
+            }
             let next = next_due(&targets, &lock(&self.saved).results, self.plan.interval);
             {
                 let mut st = lock(&self.status);

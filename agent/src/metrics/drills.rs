@@ -1,10 +1,11 @@
 //! The restore drill schedule's results ([`crate::drill::schedule`]), when it is on.
 //!
-//! Each guest to drill gets `felhom_backup_drill_timestamp_seconds` — 0 until its first
-//! drill, so "never drilled" alerts like "drilled too long ago" — and, once drilled,
-//! `felhom_backup_drill_success`, `felhom_backup_drill_duration_seconds` and
-//! `felhom_backup_drill_cleanup_ok` of its last drill. A guest drilled earlier but no longer
-//! configured keeps its series, so a result does not vanish with a config change.
+//! Each guest to drill (the schedule's current targets) gets
+//! `felhom_backup_drill_timestamp_seconds` — 0 until its first drill, so "never drilled"
+//! alerts like "drilled too long ago" — and, once drilled, `felhom_backup_drill_success`,
+//! `felhom_backup_drill_duration_seconds` and `felhom_backup_drill_cleanup_ok` of its last
+//! drill. A guest no longer to be drilled has no series: its alerts resolve instead of
+//! firing about drills it no longer gets.
 
 use std::collections::BTreeMap;
 
@@ -46,13 +47,12 @@ pub(super) fn families(report: &HealthReport, node: &str) -> Vec<Family> {
     leftover.add(&[n], flag(d.leftover.is_some()));
     let last: BTreeMap<u32, &DrillRecord> = d.last.iter().map(|r| (r.vmid, r)).collect();
     for vmid in &d.targets {
-        if !last.contains_key(vmid) {
-            timestamp.add(&[n, ("vmid", &vmid.to_string())], 0.0);
-        }
-    }
-    for (vmid, r) in &last {
         let v = vmid.to_string();
         let l = [n, ("vmid", v.as_str())];
+        let Some(r) = last.get(vmid) else {
+            timestamp.add(&l, 0.0);
+            continue;
+        };
         success.add(&l, flag(r.passed));
         timestamp.add(&l, r.finished_at as f64);
         duration.add(&l, r.duration_seconds);
@@ -117,6 +117,8 @@ mod tests {
             last: vec![
                 record(101, true, None),
                 record(102, false, Some("destroy: x")),
+                // No longer a target (its record is from before a config change).
+                record(104, true, None),
             ],
             leftover: None,
             problem: None,
@@ -139,6 +141,10 @@ mod tests {
         assert!(
             !t.contains(r#"felhom_backup_drill_success{node="pve",vmid="103"}"#),
             "a guest not drilled yet has no success value:\n{t}"
+        );
+        assert!(
+            !t.contains(r#"vmid="104""#),
+            "not a target, no series:\n{t}"
         );
     }
 

@@ -218,14 +218,22 @@ async fn run_drills_each_guest_once_per_interval_and_reports_it() {
     // A restart reads drills.json back: the results are kept and nothing is drilled again.
     let saved = read_json(&state_dir(&env).join("drills.json")).unwrap();
     assert_eq!(saved["in_flight"], Value::Null, "{saved:#}");
+    // CT 100 is taken off the list: its record and its series go.
+    configure(&env, json!({ "drill_guests": "101" }));
     let child = service(&env);
     let again = wait_for_drills(&env, "the results after a restart", |d| {
-        last_of(d, 101).is_some() && d["next"].is_object()
+        last_of(d, 101).is_some() && d["next"].is_object() && last_of(d, 100).is_none()
     })
     .await;
     assert_eq!(last_of(&again, 101), last_of(&drills, 101), "{again:#}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(restores(&env), restores_before);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        !text.contains(r#"felhom_backup_drill_success{node="pve",vmid="100"}"#)
+            && text.contains(r#"felhom_backup_drill_success{node="pve",vmid="101"} 1"#),
+        "{text}"
+    );
     let (code, stderr) = stop(child).await;
     assert_eq!(code, 0, "{stderr}");
 }
