@@ -297,10 +297,11 @@ fn net_keys(config: &ContainerConfig) -> Vec<(ConfigKey, String, String)> {
         .collect()
 }
 
-fn now_epoch() -> i64 {
+/// Seconds since the epoch (0 if the clock is before it).
+fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What the drill's steps found, filled in as they go (read after an interruption too).
@@ -322,8 +323,9 @@ struct Progress {
 
 type Shared = Arc<Mutex<Progress>>;
 
-fn lock(p: &Shared) -> std::sync::MutexGuard<'_, Progress> {
-    p.lock().unwrap_or_else(|e| e.into_inner())
+/// Locks `m`, also after a panic elsewhere left it poisoned (the data stays usable).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A failed step: which one and why.
@@ -728,7 +730,8 @@ pub async fn verify(
         r = prepare(pve, args, range) => r?,
         name = &mut stop => return Err(DrillError::Stopped(name)),
     };
-    let age = chosen.ctime.map(|t| now_epoch().saturating_sub(t).max(0));
+    let now = i64::try_from(now_secs()).unwrap_or(i64::MAX);
+    let age = chosen.ctime.map(|t| now.saturating_sub(t).max(0));
 
     let shared: Shared = Arc::default();
     let ended = tokio::select! {

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use felhom_protocol::Vmid;
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use super::{
     DrillArgs, DrillContext, DrillError, DrillReport, Failure, Origin, RemoveError, ScratchRange,
-    StopSignal, Voice, in_range, is_scratch_copy, is_transient, remove_scratch,
+    StopSignal, Voice, in_range, is_scratch_copy, is_transient, lock, now_secs, remove_scratch,
 };
 use crate::cli::progress::ProgressMode;
 use crate::pve::{ContainerStatus, PveClient, PveError, StorageId, Upid};
@@ -192,7 +192,7 @@ impl DrillRecord {
     fn not_begun(vmid: Vmid, scratch: Option<Vmid>, reason: String, seconds: f64) -> DrillRecord {
         DrillRecord {
             vmid: vmid.get(),
-            finished_at: now(),
+            finished_at: now_secs(),
             passed: false,
             ok: false,
             duration_seconds: seconds,
@@ -277,12 +277,6 @@ pub struct DrillsStatus {
     pub problem: Option<String>,
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Reads `drills.json`: `Ok(None)` when there is none, the size bounded while reading.
 fn read_saved(path: &Path) -> Result<Option<Saved>, String> {
     use std::io::Read;
@@ -330,7 +324,7 @@ fn load(path: &Path) -> Saved {
 pub fn drill_under_way(state_dir: &Path, fresh: Duration) -> Option<u32> {
     let saved = read_saved(&state_dir.join(DRILLS_FILE)).ok()??;
     let inf = saved.in_flight?;
-    (now().saturating_sub(inf.started_at) < fresh.as_secs()).then_some(inf.scratch_vmid)
+    (now_secs().saturating_sub(inf.started_at) < fresh.as_secs()).then_some(inf.scratch_vmid)
 }
 
 /// How many vmids of the scratch range one drill asks the cluster about, at most.
@@ -411,10 +405,6 @@ impl Running {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts the schedule as a task. `state_dir` holds [`DRILLS_FILE`].
@@ -587,7 +577,7 @@ impl Scheduler {
                 st.next = next.clone();
                 st.problem = None;
             }
-            let now = now();
+            let now = now_secs();
             match next {
                 Some(n) if n.due_at <= now => {
                     let Ok(vmid) = Vmid::new(n.vmid) else {
@@ -719,7 +709,7 @@ impl Scheduler {
         lock(&self.saved).in_flight = Some(InFlight {
             vmid: vmid.get(),
             scratch_vmid: scratch.get(),
-            started_at: now(),
+            started_at: now_secs(),
             restore_task: None,
         });
         self.save();
@@ -763,7 +753,7 @@ impl Scheduler {
                     lock(&self.saved).in_flight = None;
                 }
             }
-            Ok(report) => record(DrillRecord::from_report(&report, now())),
+            Ok(report) => record(DrillRecord::from_report(&report, now_secs())),
             Err(DrillError::Stopped(_)) => lock(&self.saved).in_flight = None,
             // Proxmox did not answer a read before anything changed: no result; again soon.
             Err(DrillError::Pve(e)) if is_transient(&e) => {
