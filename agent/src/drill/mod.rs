@@ -101,17 +101,6 @@ pub struct DrillContext<'a> {
     pub on_restore_task: Option<&'a (dyn Fn(&Upid) + Send + Sync)>,
 }
 
-impl DrillContext<'_> {
-    /// Progress off, messages to the log, no callback.
-    pub fn quiet() -> DrillContext<'static> {
-        DrillContext {
-            progress: ProgressMode::Off,
-            voice: Voice::Log,
-            on_restore_task: None,
-        }
-    }
-}
-
 /// Why a drill did not run at all; nothing was changed.
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
