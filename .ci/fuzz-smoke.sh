@@ -2,7 +2,7 @@
 # Fuzz smoke: every cargo-fuzz target builds (stable toolchain, --sanitizer none) and runs for
 # a few seconds from its committed seeds with no crash. Bounded: cargo-fuzz install about
 # 2 minutes when missing, the instrumented build about 5 minutes cold on 2 cores, then
-# FUZZ_SMOKE_SECS (default 10) per target, 9 targets.
+# FUZZ_SMOKE_SECS (default 10) per target, 10 targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

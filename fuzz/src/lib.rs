@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("helper_config", helper_config),
     ("agent_config", agent_config),
     ("set_config_args", set_config_args),
+    ("cert_not_after", cert_not_after),
 ];
 
 static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
@@ -439,4 +440,88 @@ pub fn set_config_args(data: &[u8]) {
         }
     }
     let _ = change.is_empty();
+}
+
+/// The certificate date reader (`certexpiry::not_after`) on DER from the network (the
+/// server's certificate) or the CA file, and the expiry warnings built from what it reads.
+/// A date that is read is one the input spells out after its tag (UTCTime only for years
+/// 1950–2049); the reader reads one certificate, so bytes after it change nothing and a
+/// prefix can only read the same date or none; the warnings count whole days from that date
+/// and show it in clean text.
+pub fn cert_not_after(data: &[u8]) {
+    use felhom_agent::pve::certexpiry::{CertDates, not_after};
+    let got = not_after(data);
+    assert_eq!(not_after(data), got, "two reads of the same bytes differ");
+    for cut in [
+        data.len() / 2,
+        data.len() * 3 / 4,
+        data.len().saturating_sub(1),
+    ] {
+        if let Some(t) = not_after(&data[..cut]) {
+            assert_eq!(
+                got,
+                Some(t),
+                "a prefix reads a date the whole input does not"
+            );
+        }
+    }
+    let Some(t) = got else {
+        return;
+    };
+    assert!(
+        time_text_in(data, t),
+        "notAfter {t} is not spelled in the input"
+    );
+    let mut longer = data.to_vec();
+    longer.extend_from_slice(&[0x30, 0x03, 0x17, 0x01, b'Z']);
+    assert_eq!(
+        not_after(&longer),
+        Some(t),
+        "trailing bytes changed the date"
+    );
+
+    let day = 86_400;
+    let shown = felhom_protocol::civil::DateTime::from_unix(t).to_string();
+    let dates = CertDates {
+        server_not_after: Some(t),
+        ca_file_not_after: vec![t],
+    };
+    let w = dates.warnings(t - 10 * day, 30);
+    assert_eq!(w.len(), 2, "both certificates expire inside the window");
+    for w in &w {
+        assert_eq!((w.not_after, w.days_left), (t, 10));
+        assert!(w.message.contains(&shown), "{:?} lacks {shown}", w.message);
+        assert!(is_clean_text(&w.message));
+    }
+    assert!(
+        dates.warnings(t - 30 * day, 30).is_empty(),
+        "30 days left is outside 30"
+    );
+    let expired = dates.warnings(t + day, 1);
+    assert_eq!(expired.len(), 2);
+    assert!(
+        expired
+            .iter()
+            .all(|w| w.days_left == -1 && w.message.contains("expired 1 day(s) ago"))
+    );
+}
+
+/// True when `der` holds the DER time for Unix second `t`: a GeneralizedTime
+/// (`YYYYMMDDHHMMSSZ`), or a UTCTime (`YYMMDDHHMMSSZ`) when the year is 1950–2049, each right
+/// after its tag and length.
+pub fn time_text_in(der: &[u8], t: i64) -> bool {
+    let d = felhom_protocol::civil::DateTime::from_unix(t);
+    if !(0..=9999).contains(&d.year) {
+        return false;
+    }
+    let text = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        d.year, d.month, d.day, d.hour, d.minute, d.second
+    );
+    let spelled = |tag: u8, s: &str| {
+        let mut tlv = vec![tag, s.len() as u8];
+        tlv.extend_from_slice(s.as_bytes());
+        der.windows(tlv.len()).any(|w| w == tlv)
+    };
+    spelled(0x18, &text) || ((1950..2050).contains(&d.year) && spelled(0x17, &text[2..]))
 }

@@ -21,7 +21,9 @@ const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 
 /// Splits one DER TLV off `input`: (tag, contents, rest). Definite lengths of at most four
-/// bytes only; `None` when the input is short or malformed.
+/// bytes only, in DER's shortest form (X.690 §10.1: the long form only from 128 on, with no
+/// leading zero byte), as webpki, which parses the certificate in the handshake, requires;
+/// `None` when the input is short or malformed.
 fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     if tag & 0x1f == 0x1f {
@@ -37,9 +39,16 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         }
         let (bytes, after) = rest.split_at(n);
         rest = after;
-        bytes
+        if bytes.first() == Some(&0) {
+            return None; // a leading zero byte: not the shortest form
+        }
+        let len = bytes
             .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        if len < 0x80 {
+            return None; // the short form was due
+        }
+        len
     };
     if rest.len() < len {
         return None;
@@ -222,6 +231,8 @@ mod tests {
             let mut v = vec![tag];
             if body.len() < 0x80 {
                 v.push(body.len() as u8);
+            } else if body.len() < 0x100 {
+                v.extend_from_slice(&[0x81, body.len() as u8]);
             } else {
                 v.extend_from_slice(&[0x82, (body.len() >> 8) as u8, body.len() as u8]);
             }
@@ -301,6 +312,38 @@ mod tests {
         assert_eq!(not_after(&[0x30, 0x80, 0, 0]), None);
         assert_eq!(not_after(&[0x1f, 0x01, 0x00]), None);
         assert_eq!(not_after(&[]), None);
+    }
+
+    #[test]
+    fn lengths_not_in_der_s_shortest_form_are_refused() {
+        // Found by the cert_not_after fuzz target (fuzz/regressions/cert_not_after): a
+        // notAfter whose length is written `81 0d` instead of `0d` was read, though no DER
+        // parser (webpki, in the handshake) takes such a certificate.
+        let utc = |len: &[u8]| {
+            let mut v = vec![UTC_TIME, 13];
+            v.extend_from_slice(b"240101000000Z");
+            v.push(UTC_TIME);
+            v.extend_from_slice(len);
+            v.extend_from_slice(b"341231235959Z");
+            v
+        };
+        assert_eq!(
+            not_after(&cert_with(true, &utc(&[13]))),
+            Some(2_051_222_399)
+        );
+        for len in [&[0x81, 13][..], &[0x82, 0, 13], &[0x84, 0, 0, 0, 13]] {
+            assert_eq!(not_after(&cert_with(true, &utc(len))), None, "{len:02x?}");
+        }
+        // The outer SEQUENCE with a leading zero byte in a long-form length.
+        let good = cert_with(true, &utc(&[13]));
+        assert_eq!(
+            good[..2],
+            [SEQUENCE, 0x82],
+            "the test certificate's outer header"
+        );
+        let mut padded = vec![SEQUENCE, 0x83, 0];
+        padded.extend_from_slice(&good[2..]);
+        assert_eq!(not_after(&padded), None);
     }
 
     #[test]

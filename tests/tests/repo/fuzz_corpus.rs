@@ -74,6 +74,58 @@ fn the_targets_properties_can_fail() {
     assert!(targets::is_clean_text(
         "Permission check failed (/vms/100, VM.Audit)"
     ));
+    // The certificate target's date check: a date is found only as the input spells it, and a
+    // UTCTime only for the years 1950–2049 (`50` is 1950, `49` is 2049).
+    let at = |y, mo, d, h, mi, s| {
+        civil::DateTime {
+            year: y,
+            month: mo,
+            day: d,
+            hour: h,
+            minute: mi,
+            second: s,
+        }
+        .to_unix()
+    };
+    let utc = |s: &str| [&[0x17, 13][..], s.as_bytes()].concat();
+    let end_2049 = at(2049, 12, 31, 23, 59, 59);
+    assert!(targets::time_text_in(&utc("491231235959Z"), end_2049));
+    assert!(!targets::time_text_in(&utc("491231235959Z"), end_2049 + 1));
+    assert!(!targets::time_text_in(
+        &utc("491231235959Z"),
+        at(1949, 12, 31, 23, 59, 59)
+    ));
+    assert!(targets::time_text_in(
+        &utc("500101000000Z"),
+        at(1950, 1, 1, 0, 0, 0)
+    ));
+    assert!(!targets::time_text_in(
+        &utc("500101000000Z"),
+        at(2050, 1, 1, 0, 0, 0)
+    ));
+    let gen_2050 = [&[0x18, 15][..], b"20500101000000Z"].concat();
+    assert!(targets::time_text_in(&gen_2050, at(2050, 1, 1, 0, 0, 0)));
+}
+
+/// The certificate seeds are real certificates (made with `openssl req -x509` and
+/// `openssl ca -startdate/-enddate`, throwaway keys): the reader finds the notAfter openssl
+/// wrote in each, UTCTime and GeneralizedTime, with and without the version field.
+#[test]
+fn the_certificate_seeds_read_as_openssl_wrote_them() {
+    use felhom_agent::pve::certexpiry::not_after;
+    let read: Vec<String> = files(&fuzz_dir().join("corpus").join("cert_not_after"))
+        .iter()
+        .filter_map(|f| not_after(&std::fs::read(f).unwrap()))
+        .map(|t| civil::DateTime::from_unix(t).to_string())
+        .collect();
+    for want in [
+        "2049-12-31 23:59:59", // UTCTime 491231235959Z, version 1
+        "9999-12-31 23:59:59", // GeneralizedTime 99991231235959Z, version 1
+        "2028-12-03 12:34:04", // UTCTime, version 3 (`req -x509 -days 730`)
+        "2054-04-21 12:34:04", // GeneralizedTime, version 3 (`req -x509 -days 10000`)
+    ] {
+        assert!(read.iter().any(|r| r == want), "{want} not in {read:?}");
+    }
 }
 
 /// Encodes a real request frame (length prefix included) with the agent's transport.
