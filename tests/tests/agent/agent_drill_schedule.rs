@@ -54,6 +54,15 @@ fn service(env: &Env) -> tokio::process::Child {
         .unwrap()
 }
 
+/// `run` drilling CT 101 with a settle time of 1 s.
+fn service_drilling_101(env: &Env) -> tokio::process::Child {
+    configure(
+        env,
+        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
+    );
+    service(env)
+}
+
 /// `run` drilling CT 101 with a settle time of 2 minutes, once its copy CT 9000 runs.
 async fn service_in_a_long_drill(env: &Env) -> tokio::process::Child {
     configure(
@@ -271,11 +280,7 @@ async fn a_drill_left_in_flight_is_finished_at_the_next_start_only_when_it_is_th
     };
     std::fs::write(dir.join("drills.json"), in_flight(9000).to_string()).unwrap();
     // A long interval, and 101's drill is due at once: it must wait for the cleanup.
-    configure(
-        &env,
-        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
-    );
-    let child = service(&env);
+    let child = service_drilling_101(&env);
     let drills = wait_for_drills(&env, "the drill after the cleanup", |d| {
         last_of(d, 101).is_some()
     })
@@ -396,11 +401,7 @@ async fn an_untagged_copy_whose_restore_ended_well_is_the_drills_and_is_destroye
     let upid = restore_untagged_copy(&env).await;
     assert!(state.container_exists(9000));
     write_in_flight(&env, &upid);
-    configure(
-        &env,
-        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
-    );
-    let child = service(&env);
+    let child = service_drilling_101(&env);
     let drills = wait_for_drills(&env, "the drill after the cleanup", |d| {
         last_of(d, 101).is_some()
     })
@@ -426,11 +427,7 @@ async fn a_restore_task_that_cannot_be_read_decides_nothing_and_is_tried_again()
         kind: FaultKind::CloseConnection,
         times: 100_000,
     });
-    configure(
-        &env,
-        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
-    );
-    let child = service(&env);
+    let child = service_drilling_101(&env);
     let drills = wait_for_drills(&env, "the failed cleanup named", |d| {
         d["problem"]
             .as_str()
@@ -459,11 +456,7 @@ async fn the_schedule_skips_scratch_vmids_taken_elsewhere_in_the_cluster() {
     // This node's list shows neither; a restore into either would fail.
     state.add_cluster_guest(9000, "VM", "pve2");
     state.add_cluster_guest(9001, "CT", "pve3");
-    configure(
-        &env,
-        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
-    );
-    let child = service(&env);
+    let child = service_drilling_101(&env);
     let drills = wait_for_drills(&env, "the drill", |d| last_of(d, 101).is_some()).await;
     let r = last_of(&drills, 101).unwrap();
     assert_eq!(r["passed"], true, "{drills:#}");
@@ -483,11 +476,7 @@ async fn a_backup_storage_that_cannot_be_listed_is_no_failed_drill() {
         kind: FaultKind::CloseConnection,
         times: 100_000,
     });
-    configure(
-        &env,
-        json!({ "drill_guests": "101", "drill_settle_secs": 1 }),
-    );
-    let child = service(&env);
+    let child = service_drilling_101(&env);
     let drills = wait_for_drills(&env, "the problem named", |d| {
         d["problem"]
             .as_str()
